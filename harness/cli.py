@@ -1,0 +1,106 @@
+"""The `harness` command: run, leaderboard, list."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, as every other bad input
+        raise HarnessError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="tune, train and score methods on tasks")
+    run.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
+    run.add_argument("--task", required=True, type=_names, help="task name(s), comma-separated")
+    run.add_argument("--trials", type=_positive, default=6, help="Optuna trials per (task, method) (default 6)")
+    run.add_argument("--seeds", type=_positive, default=3, help="seeds for the final retraining (default 3)")
+    run.add_argument("--epochs", type=_positive, help="epochs per training run (default: the task's)")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
+    run.add_argument("--storage", help="Optuna storage: a .journal file, sqlite:/// or postgresql:// URL")
+    run.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="fix a hyperparameter instead of tuning it; repeatable")
+    run.add_argument("--force", action="store_true", help="rerun seeds whose records already exist")
+    run.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
+    run.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
+    board.add_argument("--results", type=Path, default=Path("results"))
+    board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
+
+    listing = sub.add_parser("list", help="what is registered")
+    listing.add_argument("what", choices=["methods", "tasks"])
+    listing.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            from harness.commands import run_command
+
+            return run_command(args, _data_dir(args.data_dir))
+        if args.command == "leaderboard":
+            from harness.leaderboard import leaderboard_command
+
+            return leaderboard_command(args.results, check=args.check)
+        from harness.commands import list_command
+
+        return list_command(args.what, _data_dir(args.data_dir))
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+def _data_dir(given: Path | None) -> Path | None:
+    if given is not None:
+        path = given
+    elif os.environ.get(DATA_DIR_ENV):
+        path = Path(os.environ[DATA_DIR_ENV])
+    else:
+        return None
+    if not path.is_dir():
+        raise HarnessError(f"data directory {path} does not exist; create it or pass an existing --data-dir")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

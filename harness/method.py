@@ -1,0 +1,102 @@
+"""The Method interface.
+
+A method is one class: it declares its name, requirements and search space,
+builds its networks from the task's description, returns its loss on a batch
+and encodes inputs into the frozen representation the probe scores. The
+harness owns the training loop, optimizers, seeds, devices and all I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from harness.space import Param
+from harness.task import Batch, Task
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a task must offer for the method to run on it."""
+
+    min_modalities: int = 1
+    needs_labels: bool = False
+    needs_augmentations: bool = False
+    modality_kinds: frozenset[str] | None = None  # every modality must be one of these kinds
+    needs_guide: bool = False
+
+    def unmet(self, task: Task) -> str | None:
+        """Why the task does not qualify, as the leaderboard prints it, or None if it does."""
+        if len(task.modalities) < self.min_modalities:
+            return f"needs {self.min_modalities} modalities"
+        if self.needs_augmentations and not task.offers_augmentations():
+            return "needs augmentations"
+        if self.modality_kinds is not None:
+            other = sorted({m.kind for m in task.modalities} - self.modality_kinds)
+            if other:
+                return f"needs {' or '.join(sorted(self.modality_kinds))} inputs, not {', '.join(other)}"
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_modalities > 1:
+            parts.append(f"{self.min_modalities}+ modalities")
+        if self.needs_labels:
+            parts.append("labels")
+        if self.needs_augmentations:
+            parts.append("augmentations")
+        if self.modality_kinds is not None:
+            parts.append("/".join(sorted(self.modality_kinds)) + " inputs")
+        if self.needs_guide:
+            parts.append("a guide model")
+        return ", ".join(parts) or "-"
+
+
+@dataclass
+class Auxiliary:
+    """A separate objective with its own optimizer, stepped after each main step.
+
+    FactorCL trains its CLUB critics this way. Its parameters are excluded from
+    the main optimizer; `loss` receives the same batch the main step saw.
+    """
+
+    name: str
+    parameters: Iterable[nn.Parameter]
+    loss: Callable[[Batch], torch.Tensor]
+    lr_scale: float = 1.0
+
+
+class Method(nn.Module):
+    """Subclass, set the class attributes, implement `loss` and `encode`, and register the class."""
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]  # the name the papers' tables use
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    requirements: ClassVar[Requirements] = Requirements()
+    search_space: ClassVar[dict[str, Param]] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
+    trains: ClassVar[bool] = True  # False for reference rows that score a fixed representation
+
+    def __init__(self, task: Task, hparams: dict[str, Any]):
+        super().__init__()
+        self.task = task
+        self.hparams = hparams
+
+    def loss(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The training loss, or a dict with key "loss" and further scalars to log."""
+        raise NotImplementedError(f"{self.name} does not train")
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The representation the linear probe scores, one row per sample."""
+        raise NotImplementedError
+
+    def auxiliaries(self) -> list[Auxiliary]:
+        return []
+
+    def prepare(self, train: Any) -> None:
+        """Optional hook, called once with the training split before the first step."""

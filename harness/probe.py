@@ -1,0 +1,83 @@
+"""Linear-probe evaluation of a frozen representation.
+
+Features are standardized with training statistics; a logistic regression is
+fitted for each regularization strength and the one with the best validation
+accuracy is kept. The test split is scored once, with that model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.preprocessing import StandardScaler
+
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+QUICK_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class ProbeScores:
+    val_acc: float
+    val_f1: float
+    test_acc: float | None
+    test_f1: float | None
+    C: float
+
+    def as_metrics(self) -> dict[str, float]:
+        metrics = {"val_acc": self.val_acc, "val_f1": self.val_f1, "probe_C": self.C}
+        if self.test_acc is not None:
+            metrics |= {"test_acc": self.test_acc, "test_f1": self.test_f1}
+        return metrics
+
+
+Features = tuple[np.ndarray, np.ndarray]
+
+
+def _scores(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    predicted = model.predict(x)
+    return float(accuracy_score(y, predicted)), float(f1_score(y, predicted, average="macro"))
+
+
+def _fit(x: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression | DummyClassifier:
+    if len(np.unique(y)) < 2:  # a tiny split can hold one class; predict it rather than crash
+        return DummyClassifier(strategy="most_frequent").fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=C, max_iter=500).fit(x, y)
+
+
+def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    scaler = StandardScaler().fit(train)
+    # Constant features (std 0) would otherwise become NaN.
+    return [np.nan_to_num(scaler.transform(a)) for a in (train, *others)]
+
+
+def linear_probe(train: Features, val: Features, test: Features | None = None, grid=C_GRID) -> ProbeScores:
+    """Choose C on validation accuracy; score the test split once with the chosen model."""
+    x_train, x_val, *x_test = _standardize(train[0], val[0], *([test[0]] if test else []))
+    best = None
+    for C in grid:
+        model = _fit(x_train, train[1], C)
+        acc, f1 = _scores(model, x_val, val[1])
+        if best is None or acc > best[0]:
+            best = (acc, f1, C, model)
+    val_acc, val_f1, C, model = best
+    test_acc = test_f1 = None
+    if test is not None:
+        test_acc, test_f1 = _scores(model, x_test[0], test[1])
+    return ProbeScores(val_acc, val_f1, test_acc, test_f1, C)
+
+
+def quick_probe_accuracy(train: Features, val: Features, seed: int = 0) -> float:
+    """A cheap per-epoch validation signal for pruning: one C, a subsample of rows."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(train[1]))[:QUICK_ROWS]
+    x_train, x_val = _standardize(train[0][rows], val[0][:QUICK_ROWS])
+    model = _fit(x_train, train[1][rows], 0.1)  # strong regularization: converges fast on few rows
+    return _scores(model, x_val, val[1][:QUICK_ROWS])[0]

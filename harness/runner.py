@@ -1,0 +1,211 @@
+"""Runs one (task, method) pair: tune on validation, retrain the best
+configuration with K seeds, score the test split once per seed, record it all."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from harness import environment, probe
+from harness.errors import DivergedError, HarnessError
+from harness.method import Method
+from harness.records import Record, has_record, write_record
+from harness.space import Float, Param, typed_overrides
+from harness.task import Task, TaskData
+from harness.tracking import Tracker
+from harness.train import TrainConfig, extract_features, fit
+from harness.tuning import best_params, open_study, spent_trials, suggest
+
+log = logging.getLogger(__name__)
+
+# Every trained method tunes its learning rate; methods add their own entries.
+TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
+TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
+TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
+
+
+@dataclass
+class RunOptions:
+    trials: int = 6
+    seeds: int = 3
+    epochs: int | None = None
+    device: str = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    results: Path = Path("results")
+    workdir: Path = Path(".harness")
+    data_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class Pair:
+    """One task and one method, resolved and checked, ready to run."""
+
+    task: Task
+    method_cls: type[Method]
+
+    @property
+    def key(self) -> str:
+        return f"{self.task.name}/{self.method_cls.name}"
+
+
+class PairRunner:
+    def __init__(self, options: RunOptions, tracker: Tracker, storage):
+        self.options = options
+        self.tracker = tracker
+        self.storage = storage
+        self.device = environment.resolve_device(options.device)
+
+    # -- what to run -------------------------------------------------------------------------
+
+    def hyperparameters(self, pair: Pair) -> tuple[dict[str, Param], dict[str, Any]]:
+        """The space still to tune, and every value fixed by defaults or --set."""
+        method, task = pair.method_cls, pair.task
+        space = {**TRAIN_SPACE, **method.search_space} if method.trains else {}
+        defaults = {**TRAIN_DEFAULTS, "batch_size": task.default_batch_size, **method.defaults}
+        fixed = typed_overrides(self.options.overrides, space, defaults)
+        return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
+
+    def seeds_to_run(self, pair: Pair) -> list[int]:
+        root = self.options.results
+        return [
+            s for s in range(self.options.seeds)
+            if self.options.force or not has_record(root, pair.task.name, pair.method_cls.name, s)
+        ]
+
+    def epochs_for(self, task: Task) -> int:
+        return self.options.epochs or task.default_epochs
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, pair: Pair) -> str:
+        seeds = self.seeds_to_run(pair)
+        if not seeds:
+            return f"{pair.key}: all {self.options.seeds} seed records exist; nothing to train (--force reruns)"
+        space, fixed = self.hyperparameters(pair)
+        data = pair.task.load()
+        fingerprint = data.fingerprint()
+        epochs = self.epochs_for(pair.task)
+        protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds}
+        with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
+            "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
+        }) as parent_id:
+            tuned = self.tune(pair, data, space, fixed, epochs) if space and self.options.trials > 0 else {}
+            hparams = fixed | tuned
+            self.tracker.log_dict({"best": hparams}, "best_hparams.json")
+            for seed in seeds:
+                self.run_seed(pair, data, fingerprint, hparams, seed, protocol, parent_id)
+        return f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
+
+    def tune(self, pair: Pair, data: TaskData, space, fixed, epochs) -> dict[str, Any]:
+        name = (f"{pair.task.name}@{pair.task.version}/{pair.method_cls.name}@{pair.method_cls.version}"
+                f"/e{epochs}")
+        study = open_study(name, self.storage)
+        remaining = self.options.trials - spent_trials(study)
+        if remaining > 0:
+            log.info("%s: tuning, %d of %d trials to go", pair.key, remaining, self.options.trials)
+            study.optimize(lambda trial: self._objective(trial, pair, data, space, fixed, epochs),
+                           n_trials=remaining, catch=(DivergedError,))
+        else:
+            log.info("%s: the study already has its %d trials", pair.key, self.options.trials)
+        return best_params(study)
+
+    def _objective(self, trial: optuna.Trial, pair: Pair, data: TaskData, space, fixed, epochs) -> float:
+        hparams = fixed | suggest(trial, space)
+        with self.tracker.child_run(f"trial-{trial.number}", hparams):
+
+            def report(method: Method, epoch: int, metrics: dict[str, float]) -> None:
+                quick = probe.quick_probe_accuracy(
+                    extract_features(method, data.train.subset(probe.QUICK_ROWS), self.device),
+                    extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device),
+                )
+                self.tracker.log_metrics(metrics | {"val_quick_acc": quick}, step=epoch)
+                trial.report(quick, epoch)
+                if trial.should_prune():
+                    self.tracker.set_tags({"status": "pruned"})
+                    raise optuna.TrialPruned()
+
+            try:
+                scores, _, _ = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + trial.number,
+                                                    epochs, report, with_test=False)
+            except DivergedError as exc:
+                self.tracker.set_tags({"status": "diverged", "error": str(exc)})
+                log.warning("%s trial %d diverged: %s", pair.key, trial.number, exc)
+                raise
+            self.tracker.log_metrics(scores.as_metrics())
+            log.info("%s trial %d: val acc %.4f with %s", pair.key, trial.number, scores.val_acc, _short(hparams))
+            return scores.val_acc
+
+    def train_and_probe(self, pair: Pair, data: TaskData, hparams, seed: int, epochs: int, on_epoch=None,
+                        with_test: bool = True):
+        generator = environment.seed_everything(seed)
+        method = pair.method_cls(pair.task, hparams)
+        stats = None
+        if method.trains:
+            config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
+                                 weight_decay=float(hparams["weight_decay"]), device=self.device,
+                                 progress=self.options.progress)
+            stats = fit(method, data, config, generator, on_epoch)
+        else:
+            method.prepare(data.train)
+        features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
+        test = extract_features(method, data.test, self.device) if with_test else None
+        return probe.linear_probe(*features, test), method, stats
+
+    def run_seed(self, pair: Pair, data: TaskData, fingerprint: str, hparams, seed: int, protocol, parent_id):
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}) as run_id:
+            try:
+                scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"])
+            except DivergedError as exc:
+                self.tracker.set_tags({"status": "diverged", "error": str(exc)})
+                log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
+                return
+            for epoch, metrics in enumerate(stats.history if stats else []):
+                self.tracker.log_metrics(metrics, step=epoch)
+            wall = time.perf_counter() - started
+            peak = environment.peak_memory_mb(self.device)
+            self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
+        record = Record(
+            task=pair.task.identity() | {"fingerprint": fingerprint},
+            method={"name": method.name, "display_name": method.display_name, "version": method.version},
+            seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
+            metrics=scores.as_metrics(),
+            environment={"device": self.device.type, "hardware": environment.hardware(self.device),
+                         "git_commit": environment.git_commit(), **environment.versions()},
+            wall_time_s=round(wall, 2), peak_memory_mb=round(peak, 1),
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            mlflow_run_id=run_id,
+        )
+        write_record(self.options.results, record)
+        log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
+                 scores.test_f1, wall)
+
+
+def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:
+    return Record(task=task.identity(), seed=None, status="n/a", reason=reason,
+                  method={"name": method_cls.name, "display_name": method_cls.display_name,
+                          "version": method_cls.version})
+
+
+def check_data(task: Task) -> None:
+    if not task.data_present():
+        where = task.data_dir or "no --data-dir given"
+        raise HarnessError(
+            f"task {task.name}: data not found ({where}); expected {', '.join(task.source.files)} there. "
+            f"{task.source.instructions}"
+        )
+
+
+def _short(hparams: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hparams.items()))

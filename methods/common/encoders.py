@@ -1,0 +1,68 @@
+"""Encoders by modality, as building blocks every method can ask for.
+
+`build_encoder` picks the family a modality names (`Modality.encoder`), or the
+default family for its kind. Families register themselves in ENCODERS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from harness.task import Modality, Task
+
+EncoderBuilder = Callable[[Modality, int], nn.Module]
+ENCODERS: dict[str, EncoderBuilder] = {}
+DEFAULT_FAMILY = {"tabular": "mlp"}
+
+
+def encoder_family(name: str):
+    def register(builder: EncoderBuilder) -> EncoderBuilder:
+        ENCODERS[name] = builder
+        return builder
+
+    return register
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+@encoder_family("mlp")
+def mlp_encoder(modality: Modality, embed_dim: int, hidden: int = 512) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), mlp([math.prod(modality.shape), hidden, hidden, embed_dim]))
+
+
+def build_encoder(modality: Modality, embed_dim: int) -> nn.Module:
+    family = modality.encoder or DEFAULT_FAMILY.get(modality.kind)
+    if family not in ENCODERS:
+        raise ValueError(f"no encoder for modality {modality.name} (kind {modality.kind}, family {family})")
+    return ENCODERS[family](modality, embed_dim)
+
+
+class ModalityEncoders(nn.ModuleDict):
+    """One encoder per modality of a task."""
+
+    def __init__(self, task: Task, embed_dim: int):
+        super().__init__({m.name: build_encoder(m, embed_dim) for m in task.modalities})
+        self.embed_dim = embed_dim
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: encoder(inputs[name]) for name, encoder in self.items()}
+
+    def joint(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """All modalities' embeddings side by side, in the task's modality order."""
+        return torch.cat(list(self(inputs).values()), dim=1)
+
+    @property
+    def joint_dim(self) -> int:
+        return self.embed_dim * len(self)

@@ -1,0 +1,34 @@
+"""SimCLR: NT-Xent between two augmented views of each sample (Chen et al. 2020).
+
+A multimodal sample is augmented modality by modality; its view is the
+projection of all modalities' embeddings together. The probe sees the
+embeddings before the projection head, as in SimCLR.
+"""
+
+from harness.method import Method, Requirements
+from harness.space import Choice, Float
+from methods.common.encoders import ModalityEncoders, mlp
+from methods.common.losses import nt_xent
+
+
+class SimCLR(Method):
+    name = "simclr"
+    display_name = "SimCLR"
+    description = "NT-Xent between two augmented views of the whole sample."
+    requirements = Requirements(needs_augmentations=True)
+    search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
+    defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.encoders = ModalityEncoders(task, int(hparams["embed_dim"]))
+        joint = self.encoders.joint_dim
+        self.projector = mlp([joint, joint, int(hparams["projection_dim"])])
+
+    def loss(self, batch):
+        z1 = self.projector(self.encoders.joint(batch.views()))
+        z2 = self.projector(self.encoders.joint(batch.views()))
+        return nt_xent(z1, z2, float(self.hparams["temperature"]))
+
+    def encode(self, inputs):
+        return self.encoders.joint(inputs)

@@ -1,0 +1,5 @@
+"""Built-in tasks: registry name -> "module:Class". Adding a task is one file and one line here."""
+
+BUILTIN = {
+    "synthetic": "tasks.synthetic:Synthetic",
+}
