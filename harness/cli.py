@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    # Our progress lines at INFO; libraries stay at their default WARNING.
+    for package in ("harness", "methods", "tasks"):
+        logging.getLogger(package).setLevel(logging.INFO)
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":

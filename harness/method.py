@@ -69,6 +69,10 @@ class Auxiliary:
     loss: Callable[[Batch], torch.Tensor]
     lr_scale: float = 1.0
 
+    def __post_init__(self) -> None:
+        # `module.parameters()` is a generator; keep a list so it can be read more than once.
+        self.parameters = list(self.parameters)
+
 
 class Method(nn.Module):
     """Subclass, set the class attributes, implement `loss` and `encode`, and register the class."""

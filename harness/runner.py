@@ -14,7 +14,7 @@ import optuna
 import torch
 
 from harness import environment, probe
-from harness.errors import DivergedError, HarnessError
+from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import Method
 from harness.records import Record, has_record, write_record
 from harness.space import Float, Param, typed_overrides
@@ -97,12 +97,13 @@ class PairRunner:
         protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds}
         with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
             "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
-        }) as parent_id:
+        }):
             tuned = self.tune(pair, data, space, fixed, epochs) if space and self.options.trials > 0 else {}
             hparams = fixed | tuned
             self.tracker.log_dict({"best": hparams}, "best_hparams.json")
-            for seed in seeds:
-                self.run_seed(pair, data, fingerprint, hparams, seed, protocol, parent_id)
+            diverged = [seed for seed in seeds if not self.run_seed(pair, data, fingerprint, hparams, seed, protocol)]
+        if diverged:
+            raise RunFailed(f"seed(s) {diverged} diverged; the other seeds were recorded")
         return f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
 
     def tune(self, pair: Pair, data: TaskData, space, fixed, epochs) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class PairRunner:
         if remaining > 0:
             log.info("%s: tuning, %d of %d trials to go", pair.key, remaining, self.options.trials)
             study.optimize(lambda trial: self._objective(trial, pair, data, space, fixed, epochs),
-                           n_trials=remaining, catch=(DivergedError,))
+                           n_trials=remaining)
         else:
             log.info("%s: the study already has its %d trials", pair.key, self.options.trials)
         return best_params(study)
@@ -138,8 +139,8 @@ class PairRunner:
                                                     epochs, report, with_test=False)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
-                log.warning("%s trial %d diverged: %s", pair.key, trial.number, exc)
-                raise
+                log.warning("%s trial %d diverged: %s; the study goes on", pair.key, trial.number, exc)
+                return float("nan")  # Optuna records the trial as failed, without a traceback
             self.tracker.log_metrics(scores.as_metrics())
             log.info("%s trial %d: val acc %.4f with %s", pair.key, trial.number, scores.val_acc, _short(hparams))
             return scores.val_acc
@@ -160,7 +161,8 @@ class PairRunner:
         test = extract_features(method, data.test, self.device) if with_test else None
         return probe.linear_probe(*features, test), method, stats
 
-    def run_seed(self, pair: Pair, data: TaskData, fingerprint: str, hparams, seed: int, protocol, parent_id):
+    def run_seed(self, pair: Pair, data: TaskData, fingerprint: str, hparams, seed: int, protocol) -> bool:
+        """Train, score and record one seed; False if it diverged (then nothing is recorded)."""
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -170,7 +172,7 @@ class PairRunner:
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                 log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
-                return
+                return False
             for epoch, metrics in enumerate(stats.history if stats else []):
                 self.tracker.log_metrics(metrics, step=epoch)
             wall = time.perf_counter() - started
@@ -190,6 +192,7 @@ class PairRunner:
         write_record(self.options.results, record)
         log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
                  scores.test_f1, wall)
+        return True
 
 
 def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:

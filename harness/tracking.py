@@ -56,13 +56,16 @@ class Tracker:
 
     @contextlib.contextmanager
     def parent_run(self, experiment: str, run_name: str, params: dict[str, Any]) -> Iterator[str]:
-        with mlflow.start_run(experiment_id=self._experiment(experiment), run_name=run_name) as run:
+        experiment_id = self._experiment(experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params(_flat(params))
             yield run.info.run_id
 
     @contextlib.contextmanager
     def child_run(self, run_name: str, params: dict[str, Any]) -> Iterator[str]:
-        with mlflow.start_run(run_name=run_name, nested=True) as run:
+        # Without the parent's experiment id MLflow files a nested run under "Default".
+        parent = mlflow.active_run()
+        with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=run_name, nested=True) as run:
             mlflow.log_params(_flat(params))
             yield run.info.run_id
 

@@ -45,7 +45,7 @@ def _optimizers(method: Method, cfg: TrainConfig) -> tuple[torch.optim.Optimizer
     main_params = [p for p in method.parameters() if p.requires_grad and id(p) not in aux_ids]
     main = torch.optim.AdamW(main_params, lr=cfg.lr, weight_decay=cfg.weight_decay) if main_params else None
     aux = [
-        (a, torch.optim.AdamW(list(a.parameters), lr=cfg.lr * a.lr_scale, weight_decay=cfg.weight_decay))
+        (a, torch.optim.AdamW(a.parameters, lr=cfg.lr * a.lr_scale, weight_decay=cfg.weight_decay))
         for a in auxiliaries
     ]
     return main, aux
@@ -96,7 +96,7 @@ def fit(
                 aux_loss = objective.loss(batch)
                 terms[f"{objective.name}_loss"] = aux_loss
                 _finite(aux_loss, f"{objective.name} loss", epoch, step)
-                _step(optimizer, aux_loss, list(objective.parameters), cfg.max_grad_norm)
+                _step(optimizer, aux_loss, objective.parameters, cfg.max_grad_norm)
             for key, value in terms.items():
                 sums.setdefault(f"train_{key}", []).append(float(value.detach()))
         metrics = {key: float(np.mean(values)) for key, values in sums.items()}

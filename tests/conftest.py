@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+from harness.catalog import METHODS, TASKS  # noqa: E402
+from harness.cli import main  # noqa: E402
+from tests.fixtures import TEST_METHODS, TEST_TASKS  # noqa: E402
+
+for _name, _target in TEST_TASKS.items():
+    TASKS.register(_name, _target)
+for _name, _target in TEST_METHODS.items():
+    METHODS.register(_name, _target)
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    """One MLflow store for the session: creating a store costs seconds, runs do not."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def harness_run(tmp_path: Path, tracking_uri: str):
+    """Call `harness run` in-process with throwaway stores; returns (exit code, results dir)."""
+    results = tmp_path / "results"
+
+    def run(*args: str) -> int:
+        return main(["run", *args, "--results", str(results), "--workdir", str(tmp_path / "work"),
+                     "--tracking-uri", tracking_uri, "--no-progress"])
+
+    run.results = results
+    run.workdir = tmp_path / "work"
+    return run

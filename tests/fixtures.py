@@ -1,0 +1,69 @@
+"""Tiny tasks and deliberately misbehaving methods, registered only for the tests."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from harness.method import Method
+from harness.task import Modality, Task, TaskData, TensorSplit
+from methods.common.encoders import ModalityEncoders
+from tasks.synthetic import Synthetic
+
+
+class TinySynthetic(Synthetic):
+    """The synthetic generator at a few hundred rows, so a full `harness run` takes seconds."""
+
+    name = "tiny-synthetic"
+    default_epochs = 1
+    default_batch_size = 64
+    setting = replace(Synthetic.setting, n_train_test=400, n_val=100, input_dim=20)
+
+
+class SingleModality(Task):
+    """One tabular modality and no augmentations: methods needing two modalities cannot run."""
+
+    name = "single-modality"
+    suite = "tests"
+    default_epochs = 1
+    default_batch_size = 32
+
+    @property
+    def modalities(self):
+        return (Modality("x", "tabular", (4,)),)
+
+    @property
+    def num_classes(self):
+        return 2
+
+    def load(self) -> TaskData:
+        g = torch.Generator().manual_seed(0)
+
+        def split(n: int) -> TensorSplit:
+            x = torch.randn(n, 4, generator=g)
+            return TensorSplit({"x": x}, (x[:, 0] > 0).long())
+
+        return TaskData(split(64), split(32), split(32))
+
+
+class DivergesOnOddSeeds(Method):
+    """Loss turns NaN whenever the harness seeded the run with an odd seed."""
+
+    name = "diverges-on-odd-seeds"
+    display_name = "Diverges"
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.encoders = ModalityEncoders(task, 8)
+
+    def loss(self, batch):
+        value = self.encoders.joint(batch.inputs).pow(2).mean()
+        return value * float("nan") if torch.initial_seed() % 2 else value
+
+    def encode(self, inputs):
+        return self.encoders.joint(inputs)
+
+
+TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
+TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds"}

@@ -1,0 +1,116 @@
+"""Every bad input gets one line naming the problem and the fix, exit code 2, no traceback."""
+
+import json
+import shutil
+
+import optuna
+import pytest
+
+from harness.cli import main
+from harness.records import read_records
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--method", "clp", "--task", "synthetic"], "unknown method 'clp'; did you mean 'clip'?"),
+    (["run", "--method", "clip", "--task", "synthetc"], "unknown task 'synthetc'; did you mean 'synthetic'?"),
+    (["run", "--method", "clip", "--task", "synthetic", "--set", "lr"], "malformed --set 'lr'"),
+    (["run", "--method", "clip", "--task", "synthetic", "--set", "lrr=1"], "--set lrr: no such hyperparameter"),
+    (["run", "--method", "clip", "--task", "synthetic", "--trials", "0"], "--trials: must be at least 1, got 0"),
+    (["run", "--method", "clip", "--task", "synthetic", "--seeds", "-1"], "--seeds: must be at least 1, got -1"),
+    (["run", "--method", "clip", "--task", "synthetic", "--epochs", "x"], "--epochs: 'x' is not a whole number"),
+    (["run", "--method", "clip", "--task", "synthetic", "--data-dir", "/no/such/dir"],
+     "data directory /no/such/dir does not exist"),
+    (["run", "--method", "clip", "--task", "single-modality"],
+     "method clip cannot run on task single-modality: it needs 2 modalities"),
+    (["run", "--method", "clip", "--task", "synthetic", "--device", "tpu"], "--device tpu: choose auto, cpu or cuda"),
+    (["run", "--method", "clip", "--task", "synthetic", "--tracking-uri", "./mlruns"],
+     "MLflow no longer accepts a file store"),
+    (["list", "widgets"], "invalid choice: 'widgets'"),
+])
+def test_bad_input_gets_one_line_and_exit_code_2(argv, expected, capsys, tmp_path):
+    argv = argv + (["--workdir", str(tmp_path), "--results", str(tmp_path)] if argv[0] == "run" else [])
+    assert main(argv) == 2
+    assert expected in one_error_line(capsys)
+    assert not (tmp_path / "records").exists()  # nothing was written on bad input
+
+
+def test_a_run_records_every_seed_and_tracks_it_in_mlflow(harness_run, tracking_uri, capsys):
+    assert harness_run("--method", "clip,untrained", "--task", "tiny-synthetic", "--trials", "2", "--seeds", "2") == 0
+    records = list(read_records(harness_run.results))
+    assert sorted((r.method["name"], r.seed) for r in records) == [("clip", 0), ("clip", 1), ("untrained", 0),
+                                                                  ("untrained", 1)]
+    clip = next(r for r in records if r.method["name"] == "clip")
+    assert clip.protocol == {"epochs": 1, "trials": 2, "seeds": 2, "batch_size": 64}
+    assert {"test_acc", "test_f1", "val_acc"} <= set(clip.metrics) and 0 <= clip.metrics["test_acc"] <= 1
+    assert clip.task["fingerprint"] and clip.environment["torch"] and clip.wall_time_s > 0
+    assert clip.hparams["lr"] != 1e-3  # the tuned value, not the default
+
+    import mlflow
+
+    runs = mlflow.MlflowClient(tracking_uri).search_runs(
+        [mlflow.get_experiment_by_name("harness/tiny-synthetic").experiment_id])
+    names = sorted(r.info.run_name for r in runs)
+    assert names.count("clip") == 1 and names.count("trial-0") == 1 and names.count("seed-1") == 2
+    seed_run = next(r for r in runs if r.info.run_id == clip.mlflow_run_id)
+    assert seed_run.data.tags["mlflow.parentRunId"] and seed_run.data.metrics["test_acc"] == clip.metrics["test_acc"]
+
+
+def test_rerunning_trains_nothing_and_force_reruns(harness_run, caplog):
+    args = ("--method", "untrained", "--task", "tiny-synthetic", "--seeds", "1")
+    assert harness_run(*args) == 0
+    path = harness_run.results / "records" / "tiny-synthetic" / "untrained" / "seed0.json"
+    first = json.loads(path.read_text())["finished_at"]
+    caplog.clear()
+    assert harness_run(*args) == 0
+    assert "nothing to train" in caplog.text
+    assert json.loads(path.read_text())["finished_at"] == first
+    caplog.clear()
+    assert harness_run(*args, "--force") == 0
+    assert "1 seed(s) trained and recorded" in caplog.text
+
+
+def test_an_interrupted_study_continues_where_it_stopped(harness_run):
+    assert harness_run("--method", "clip", "--task", "tiny-synthetic", "--trials", "1", "--seeds", "1") == 0
+    shutil.rmtree(harness_run.results)  # as if the first call had stopped after its first trial
+    assert harness_run("--method", "clip", "--task", "tiny-synthetic", "--trials", "3", "--seeds", "1") == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(harness_run.workdir / "optuna.journal")))
+    (study,) = optuna.get_all_study_summaries(storage)
+    assert study.n_trials == 3  # one from the first call, two more from the second
+
+
+def test_diverging_runs_fail_alone_and_the_sweep_goes_on(harness_run, caplog):
+    code = harness_run("--method", "diverges-on-odd-seeds,untrained", "--task", "tiny-synthetic",
+                       "--trials", "4", "--seeds", "3")
+    assert code == 1  # a failure is reported, but everything else ran
+    kept = sorted((r.method["name"], r.seed) for r in read_records(harness_run.results))
+    assert ("diverges-on-odd-seeds", 1) not in kept
+    assert {("diverges-on-odd-seeds", 0), ("diverges-on-odd-seeds", 2), ("untrained", 2)} <= set(kept)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(harness_run.workdir / "optuna.journal")))
+    trials = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name,
+                               storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]  # trial seeds 1000..1003
+    assert "seed 1 diverged" in caplog.text
+
+
+def test_in_a_cross_product_an_inapplicable_pair_is_recorded_as_not_applicable(harness_run):
+    assert harness_run("--method", "clip,untrained", "--task", "single-modality", "--seeds", "1") == 0
+    status = {r.method["name"]: (r.status, r.reason) for r in read_records(harness_run.results)}
+    assert status["clip"] == ("n/a", "needs 2 modalities") and status["untrained"][0] == "ok"
+
+
+def test_list_shows_requirements_and_data_presence(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "clip" in out and "2+ modalities" in out and "augmentations" in out
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "x1:tabular[100]" in out

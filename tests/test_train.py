@@ -1,0 +1,82 @@
+import pytest
+import torch
+from torch import nn
+
+from harness.environment import seed_everything
+from harness.errors import DivergedError
+from harness.method import Auxiliary, Method
+from harness.train import TrainConfig, fit
+from tests.fixtures import TinySynthetic
+
+CPU = TrainConfig(epochs=1, batch_size=64, lr=1e-2, weight_decay=0.0, device=torch.device("cpu"), progress=False)
+
+
+class WithCritic(Method):
+    """A main network and a critic that only its own auxiliary objective may move."""
+
+    name = "with-critic"
+    display_name = "With critic"
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.encoder = nn.Linear(20, 4)
+        self.critic = nn.Linear(4, 1)
+        self.critic_lr_scale = hparams.get("critic_lr_scale", 1.0)
+
+    def loss(self, batch):
+        # The critic takes part in the main loss, yet the main optimizer must not step it.
+        return (self.critic(self.encoder(batch.inputs["x1"])) - 1).pow(2).mean()
+
+    def auxiliaries(self):
+        critic_loss = lambda batch: self.critic(self.encoder(batch.inputs["x1"]).detach()).pow(2).mean()  # noqa: E731
+        return [Auxiliary("critic", self.critic.parameters(), critic_loss, lr_scale=self.critic_lr_scale)]
+
+    def encode(self, inputs):
+        return self.encoder(inputs["x1"])
+
+
+def train(method: Method) -> dict:
+    seed_everything(0)
+    return fit(method, method.task.load(), CPU, torch.Generator().manual_seed(0)).history[0]
+
+
+def test_the_main_optimizer_never_steps_auxiliary_parameters():
+    frozen = WithCritic(TinySynthetic(), {"critic_lr_scale": 0.0})  # its own optimizer has lr 0
+    critic, encoder = frozen.critic.weight.detach().clone(), frozen.encoder.weight.detach().clone()
+    history = train(frozen)
+    assert "train_critic_loss" in history
+    assert torch.equal(critic, frozen.critic.weight)
+    assert not torch.equal(encoder, frozen.encoder.weight)
+
+
+def test_auxiliary_objectives_are_stepped():
+    method = WithCritic(TinySynthetic(), {})
+    critic = method.critic.weight.detach().clone()
+    train(method)
+    assert not torch.equal(critic, method.critic.weight)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error():
+    task = TinySynthetic()
+
+    class Exploding(WithCritic):
+        def loss(self, batch):
+            return super().loss(batch) * float("nan")
+
+    with pytest.raises(DivergedError, match="loss became nan at epoch 1, step 1"):
+        fit(Exploding(task, {}), task.load(), CPU, torch.Generator().manual_seed(0))
+
+
+def test_on_epoch_sees_every_epoch_and_may_stop_training():
+    task = TinySynthetic()
+    seen = []
+
+    def stop_after_two(method, epoch, metrics):
+        seen.append((epoch, metrics["train_loss"]))
+        if epoch == 1:
+            raise StopIteration
+
+    with pytest.raises(StopIteration):
+        fit(WithCritic(task, {}), task.load(), TrainConfig(**{**CPU.__dict__, "epochs": 5}),
+            torch.Generator().manual_seed(0), stop_after_two)
+    assert [epoch for epoch, _ in seen] == [0, 1]
