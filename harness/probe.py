@@ -7,6 +7,7 @@ accuracy is kept. The test split is scored once, with that model.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -44,12 +45,15 @@ def _scores(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(accuracy_score(y, predicted)), float(f1_score(y, predicted, average="macro"))
 
 
-def _fit(x: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression | DummyClassifier:
+def _fit(x: np.ndarray, y: np.ndarray, C: float, warm: LogisticRegression | None = None):
+    """Fit at strength C; `warm` continues from a previous fit on the same data (its weights are a good start)."""
     if len(np.unique(y)) < 2:  # a tiny split can hold one class; predict it rather than crash
         return DummyClassifier(strategy="most_frequent").fit(x, y)
+    model = warm if warm is not None else LogisticRegression(max_iter=500, warm_start=True)
+    model.set_params(C=C)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return LogisticRegression(C=C, max_iter=500).fit(x, y)
+        return model.fit(x, y)
 
 
 def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -61,12 +65,13 @@ def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 def linear_probe(train: Features, val: Features, test: Features | None = None, grid=C_GRID) -> ProbeScores:
     """Choose C on validation accuracy; score the test split once with the chosen model."""
     x_train, x_val, *x_test = _standardize(train[0], val[0], *([test[0]] if test else []))
-    best = None
-    for C in grid:
-        model = _fit(x_train, train[1], C)
+    best, model = None, None
+    # Strong to weak regularization, each fit starting from the last: about half the time of cold fits.
+    for C in sorted(grid):
+        model = _fit(x_train, train[1], C, warm=model)
         acc, f1 = _scores(model, x_val, val[1])
         if best is None or acc > best[0]:
-            best = (acc, f1, C, model)
+            best = (acc, f1, C, copy.deepcopy(model))
     val_acc, val_f1, C, model = best
     test_acc = test_f1 = None
     if test is not None:

@@ -63,6 +63,7 @@ class PairRunner:
         self.tracker = tracker
         self.storage = storage
         self.device = environment.resolve_device(options.device)
+        environment.git_commit()  # pin the code's commit now, before any long work
 
     # -- what to run -------------------------------------------------------------------------
 

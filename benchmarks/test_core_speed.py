@@ -1,0 +1,47 @@
+"""Core costs on the default synthetic task: one training epoch and one linear probe.
+
+Run with `python -m pytest benchmarks --benchmark-only`; outside the normal test run.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from harness.catalog import METHODS, TASKS
+from harness.environment import seed_everything
+from harness.probe import linear_probe
+from harness.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    task = TASKS.get("synthetic")()
+    return task, task.load()
+
+
+def test_clip_epoch_on_synthetic(benchmark, synthetic):
+    task, data = synthetic
+    config = TrainConfig(epochs=1, batch_size=256, lr=1e-3, weight_decay=1e-5, device=torch.device("cpu"),
+                         progress=False)
+
+    def one_epoch():
+        seed_everything(0)
+        method = METHODS.get("clip")(task, dict(METHODS.get("clip").defaults))
+        return fit(method, data, config, torch.Generator().manual_seed(0))
+
+    stats = benchmark.pedantic(one_epoch, rounds=3, iterations=1)
+    assert np.isfinite(stats.history[0]["train_loss"])
+
+
+@pytest.mark.parametrize("dims", [128, 512])
+def test_probe_on_synthetic_sized_features(benchmark, dims):
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=dims)
+
+    def split(n):
+        x = rng.normal(size=(n, dims)).astype(np.float32)
+        return x, (x @ weights + rng.normal(0, 4, n) > 0).astype(int)
+
+    train, val, test = split(24000), split(3000), split(6000)
+    scores = benchmark.pedantic(linear_probe, args=(train, val, test), rounds=2, iterations=1)
+    assert scores.test_acc > 0.8
