@@ -133,6 +133,8 @@ class PairRunner:
                 trial.report(quick, epoch)
                 if trial.should_prune():
                     self.tracker.set_tags({"status": "pruned"})
+                    log.info("%s trial %d pruned after epoch %d (quick val acc %.4f)", pair.key, trial.number,
+                             epoch + 1, quick)
                     raise optuna.TrialPruned()
 
             try:
