@@ -5,4 +5,9 @@ BUILTIN = {
     "untrained": "methods.untrained:Untrained",
     "clip": "methods.clip:CLIP",
     "simclr": "methods.simclr:SimCLR",
+    "clip-guided-simclr": "methods.clip_guided_simclr:ClipGuidedSimCLR",
+    "cgs-add-new-positive": "methods.clip_guided_simclr:AddNewPositive",
+    "cgs-drop-false-negative": "methods.clip_guided_simclr:DropFalseNegative",
+    "cgs-drop-easy-negative": "methods.clip_guided_simclr:DropEasyNegative",
+    "cgs-drop-false-positive": "methods.clip_guided_simclr:DropFalsePositive",
 }

@@ -2,4 +2,7 @@
 
 BUILTIN = {
     "synthetic": "tasks.synthetic:Synthetic",
+    "shapes-captions": "tasks.shapes:ShapesCaptions",
+    "imagenet": "tasks.imagenet:ImageNet",
+    "imagenet-100": "tasks.imagenet:ImageNet100",
 }

@@ -66,3 +66,7 @@ class ModalityEncoders(nn.ModuleDict):
     @property
     def joint_dim(self) -> int:
         return self.embed_dim * len(self)
+
+
+# Image and token families live in a sibling module; importing it registers them.
+from methods.common import vision_text  # noqa: E402,F401

@@ -42,3 +42,7 @@ def augment_by_kind(kind: str, x: torch.Tensor) -> torch.Tensor:
     if kind not in AUGMENTATIONS:
         raise ValueError(f"no augmentation registered for modality kind {kind}")
     return AUGMENTATIONS[kind](x)
+
+
+# Image and token augmentations live in a sibling module; importing it registers them.
+from tasks.common import image_augment  # noqa: E402,F401

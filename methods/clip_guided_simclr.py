@@ -1,0 +1,192 @@
+"""CLIP-guided SimCLR (Liu, Wang et al., ICML 2023): a frozen guide reshapes SimCLR's positives and negatives.
+
+SimCLR exactly as the `simclr` row (same encoders, views, projector and
+NT-Xent), plus a frozen guide (methods.common.guides) that embeds the same
+augmented image views each step. The cosine similarities of those guide
+embeddings within the batch drive one variant:
+
+- add-new-positive: each view's nearest guide neighbour (not itself, not its
+  own partner) is an extra positive; the loss is the mean of the usual term
+  and the neighbour's term.
+- drop-false-negative: each anchor's top `fraction` (5%) most guide-similar
+  negatives leave its denominator.
+- drop-easy-negative: its bottom `fraction` (10%) least similar leave it.
+- drop-false-positive: augmentation pairs whose guide similarity is in the
+  lowest `fraction` (10%) of the batch are dropped from the loss. (The public
+  code computes this mask and never applies it; this applies it.)
+
+Labels never enter the loss. They only feed diagnostics, logged per epoch:
+how often a guide-chosen positive has another class, how diverse chosen
+positives are, and how often dropped negatives share the anchor's class.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harness.errors import HarnessError
+from harness.method import Requirements
+from methods.common.guides import build_guide, image_modality
+from methods.common.losses import nt_xent_logits
+from methods.simclr import SimCLR
+
+VARIANTS = ("add-new-positive", "drop-false-negative", "drop-easy-negative", "drop-false-positive")
+DEFAULT_FRACTION = {"drop-false-negative": 0.05, "drop-easy-negative": 0.10, "drop-false-positive": 0.10}
+
+
+def guide_similarity(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between all 2B guide embeddings, in nt_xent_logits' row order."""
+    g = F.normalize(torch.cat([g1, g2]).float(), dim=1)
+    return g @ g.T
+
+
+def negative_candidates(positives: torch.Tensor) -> torch.Tensor:
+    """(2B, 2B) mask of each row's negatives: everything but itself and its augmentation partner."""
+    n = len(positives)
+    own = torch.eye(n, dtype=torch.bool, device=positives.device)
+    own[torch.arange(n, device=positives.device), positives] = True
+    return ~own
+
+
+def add_new_positive(logits, positives, sim, candidates, same_class):
+    neighbour = sim.masked_fill(~candidates, float("-inf")).argmax(dim=1)
+    loss = (F.cross_entropy(logits, positives) + F.cross_entropy(logits, neighbour)) / 2
+    rows = torch.arange(len(sim), device=sim.device)
+    return loss, {
+        "guide_positive_label_error": (~same_class[rows, neighbour]).float().mean(),
+        "guide_positive_diversity": (1 - sim[rows, neighbour]).mean(),
+        "augmentation_positive_diversity": (1 - sim[rows, positives]).mean(),
+    }
+
+
+def dropped_negatives(sim: torch.Tensor, candidates: torch.Tensor, fraction: float, most_similar: bool):
+    """Each row's `fraction` of negatives with the highest (or lowest) guide similarity, as a mask."""
+    k = max(1, int(fraction * int(candidates[0].sum())))
+    fill = float("-inf") if most_similar else float("inf")
+    chosen = sim.masked_fill(~candidates, fill).topk(k, dim=1, largest=most_similar).indices
+    return torch.zeros_like(candidates).scatter_(1, chosen, True)
+
+
+def drop_negatives(logits, positives, sim, candidates, same_class, fraction: float, most_similar: bool):
+    dropped = dropped_negatives(sim, candidates, fraction, most_similar)
+    loss = F.cross_entropy(logits.masked_fill(dropped, float("-inf")), positives)
+    return loss, {
+        "dropped_negative_same_class": same_class[dropped].float().mean(),
+        "negative_same_class": same_class[candidates].float().mean(),  # the base rate to compare with
+    }
+
+
+def dropped_pairs(pair_sim: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mask of the augmentation pairs whose guide similarity is among the lowest `fraction` (at least one kept)."""
+    k = min(int(round(fraction * len(pair_sim))), len(pair_sim) - 1)
+    dropped = torch.zeros_like(pair_sim, dtype=torch.bool)
+    dropped[pair_sim.argsort()[:k]] = True
+    return dropped
+
+
+def drop_false_positive(logits, positives, sim, fraction: float):
+    n = len(positives) // 2
+    pair_sim = sim[torch.arange(n, device=sim.device), torch.arange(n, 2 * n, device=sim.device)]
+    dropped = dropped_pairs(pair_sim, fraction)
+    per_row = F.cross_entropy(logits, positives, reduction="none")
+    loss = per_row[~torch.cat([dropped, dropped])].mean()
+    nan = torch.tensor(float("nan"), device=sim.device)
+    return loss, {
+        "dropped_pair_diversity": (1 - pair_sim[dropped]).mean() if dropped.any() else nan,
+        "augmentation_positive_diversity": (1 - pair_sim).mean(),
+    }
+
+
+def guided_nt_xent(z1: torch.Tensor, z2: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, labels: torch.Tensor,
+                   variant: str, fraction: float, temperature: float) -> dict[str, torch.Tensor]:
+    """The variant's loss on projections z1, z2 and guide embeddings g1, g2 of the same views, with diagnostics."""
+    logits, positives = nt_xent_logits(z1, z2, temperature)
+    with torch.no_grad():
+        sim = guide_similarity(g1, g2)
+        both = torch.cat([labels, labels])
+        same_class = both[:, None] == both[None, :]
+    candidates = negative_candidates(positives)
+    if variant == "add-new-positive":
+        loss, diagnostics = add_new_positive(logits, positives, sim, candidates, same_class)
+    elif variant in ("drop-false-negative", "drop-easy-negative"):
+        loss, diagnostics = drop_negatives(logits, positives, sim, candidates, same_class, fraction,
+                                           most_similar=variant == "drop-false-negative")
+    elif variant == "drop-false-positive":
+        loss, diagnostics = drop_false_positive(logits, positives, sim, fraction)
+    else:
+        raise HarnessError(f"variant '{variant}': choose one of {', '.join(VARIANTS)}")
+    return {"loss": loss, **{k: v.detach() for k, v in diagnostics.items()}}
+
+
+class ClipGuidedSimCLR(SimCLR):
+    name = "clip-guided-simclr"
+    display_name = "CLIP-guided SimCLR"
+    description = "SimCLR whose positives/negatives a frozen CLIP guide reshapes (Liu, Wang et al. 2023)."
+    requirements = Requirements(needs_augmentations=True, needs_guide=True,
+                                modality_kinds=frozenset({"image", "tokens"}))
+    defaults = SimCLR.defaults | {
+        "variant": "add-new-positive", "fraction": None, "guide": "clip",
+        "guide_epochs": 10, "guide_lr": 1e-3, "guide_embed_dim": 128,
+    }
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.variant = str(self.hparams["variant"])
+        if self.variant not in VARIANTS:
+            raise HarnessError(f"--set variant={self.variant}: choose one of {', '.join(VARIANTS)}")
+        fraction = self.hparams.get("fraction")
+        self.fraction = float(fraction) if fraction is not None else DEFAULT_FRACTION.get(self.variant, 0.0)
+        self.image = image_modality(task)
+        self.guide = None
+
+    def prepare(self, train) -> None:
+        device = next(self.parameters()).device
+        recipe = {"epochs": self.hparams["guide_epochs"], "lr": self.hparams["guide_lr"],
+                  "embed_dim": self.hparams["guide_embed_dim"],
+                  "batch_size": self.hparams.get("batch_size", self.task.default_batch_size)}
+        self.guide = build_guide(str(self.hparams["guide"]), self.task, train, recipe, device)
+        if self.variant == "drop-false-positive" and not self.guide.per_view:
+            raise HarnessError("drop-false-positive ranks augmentation pairs, which a table of precomputed "
+                               "embeddings cannot tell apart; give a guide encoder (clip or module:...)")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.guide is not None:
+            self.guide.eval()  # frozen: its batch-norm statistics must not drift with SimCLR's batches
+        return self
+
+    def loss(self, batch):
+        if self.guide is None:
+            raise RuntimeError("prepare() builds the guide; the harness calls it before training")
+        v1, v2 = batch.views(), batch.views()
+        z1 = self.projector(self.encoders.joint(v1))
+        z2 = self.projector(self.encoders.joint(v2))
+        with torch.no_grad():
+            g1, g2 = self.guide(v1[self.image], batch.index), self.guide(v2[self.image], batch.index)
+        return guided_nt_xent(z1, z2, g1, g2, batch.labels, self.variant, self.fraction,
+                              float(self.hparams["temperature"]))
+
+
+class AddNewPositive(ClipGuidedSimCLR):
+    name = "cgs-add-new-positive"
+    display_name = "AddNewPositive"
+    defaults = ClipGuidedSimCLR.defaults | {"variant": "add-new-positive"}
+
+
+class DropFalseNegative(ClipGuidedSimCLR):
+    name = "cgs-drop-false-negative"
+    display_name = "DropFalseNegative"
+    defaults = ClipGuidedSimCLR.defaults | {"variant": "drop-false-negative"}
+
+
+class DropEasyNegative(ClipGuidedSimCLR):
+    name = "cgs-drop-easy-negative"
+    display_name = "DropEasyNegative"
+    defaults = ClipGuidedSimCLR.defaults | {"variant": "drop-easy-negative"}
+
+
+class DropFalsePositive(ClipGuidedSimCLR):
+    name = "cgs-drop-false-positive"
+    display_name = "DropFalsePositive"
+    defaults = ClipGuidedSimCLR.defaults | {"variant": "drop-false-positive"}

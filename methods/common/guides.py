@@ -1,0 +1,124 @@
+"""Frozen guide models that embed images for CLIP-guided SimCLR.
+
+A guide is named by a string (the method's `guide` hyperparameter):
+
+    clip                      train the harness's `clip` method on this task's own training split
+                              (image + caption pairs), through harness.train.fit, and use its image encoder
+    embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
+                              row i of the harness's training split; looked up by batch.index
+    module:pkg.mod:factory    factory() returns any frozen module mapping image batches to embeddings
+
+Encoder guides embed the same augmented views SimCLR sees, as the paper does;
+an embeddings table can only embed the un-augmented images.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.task import Split, Task, TaskData
+
+GUIDE_SEED_OFFSET = 7919  # the guide's own seed differs from, but follows, the run's seed
+_TRAINED: dict[tuple, nn.Module] = {}  # one guide per (task, recipe, run seed) and process
+
+
+class EncoderGuide(nn.Module):
+    """Embeds the augmented image views themselves."""
+
+    per_view = True
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+
+    def forward(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+
+class TableGuide(nn.Module):
+    """Looks rows up in precomputed embeddings; both views of a sample get the same embedding."""
+
+    per_view = False
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.register_buffer("table", table.float())
+
+    def forward(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.table[rows.to(self.table.device)]
+
+
+def build_guide(spec: str, task: Task, train: Split, recipe: dict[str, Any], device: torch.device) -> nn.Module:
+    kind, _, target = spec.partition(":")
+    if kind == "clip":
+        guide: nn.Module = EncoderGuide(trained_clip_image_encoder(task, train, recipe, device))
+    elif kind == "embeddings":
+        guide = TableGuide(load_table(Path(target), len(train)))
+    elif kind == "module":
+        guide = EncoderGuide(load_factory(target)())
+    else:
+        raise HarnessError(f"guide '{spec}': write clip, embeddings:PATH or module:pkg.mod:factory")
+    return guide.to(device)
+
+
+def load_table(path: Path, rows: int) -> torch.Tensor:
+    if not path.exists():
+        raise HarnessError(f"guide embeddings {path} not found; write one row per training-split row there")
+    table = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(path, map_location="cpu")
+    if not isinstance(table, torch.Tensor) or table.ndim != 2 or len(table) != rows:
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise HarnessError(f"guide embeddings {path}: expected a ({rows}, dim) tensor, one row per training "
+                           f"row, got {shape}")
+    return table
+
+
+def load_factory(target: str):
+    module_name, _, attribute = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise HarnessError(f"guide module:{target}: cannot import it ({exc}); write module:pkg.mod:factory") from None
+
+
+def image_modality(task: Task) -> str:
+    for modality in task.modalities:
+        if modality.kind == "image":
+            return modality.name
+    raise HarnessError(f"task {task.name} has no image modality for the guide to embed")
+
+
+def trained_clip_image_encoder(task: Task, train: Split, recipe: dict[str, Any], device: torch.device) -> nn.Module:
+    """Train the harness's `clip` method on the task's training pairs; return its frozen image encoder.
+
+    The training runs in a forked RNG with its own seed, so the run's random stream afterwards is the
+    same whether the guide was trained now or reused from an earlier run in this process.
+    """
+    if len(task.modalities) < 2:
+        raise HarnessError(f"task {task.name} has no paired modality to train a CLIP guide on; pass "
+                           f"--set guide=embeddings:PATH or --set guide=module:pkg.mod:factory")
+    seed = torch.initial_seed()
+    key = (repr(task.identity()), repr(sorted(recipe.items())), seed, str(device))
+    if key not in _TRAINED:
+        _TRAINED[key] = _fit_clip(task, train, recipe, device, seed + GUIDE_SEED_OFFSET)
+    return _TRAINED[key]
+
+
+def _fit_clip(task: Task, train: Split, recipe: dict[str, Any], device: torch.device, seed: int) -> nn.Module:
+    from harness.catalog import METHODS  # the registry, so the guide is exactly the `clip` row's method
+    from harness.train import TrainConfig, fit
+
+    clip_cls = METHODS.get("clip")
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        clip = clip_cls(task, clip_cls.defaults | {"embed_dim": int(recipe["embed_dim"])})
+        config = TrainConfig(epochs=int(recipe["epochs"]), batch_size=int(recipe["batch_size"]),
+                             lr=float(recipe["lr"]), weight_decay=1e-5, device=device, progress=False)
+        fit(clip, TaskData(train, train, train), config, torch.Generator().manual_seed(seed))
+    return clip.encoders[image_modality(task)].eval()

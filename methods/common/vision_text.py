@@ -1,0 +1,173 @@
+"""Image and caption encoders, registered as encoder families.
+
+ResNet-18/50 come with two stems: the ImageNet stem (7x7 stride-2 conv and a
+max-pool, for 224-pixel inputs) and the small-image stem (one 3x3 stride-1
+conv, no pool), which keeps enough resolution for 32-pixel images. Every
+encoder ends in a linear map to `embed_dim` so that methods can treat all
+modalities alike (ModalityEncoders assumes one width for all of them).
+
+Token inputs are long tensors (batch, length) with PAD_ID padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.task import Modality
+from methods.common.encoders import DEFAULT_FAMILY, encoder_family
+
+PAD_ID = 0  # tasks with token modalities pad with 0; MASK_ID is reserved for masking augmentations
+MASK_ID = 1
+
+
+def conv_bn(fan_in: int, fan_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(fan_in, fan_out, kernel, stride, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(fan_out))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, fan_in: int, width: int, stride: int):
+        super().__init__()
+        fan_out = width * self.expansion
+        self.body = nn.Sequential(conv_bn(fan_in, width, 3, stride), nn.ReLU(inplace=True), conv_bn(width, fan_out, 3))
+        self.shortcut = _shortcut(fan_in, fan_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, fan_in: int, width: int, stride: int):
+        super().__init__()
+        fan_out = width * self.expansion
+        self.body = nn.Sequential(
+            conv_bn(fan_in, width, 1), nn.ReLU(inplace=True),
+            conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),  # stride on the 3x3, as ResNet v1.5
+            conv_bn(width, fan_out, 1),
+        )
+        self.shortcut = _shortcut(fan_in, fan_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def _shortcut(fan_in: int, fan_out: int, stride: int) -> nn.Module:
+    return nn.Identity() if stride == 1 and fan_in == fan_out else conv_bn(fan_in, fan_out, 1, stride)
+
+
+def stem(kind: str, channels: int, width: int = 64) -> nn.Sequential:
+    if kind == "imagenet":
+        return nn.Sequential(conv_bn(channels, width, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+    if kind == "small":
+        return nn.Sequential(conv_bn(channels, width, 3, 1), nn.ReLU(inplace=True))
+    raise ValueError(f"unknown stem {kind}; choose imagenet or small")
+
+
+class ResNet(nn.Module):
+    """ResNet backbone (four stages of widths 64..512), global average pool, linear map to embed_dim."""
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], depths: tuple[int, ...], embed_dim: int,
+                 stem_kind: str = "imagenet", channels: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [stem(stem_kind, channels)]
+        fan_in = 64
+        for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), depths)):
+            for i in range(depth):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(block(fan_in, width, stride))
+                fan_in = width * block.expansion
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = fan_in
+        self.head = nn.Linear(fan_in, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def resnet18(embed_dim: int, stem_kind: str = "imagenet", channels: int = 3) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), embed_dim, stem_kind, channels)
+
+
+def resnet50(embed_dim: int, stem_kind: str = "imagenet", channels: int = 3) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), embed_dim, stem_kind, channels)
+
+
+class SmallCNN(nn.Module):
+    """Four conv layers (the last three stride 2) and a global pool: cheap enough for 32-pixel images on a CPU."""
+
+    def __init__(self, embed_dim: int, channels: int = 3, width: int = 32):
+        super().__init__()
+        widths = (width, 2 * width, 4 * width, 4 * width)
+        layers: list[nn.Module] = []
+        fan_in = channels
+        for i, fan_out in enumerate(widths):
+            layers += [conv_bn(fan_in, fan_out, 3, 1 if i == 0 else 2), nn.ReLU(inplace=True)]
+            fan_in = fan_out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(fan_in, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def masked_mean(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean over the non-padding positions; an all-padding caption gives zeros rather than NaN."""
+    keep = (tokens != PAD_ID).unsqueeze(-1).to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+class BagOfWordsEncoder(nn.Module):
+    """Word embeddings, mean-pooled over the caption, then an MLP: order-blind, fast, strong on short captions."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, width: int = 128):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, width, padding_idx=PAD_ID)
+        self.head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, embed_dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(masked_mean(self.embedding(tokens), tokens))
+
+
+class TransformerTextEncoder(nn.Module):
+    """A small transformer over the caption with learned positions, mean-pooled over real tokens."""
+
+    def __init__(self, vocab_size: int, max_length: int, embed_dim: int, width: int = 128, depth: int = 2,
+                 heads: int = 4):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, width, padding_idx=PAD_ID)
+        self.positions = nn.Parameter(torch.zeros(max_length, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True)
+        self.body = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(width, embed_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens) + self.positions[: tokens.shape[1]]
+        # A caption dropped to all padding would make attention rows all -inf; let such rows attend anyway.
+        padding = (tokens == PAD_ID) & (tokens != PAD_ID).any(1, keepdim=True)
+        return self.head(masked_mean(self.body(x, src_key_padding_mask=padding), tokens))
+
+
+def _channels(modality: Modality) -> int:
+    return modality.shape[0]
+
+
+def _vocab(modality: Modality) -> int:
+    if modality.vocab_size is None:
+        raise ValueError(f"token modality {modality.name} declares no vocab_size")
+    return modality.vocab_size
+
+
+encoder_family("resnet18")(lambda m, d: resnet18(d, "imagenet", _channels(m)))
+encoder_family("resnet18-small")(lambda m, d: resnet18(d, "small", _channels(m)))
+encoder_family("resnet50")(lambda m, d: resnet50(d, "imagenet", _channels(m)))
+encoder_family("resnet50-small")(lambda m, d: resnet50(d, "small", _channels(m)))
+encoder_family("small-cnn")(lambda m, d: SmallCNN(d, _channels(m)))
+encoder_family("bag-of-words")(lambda m, d: BagOfWordsEncoder(_vocab(m), d))
+encoder_family("text-transformer")(lambda m, d: TransformerTextEncoder(_vocab(m), m.shape[0], d))
+
+DEFAULT_FAMILY.update({"image": "small-cnn", "tokens": "bag-of-words"})

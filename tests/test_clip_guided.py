@@ -1,0 +1,203 @@
+"""CLIP-guided SimCLR: each variant's masks do what they claim, the guides load, and every image method runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.catalog import METHODS, TASKS
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.task import Batch
+from harness.train import TrainConfig, fit
+from methods.clip_guided_simclr import (VARIANTS, ClipGuidedSimCLR, dropped_negatives, dropped_pairs,
+                                        guide_similarity, guided_nt_xent, negative_candidates)
+from methods.common.losses import nt_xent_logits
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+TASKS.register("shapes-captions-tiny", "tests.image_tasks:TinyShapesCaptions")
+B, DIM = 6, 5
+
+
+def tiny_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    z1, z2 = torch.randn(B, DIM, generator=g), torch.randn(B, DIM, generator=g)
+    g1, g2 = torch.randn(B, 8, generator=g), torch.randn(B, 8, generator=g)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    return z1.requires_grad_(), z2, g1, g2, labels
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_gives_a_finite_differentiable_loss(variant):
+    z1, z2, g1, g2, labels = tiny_batch()
+    out = guided_nt_xent(z1, z2, g1, g2, labels, variant, 0.25, 0.1)
+    out["loss"].backward()
+    assert out["loss"].isfinite() and z1.grad.abs().sum() > 0
+    assert len(out) > 1 and all(not v.requires_grad for k, v in out.items() if k != "loss")
+
+
+def test_add_new_positive_targets_the_guides_nearest_other_sample():
+    z1, z2, g1, g2, labels = tiny_batch()
+    # The guide sees three look-alike pairs of samples, (0, 3), (1, 4), (2, 5), each of two classes.
+    cluster = F.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 8).float()
+    g1, g2 = cluster + 0.05 * g1, cluster + 0.05 * g2
+    out = guided_nt_xent(z1, z2, g1, g2, labels, "add-new-positive", 0.0, 0.1)
+    logits, positives = nt_xent_logits(z1, z2, 0.1)
+    partner = torch.tensor([3, 4, 5, 0, 1, 2])
+    # Each view's neighbour is the other sample's view with the higher guide similarity.
+    sim = guide_similarity(g1, g2)
+    rows = torch.arange(2 * B)
+    first, second = torch.cat([partner, partner]), torch.cat([partner, partner]) + B
+    neighbour = torch.where(sim[rows, first] >= sim[rows, second], first, second)
+    expected = (F.cross_entropy(logits, positives) + F.cross_entropy(logits, neighbour)) / 2
+    assert torch.allclose(out["loss"], expected)
+    # labels 0,0,1,1,2,2: each look-alike pair spans two classes, so every chosen positive is wrong.
+    assert out["guide_positive_label_error"] == 1.0
+
+
+def test_add_new_positive_label_error_is_zero_when_the_guide_matches_classes():
+    z1, z2, _, _, labels = tiny_batch()
+    g = F.one_hot(labels, 3).float()
+    out = guided_nt_xent(z1, z2, g + 0.01, g + 0.02, labels, "add-new-positive", 0.0, 0.1)
+    assert out["guide_positive_label_error"] == 0.0
+
+
+@pytest.mark.parametrize("most_similar", [True, False])
+def test_dropped_negatives_are_the_extremes_and_never_the_positive(most_similar):
+    _, _, g1, g2, _ = tiny_batch()
+    g2 = g1 + 0.001 * g2  # every partner is the most similar candidate of all: it must still survive
+    sim = guide_similarity(g1, g2)
+    _, positives = nt_xent_logits(torch.randn(B, 2), torch.randn(B, 2), 1.0)
+    candidates = negative_candidates(positives)
+    dropped = dropped_negatives(sim, candidates, 0.2, most_similar)
+    assert not dropped[torch.arange(2 * B), positives].any() and not dropped.diagonal().any()
+    assert (dropped.sum(1) == 2).all()  # 20% of the 10 negatives
+    for row in range(2 * B):
+        kept = sim[row][candidates[row] & ~dropped[row]]
+        gone = sim[row][dropped[row]]
+        assert (gone.min() >= kept.max()) if most_similar else (gone.max() <= kept.min())
+
+
+def test_drop_negative_variants_remove_exactly_the_masked_logits():
+    z1, z2, g1, g2, labels = tiny_batch()
+    for variant, most in (("drop-false-negative", True), ("drop-easy-negative", False)):
+        out = guided_nt_xent(z1, z2, g1, g2, labels, variant, 0.2, 0.1)
+        logits, positives = nt_xent_logits(z1, z2, 0.1)
+        dropped = dropped_negatives(guide_similarity(g1, g2), negative_candidates(positives), 0.2, most)
+        expected = F.cross_entropy(logits.masked_fill(dropped, float("-inf")), positives)
+        assert torch.allclose(out["loss"], expected)
+        assert not torch.allclose(out["loss"], F.cross_entropy(logits, positives))
+        same = (torch.cat([labels, labels])[:, None] == torch.cat([labels, labels])[None, :])
+        assert torch.allclose(out["dropped_negative_same_class"], same[dropped].float().mean())
+
+
+def test_drop_false_positive_removes_the_lowest_similarity_pairs():
+    z1, z2, g1, g2, labels = tiny_batch()
+    g2 = g1.clone()
+    g2[4] = -g1[4]  # pair 4's views disagree most, then pair 1's
+    g2[1] = g1[1] + 2.0 * torch.randn(8, generator=torch.Generator().manual_seed(3))
+    pair_sim = F.cosine_similarity(g1, g2)
+    assert set(pair_sim.argsort()[:2].tolist()) == {4, 1}
+    assert dropped_pairs(pair_sim, 2 / B).nonzero().flatten().tolist() == [1, 4]
+    out = guided_nt_xent(z1, z2, g1, g2, labels, "drop-false-positive", 2 / B, 0.1)
+    logits, positives = nt_xent_logits(z1, z2, 0.1)
+    per_row = F.cross_entropy(logits, positives, reduction="none")
+    kept = torch.tensor([0, 2, 3, 5, 6, 8, 9, 11])  # views of pairs 1 and 4 are rows 1, 4, 7, 10
+    assert torch.allclose(out["loss"], per_row[kept].mean())
+    # The dropped anchors' own terms are out: moving their partners toward them leaves the loss unchanged.
+    z2_moved = z2.clone()
+    z2_moved[4] = z1[4].detach()
+    moved = guided_nt_xent(z1, z2_moved, g1, g2, labels, "drop-false-positive", 2 / B, 0.1)
+    logits_m, _ = nt_xent_logits(z1, z2_moved, 0.1)
+    assert torch.allclose(moved["loss"], F.cross_entropy(logits_m, positives, reduction="none")[kept].mean())
+
+
+def test_drop_false_positive_always_keeps_one_pair():
+    assert dropped_pairs(torch.tensor([0.1, 0.2]), 1.0).tolist() == [True, False]
+
+
+def tiny_task():
+    return TASKS.get("shapes-captions-tiny")()
+
+
+def hparams(**extra):
+    return {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 16, **ClipGuidedSimCLR.defaults, "guide_epochs": 1,
+            **extra}
+
+
+def test_precomputed_embeddings_are_looked_up_by_row(tmp_path):
+    task = tiny_task()
+    data = task.load()
+    table = torch.randn(len(data.train), 4)
+    np.save(tmp_path / "guide.npy", table.numpy())
+    method = ClipGuidedSimCLR(task, hparams(guide=f"embeddings:{tmp_path / 'guide.npy'}"))
+    method.prepare(data.train)
+    rows = torch.tensor([5, 2, 9])
+    assert torch.equal(method.guide(torch.zeros(3, 3, 16, 16), rows), table[rows])
+    with pytest.raises(HarnessError, match="one row per training"):
+        ClipGuidedSimCLR(task, hparams(guide=f"embeddings:{tmp_path / 'guide.npy'}")).prepare(data.val)
+    with pytest.raises(HarnessError, match="cannot tell apart"):
+        ClipGuidedSimCLR(task, hparams(guide=f"embeddings:{tmp_path / 'guide.npy'}",
+                                       variant="drop-false-positive")).prepare(data.train)
+
+
+def frozen_pixel_mean():
+    """A module-path guide for the test: mean colour per channel, a crude but frozen image embedding."""
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def test_module_guide_embeds_the_augmented_views_and_stays_frozen():
+    task = tiny_task()
+    data = task.load()
+    method = ClipGuidedSimCLR(task, hparams(guide="module:tests.test_clip_guided:frozen_pixel_mean"))
+    history = fit(method, data, TrainConfig(1, 16, 1e-3, 0.0, torch.device("cpu"), progress=False),
+                  torch.Generator().manual_seed(0)).history
+    assert np.isfinite(history[0]["train_loss"]) and 0 <= history[0]["train_guide_positive_label_error"] <= 1
+    assert not method.guide.training and not any(p.requires_grad for p in method.guide.parameters())
+
+
+def test_harness_trained_clip_guide_is_reused_within_a_seed_and_leaves_the_rng_alone():
+    task = tiny_task()
+    data = task.load()
+    torch.manual_seed(0)
+    first = ClipGuidedSimCLR(task, hparams())
+    first.prepare(data.train)
+    after_first = torch.rand(1)
+    torch.manual_seed(0)
+    second = ClipGuidedSimCLR(task, hparams(variant="drop-easy-negative"))
+    second.prepare(data.train)
+    assert second.guide.encoder is first.guide.encoder  # trained once per seed: variants share their guide
+    assert torch.equal(torch.rand(1), after_first)
+    assert not first.guide.encoder.training
+
+
+def test_guided_method_rejects_an_unknown_variant():
+    with pytest.raises(HarnessError, match="add-new-positive"):
+        ClipGuidedSimCLR(tiny_task(), hparams(variant="drop-everything"))
+
+
+IMAGE_METHODS = ["simclr", "clip", "clip-guided-simclr", "cgs-add-new-positive", "cgs-drop-false-negative",
+                 "cgs-drop-easy-negative", "cgs-drop-false-positive"]
+
+
+def test_cli_runs_every_image_method_on_the_tiny_task(tmp_path):
+    """One `harness run` over all of them: each gets its own ok record with its table name."""
+    code = main(["run", "--method", ",".join(IMAGE_METHODS), "--task", "shapes-captions-tiny", "--trials", "1",
+                 "--epochs", "1", "--seeds", "1", "--set", "batch_size=16",
+                 "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress"])
+    assert code == 0
+    records = {}
+    for path in (tmp_path / "results").rglob("*.json"):
+        record = json.loads(path.read_text())
+        records[record["method"]["name"]] = record
+    assert sorted(records) == sorted(IMAGE_METHODS)
+    for name, record in records.items():
+        assert record["status"] == "ok" and 0.0 <= record["metrics"]["test_acc"] <= 1.0
+        assert record["method"]["display_name"] == METHODS.get(name).display_name
+    assert records["cgs-drop-false-positive"]["hparams"]["variant"] == "drop-false-positive"

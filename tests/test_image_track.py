@@ -1,0 +1,206 @@
+"""The image track's data: ImageNet folders, the offline shapes-captions task, encoders and augmentations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.task import Modality
+from methods.common.encoders import build_encoder
+from tasks.common.augment import augment_by_kind
+from tasks.common.image_augment import MASK_ID, PAD_ID
+from tasks.imagenet import ImageNet, ImageNet100
+from tasks.shapes import ShapesCaptions, ShapesSetting
+
+WNIDS = ("n01440764", "n01443537", "n01484850")
+
+
+def write_imagenet(root: Path, per_class: dict[str, int]) -> None:
+    """ILSVRC-2012 layout: imagenet/{train,val}/<wnid>/*.JPEG; each class a distinct flat colour."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for c, wnid in enumerate(WNIDS):
+            folder = root / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.full((20 + 3 * i, 30, 3), 60 * c + 40, dtype=np.uint8)  # odd sizes test the crop
+                pixels += rng.integers(0, 10, pixels.shape, dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", quality=95)
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_imagenet(root, {"train": 10, "val": 2})
+    return root
+
+
+def test_imagenet_splits_labels_and_pixels(imagenet_dir):
+    task = ImageNet(imagenet_dir, resolution=16, workers=0, val_fraction=0.2)
+    data = task.load()
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 6)
+    assert task.num_classes == 3
+    assert data.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    inputs, labels, rows = next(data.test.batches(6))
+    image = inputs["image"]
+    assert image.shape == (6, 3, 16, 16) and image.dtype == torch.float32
+    # Class c was painted 60c + 40 (+ noise up to 9): decoding must keep that order and scale to [0, 1].
+    means = image.mean(dim=(1, 2, 3))
+    assert torch.allclose(means, (60 * labels + 44).float() / 255, atol=0.03)
+    assert rows.tolist() == list(range(6))
+
+
+def test_imagenet_validation_is_carved_from_train_with_a_fixed_seed(imagenet_dir):
+    first = ImageNet(imagenet_dir, resolution=8, workers=0, val_fraction=0.2).load()
+    second = ImageNet(imagenet_dir, resolution=8, workers=0, val_fraction=0.2).load()
+    assert first.val.paths == second.val.paths
+    assert not set(first.val.paths) & set(first.train.paths)
+    assert all("/train/" in p for p in first.val.paths)
+    assert first.fingerprint() == second.fingerprint()
+
+
+def test_imagenet_decodes_in_spawned_workers(imagenet_dir):
+    data = ImageNet(imagenet_dir, resolution=8, workers=1).load()
+    shuffled = list(data.test.batches(4, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    rows = torch.cat([r for _, _, r in shuffled])
+    assert sorted(rows.tolist()) == list(range(6)) and rows.tolist() != list(range(6))
+    labels = torch.cat([y for _, y, _ in shuffled])
+    assert torch.equal(labels, data.test.labels[rows])
+    assert shuffled[0][0]["image"].shape == (4, 3, 8, 8)
+
+
+def test_imagenet_100_reads_its_class_subset(imagenet_dir):
+    (imagenet_dir / "imagenet" / "imagenet100.txt").write_text(f"{WNIDS[2]}\n{WNIDS[0]}\n\n")
+    task = ImageNet100(imagenet_dir, resolution=8, workers=0)
+    data = task.load()
+    assert task.num_classes == 2
+    assert len(data.test) == 4 and set(data.test.labels.tolist()) == {0, 1}
+    assert all(WNIDS[1] not in p for p in data.train.paths + data.test.paths)
+
+
+def test_imagenet_100_subset_naming_an_absent_class_fails_clearly(tmp_path):
+    write_imagenet(tmp_path, {"train": 1, "val": 1})
+    (tmp_path / "imagenet" / "imagenet100.txt").write_text("n99999999\n")
+    with pytest.raises(HarnessError, match="n99999999"):
+        ImageNet100(tmp_path, workers=0).load()
+
+
+def test_missing_imagenet_folder_is_a_one_line_error(tmp_path, capsys):
+    code = main(["run", "--method", "simclr", "--task", "imagenet", "--data-dir", str(tmp_path),
+                 "--results", str(tmp_path / "r"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "imagenet/train" in err[0] and "image-net.org" in err[0]
+
+
+def test_missing_validation_class_folder_names_it(tmp_path):
+    write_imagenet(tmp_path, {"train": 1, "val": 1})
+    (tmp_path / "imagenet" / "val" / WNIDS[1] / f"{WNIDS[1]}_0.JPEG").unlink()
+    (tmp_path / "imagenet" / "val" / WNIDS[1]).rmdir()
+    with pytest.raises(HarnessError, match=WNIDS[1]):
+        ImageNet(tmp_path, workers=0).load()
+
+
+def tiny_shapes() -> ShapesCaptions:
+    task = ShapesCaptions()
+    task.setting = ShapesSetting(n_train=24, n_val=12, n_test=12, size=16)
+    return task
+
+
+def test_shapes_captions_are_deterministic_for_a_seed():
+    first, second = tiny_shapes().load(), tiny_shapes().load()
+    assert first.fingerprint() == second.fingerprint()
+    other = tiny_shapes()
+    other.setting = ShapesSetting(n_train=24, n_val=12, n_test=12, size=16, seed=1)
+    assert other.load().fingerprint() != first.fingerprint()
+
+
+def test_shapes_captions_name_the_class():
+    """Text must carry the label: a caption's shape and colour words, when present, match the class."""
+    from tasks.shapes import COLOUR_WORDS, COLOURS, SHAPE_WORDS, SHAPES, vocabulary
+
+    task = ShapesCaptions()
+    task.setting = ShapesSetting(n_train=200, n_val=1, n_test=1)
+    data = task.load().train
+    words = vocabulary()
+    named = 0
+    for ids, label in zip(data.inputs["caption"], data.labels.tolist()):
+        caption = {words[i] for i in ids.tolist() if i != PAD_ID}
+        shape, colour = SHAPES[label // len(COLOURS)], list(COLOURS)[label % len(COLOURS)]
+        wrong_shapes = {w for s, ws in SHAPE_WORDS.items() if s != shape for w in ws}
+        wrong_colours = {w for c, ws in COLOUR_WORDS.items() if c != colour for w in ws}
+        assert not caption & (wrong_shapes | wrong_colours)
+        named += bool(caption & set(SHAPE_WORDS[shape])) and bool(caption & set(COLOUR_WORDS[colour]))
+    assert 0.7 < named / 200 < 0.95  # mostly named, sometimes not: informative but no oracle
+    images = data.inputs["image"]
+    assert images.shape == (200, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+
+
+@pytest.mark.parametrize("family, shape", [
+    ("resnet18", (3, 64, 64)), ("resnet18-small", (3, 32, 32)), ("resnet50", (3, 64, 64)),
+    ("resnet50-small", (3, 16, 16)), ("small-cnn", (3, 32, 32)),
+])
+def test_image_encoders_embed_to_the_asked_width(family, shape):
+    encoder = build_encoder(Modality("image", "image", shape, encoder=family), 24)
+    assert encoder(torch.rand(2, *shape)).shape == (2, 24)
+
+
+def test_resnet_sizes_match_the_published_architectures():
+    """Without their 1000-way classifier, ResNet-18 has 11.18M and ResNet-50 23.51M parameters."""
+    counts = {}
+    for family in ("resnet18", "resnet50"):
+        encoder = build_encoder(Modality("image", "image", (3, 32, 32), encoder=family), 1)
+        counts[family] = sum(p.numel() for n, p in encoder.named_parameters() if not n.startswith("head"))
+    assert round(counts["resnet18"] / 1e6, 2) == 11.18 and round(counts["resnet50"] / 1e6, 2) == 23.51
+
+
+@pytest.mark.parametrize("family", ["bag-of-words", "text-transformer"])
+def test_text_encoders_handle_padding(family):
+    encoder = build_encoder(Modality("caption", "tokens", (6,), vocab_size=20, encoder=family), 8)
+    tokens = torch.tensor([[5, 6, 7, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    padded_more = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0]])[:, :6]
+    out = encoder(tokens)
+    assert out.shape == (2, 8) and out.isfinite().all()
+    assert torch.allclose(encoder(padded_more)[0], out[0])
+
+
+def test_default_families_by_kind():
+    from methods.common.vision_text import BagOfWordsEncoder, SmallCNN
+
+    assert isinstance(build_encoder(Modality("i", "image", (3, 32, 32)), 4), SmallCNN)
+    assert isinstance(build_encoder(Modality("t", "tokens", (5,), vocab_size=9), 4), BagOfWordsEncoder)
+
+
+def test_image_augmentation_keeps_shape_device_range_and_varies():
+    x = torch.rand(8, 3, 32, 32)
+    torch.manual_seed(0)
+    a = augment_by_kind("image", x)
+    b = augment_by_kind("image", x)
+    torch.manual_seed(0)
+    again = augment_by_kind("image", x)
+    assert a.shape == x.shape and a.device == x.device and a.dtype == torch.float32
+    assert 0 <= a.min() and a.max() <= 1
+    assert not torch.allclose(a, b) and torch.equal(a, again)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_image_augmentation_stays_on_the_gpu():
+    assert augment_by_kind("image", torch.rand(2, 3, 16, 16, device="cuda")).device.type == "cuda"
+
+
+def test_word_dropout_and_masking_touch_only_real_words():
+    tokens = torch.randint(2, 50, (64, 10))
+    tokens[:, 7:] = PAD_ID
+    torch.manual_seed(0)
+    out = augment_by_kind("tokens", tokens)
+    assert out.shape == tokens.shape and out.dtype == tokens.dtype
+    assert (out[:, 7:] == PAD_ID).all()
+    changed = out != tokens
+    assert ((out[changed] == PAD_ID) | (out[changed] == MASK_ID)).all()
+    assert 0.1 < changed[:, :7].float().mean() < 0.3  # 10% dropped + 10% masked
