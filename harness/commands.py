@@ -10,7 +10,9 @@ from tabulate import tabulate
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.records import write_record
-from harness.runner import Pair, PairRunner, RunOptions, check_data, not_applicable_record
+from harness.environment import resolve_device
+from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
+                            resolve_hyperparameters)
 from harness.space import parse_overrides
 from harness.tracking import Tracker, default_uri
 from harness.tuning import open_storage
@@ -46,10 +48,11 @@ def run_command(args, data_dir: Path | None) -> int:
         workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress,
     )
     pairs, skipped = plan(args.method, args.task, data_dir)
+    for pair in pairs:
+        resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
+    resolve_device(options.device)
     tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
     runner = PairRunner(options, tracker, open_storage(args.storage, options.workdir))
-    for pair in pairs:
-        runner.hyperparameters(pair)  # an unknown --set key fails here, before any training
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
         write_record(options.results, not_applicable_record(task, method_cls, reason))

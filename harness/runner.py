@@ -68,12 +68,7 @@ class PairRunner:
     # -- what to run -------------------------------------------------------------------------
 
     def hyperparameters(self, pair: Pair) -> tuple[dict[str, Param], dict[str, Any]]:
-        """The space still to tune, and every value fixed by defaults or --set."""
-        method, task = pair.method_cls, pair.task
-        space = {**TRAIN_SPACE, **method.search_space} if method.trains else {}
-        defaults = {**TRAIN_DEFAULTS, "batch_size": task.default_batch_size, **method.defaults}
-        fixed = typed_overrides(self.options.overrides, space, defaults)
-        return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
+        return resolve_hyperparameters(pair, self.options.overrides)
 
     def seeds_to_run(self, pair: Pair) -> list[int]:
         root = self.options.results
@@ -196,6 +191,15 @@ class PairRunner:
         log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
                  scores.test_f1, wall)
         return True
+
+
+def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:
+    """The space still to tune, and every value fixed by defaults or --set (an unknown key fails here)."""
+    method, task = pair.method_cls, pair.task
+    space = {**TRAIN_SPACE, **method.search_space} if method.trains else {}
+    defaults = {**TRAIN_DEFAULTS, "batch_size": task.default_batch_size, **method.defaults}
+    fixed = typed_overrides(overrides, space, defaults)
+    return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
 
 
 def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:
