@@ -5,4 +5,8 @@ BUILTIN = {
     "untrained": "methods.untrained:Untrained",
     "clip": "methods.clip:CLIP",
     "simclr": "methods.simclr:SimCLR",
+    "factorcl-sup": "methods.factorcl:FactorCLSup",
+    "factorcl-ssl": "methods.factorcl:FactorCLSsl",
+    "supcon": "methods.supcon:SupCon",
+    "cross-self": "methods.cross_self:CrossSelf",
 }
