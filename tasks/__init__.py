@@ -2,4 +2,6 @@
 
 BUILTIN = {
     "synthetic": "tasks.synthetic:Synthetic",
+    "synthetic-shared": "tasks.synthetic:SyntheticShared",
+    "synthetic-unique": "tasks.synthetic:SyntheticUnique",
 }
