@@ -42,15 +42,6 @@ def mean_estimates(critic: ConcatCritic, sample) -> tuple[float, float]:
             sum(nce_club(s).item() for s in scores) / EVAL_BATCHES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronization, which on a shared CPU costs 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def estimates() -> dict[float, tuple[float, float]]:
     """(InfoNCE, NCE-CLUB) per true MI level, from one critic trained on InfoNCE per level."""

@@ -15,15 +15,6 @@ from tests.fixtures import TinySynthetic
 SMALL = {"embed_dim": 16, "factor_dim": 8, "critic_hidden": 32, "critic_depth": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronization, which on a shared CPU costs many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, **overrides):
     torch.manual_seed(0)
     cls = METHODS.get(name)
