@@ -46,5 +46,9 @@ class CrossSelf(Method):
         total = cross + sum(self_terms.values())
         return {"loss": total, "cross": cross.detach(), **{f"self_{m}": v.detach() for m, v in self_terms.items()}}
 
+    def parts(self, inputs):
+        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        return self.encoders.parts(inputs)
+
     def encode(self, inputs):
         return self.encoders.joint(inputs)

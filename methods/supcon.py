@@ -37,5 +37,9 @@ class SupCon(Method):
         labels = batch.labels.repeat(len(embeddings))
         return supcon(views, labels, float(self.hparams["temperature"]))
 
+    def parts(self, inputs):
+        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        return self.encoders.parts(inputs)
+
     def encode(self, inputs):
         return self.encoders.joint(inputs)

@@ -50,6 +50,7 @@ class Synthetic(Task):
     default_epochs = 6
     default_batch_size = 256
     setting = SyntheticSetting()
+    extra_symbols = {"shared": "ws", "unique1": "w1", "unique2": "w2"}  # the paper's names for the latents
 
     @property
     def modalities(self):
