@@ -1,4 +1,4 @@
-"""The `harness` command: run, leaderboard, list."""
+"""The `harness` command: run, leaderboard, diagnose, list."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", type=Path, default=Path("results"))
     board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
 
+    diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
+    diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
+    diagnose.add_argument("--task", required=True, type=_names, help="task name(s) whose splits carry extras")
+    diagnose.add_argument("--seed", type=int, default=0, help="train as the record of this seed did (default 0)")
+    diagnose.add_argument("--epochs", type=_positive, help="epochs, where no record gives them (default: the task's)")
+    diagnose.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="fix a hyperparameter (over the record's); repeatable")
+    diagnose.add_argument("--reference", type=Path, help="CSV of a paper's values to print beside ours")
+    diagnose.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    diagnose.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
+    diagnose.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    diagnose.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
+    diagnose.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    diagnose.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     listing = sub.add_parser("list", help="what is registered")
     listing.add_argument("what", choices=["methods", "tasks"])
     listing.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
@@ -78,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import run_command
 
             return run_command(args, _data_dir(args.data_dir))
+        if args.command == "diagnose":
+            from harness.commands import diagnose_command
+
+            return diagnose_command(args, _data_dir(args.data_dir))
         if args.command == "leaderboard":
             from harness.leaderboard import leaderboard_command
 

@@ -1,7 +1,8 @@
-"""What `harness run` and `harness list` do, behind the argument parsing."""
+"""What `harness run`, `harness diagnose` and `harness list` do, behind the argument parsing."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from tabulate import tabulate
 
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
-from harness.records import write_record
 from harness.environment import resolve_device
+from harness.records import record_path, write_record
 from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.space import parse_overrides
@@ -88,3 +89,44 @@ def list_command(what: str, data_dir: Path | None) -> int:
                          task.source.kind, present, task.description])
         print(tabulate(rows, headers=["task", "suite", "modalities", "labels", "source", "data", "description"]))
     return 0
+
+
+def diagnose_command(args, data_dir: Path | None) -> int:
+    """Train each method as its seed record did, then estimate I(part; extra) for the task's extras."""
+    from harness import diagnostics
+
+    options = RunOptions(seeds=1, epochs=args.epochs, device=args.device, overrides=parse_overrides(args.overrides),
+                         results=args.results, workdir=args.workdir, data_dir=data_dir,
+                         progress=not args.no_progress)
+    pairs, skipped = plan(args.method, args.task, data_dir)
+    for task, method_cls, reason in skipped:
+        log.warning("%s/%s: not applicable (%s); skipped", task.name, method_cls.name, reason)
+    tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
+    runner = PairRunner(options, tracker, storage=None)
+    estimator = diagnostics.ClassifierMI()
+    for pair in pairs:
+        hparams, epochs, source = _scored_configuration(runner, pair, args.seed)
+        data = pair.task.load()
+        protocol = {"epochs": epochs, "seed": args.seed, "hparams_from": source}
+        with tracker.parent_run(f"diagnostics/{pair.task.name}", pair.method_cls.name,
+                                {"hparams": hparams, **protocol}):
+            scores, method, _ = runner.train_and_probe(pair, data, hparams, args.seed, epochs, with_test=False)
+            rows = diagnostics.estimate(method, data, runner.device, estimator)
+            tracker.log_metrics(diagnostics.numeric_summary(rows) | scores.as_metrics())
+        identity = {"name": method.name, "display_name": method.display_name, "version": method.version}
+        diagnostics.write_result(options.results, pair.task.name, identity, protocol, rows, pair.task.extra_symbols)
+    table = options.results / diagnostics.TABLE_FILE
+    table.write_text(diagnostics.render_table(options.results, args.reference))
+    log.info("wrote %s", table)
+    return 0
+
+
+def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[dict, int, str]:
+    """The hyperparameters and epochs of the scored run for this seed, if recorded; else defaults and --set."""
+    path = record_path(runner.options.results, pair.task.name, pair.method_cls.name, seed)
+    _space, fixed = runner.hyperparameters(pair)
+    if path.exists():
+        record = json.loads(path.read_text())
+        overrides = {k: fixed[k] for k in runner.options.overrides}
+        return record["hparams"] | overrides, int(record["protocol"]["epochs"]), str(path)
+    return fixed, runner.epochs_for(pair.task), "defaults"

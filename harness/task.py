@@ -145,6 +145,7 @@ class Task(ABC):
     label_kind: ClassVar[Literal["binary", "multiclass"]] = "binary"
     default_epochs: ClassVar[int] = 10
     default_batch_size: ClassVar[int] = 256
+    extra_symbols: ClassVar[dict[str, str]] = {}  # how papers write the splits' extras, for reports
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         self.data_dir = Path(data_dir) if data_dir else None

@@ -10,4 +10,8 @@ BUILTIN = {
     "cgs-drop-false-negative": "methods.clip_guided_simclr:DropFalseNegative",
     "cgs-drop-easy-negative": "methods.clip_guided_simclr:DropEasyNegative",
     "cgs-drop-false-positive": "methods.clip_guided_simclr:DropFalsePositive",
+    "factorcl-sup": "methods.factorcl:FactorCLSup",
+    "factorcl-ssl": "methods.factorcl:FactorCLSsl",
+    "supcon": "methods.supcon:SupCon",
+    "cross-self": "methods.cross_self:CrossSelf",
 }

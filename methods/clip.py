@@ -38,5 +38,9 @@ class CLIP(Method):
                  for a, b in itertools.combinations(embeddings, 2)]
         return {"loss": torch.stack(terms).mean(), "logit_scale": scale.detach()}
 
+    def parts(self, inputs):
+        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        return self.encoders.parts(inputs)
+
     def encode(self, inputs):
         return self.encoders.joint(inputs)

@@ -30,5 +30,9 @@ class SimCLR(Method):
         z2 = self.projector(self.encoders.joint(batch.views()))
         return nt_xent(z1, z2, float(self.hparams["temperature"]))
 
+    def parts(self, inputs):
+        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        return self.encoders.parts(inputs)
+
     def encode(self, inputs):
         return self.encoders.joint(inputs)

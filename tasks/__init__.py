@@ -5,4 +5,6 @@ BUILTIN = {
     "shapes-captions": "tasks.shapes:ShapesCaptions",
     "imagenet": "tasks.imagenet:ImageNet",
     "imagenet-100": "tasks.imagenet:ImageNet100",
+    "synthetic-shared": "tasks.synthetic:SyntheticShared",
+    "synthetic-unique": "tasks.synthetic:SyntheticUnique",
 }

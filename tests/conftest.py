@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+# Test tensors are tiny: a second torch thread only adds synchronization, and on a CPU shared with
+# other work its spinning threads cost many times over (the suite ran 4x slower with two threads).
+# Set before torch is first imported; an explicit OMP_NUM_THREADS still wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from harness.catalog import METHODS, TASKS  # noqa: E402
 from harness.cli import main  # noqa: E402

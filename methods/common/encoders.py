@@ -63,6 +63,10 @@ class ModalityEncoders(nn.ModuleDict):
         """All modalities' embeddings side by side, in the task's modality order."""
         return torch.cat(list(self(inputs).values()), dim=1)
 
+    def parts(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each modality's embedding as Z1, Z2, ... in the task's modality order (as the papers' tables name them)."""
+        return {f"Z{i}": z for i, z in enumerate(self(inputs).values(), start=1)}
+
     @property
     def joint_dim(self) -> int:
         return self.embed_dim * len(self)

@@ -27,3 +27,22 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     """NT-Xent: each of the 2B views must pick its partner among the other 2B - 1."""
     logits, positives = nt_xent_logits(z1, z2, temperature)
     return F.cross_entropy(logits, positives)
+
+
+def supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out): every other view of the same class is a positive.
+
+    `features` holds all views of the batch, one row each, with `labels` per row. Each anchor
+    averages log-softmax over its positives, the softmax running over every view but itself.
+    Anchors without a positive (a class seen once) are left out rather than counted as zero.
+    """
+    z = F.normalize(features, dim=1)
+    n = len(z)
+    itself = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / temperature).masked_fill(itself, float("-inf"))
+    log_prob = logits.log_softmax(dim=1).masked_fill(itself, 0.0)  # -inf * 0 would be nan
+    positives = (labels[:, None] == labels[None, :]) & ~itself
+    count = positives.sum(dim=1)
+    has_positive = count > 0
+    mean_log_prob = (log_prob * positives).sum(dim=1)[has_positive] / count[has_positive]
+    return -mean_log_prob.mean()

@@ -1,0 +1,174 @@
+"""Mutual-information bounds with learned critics, as FactorCL uses them.
+
+* `ConcatCritic`: f(a, b) = MLP([a, b]) scored on all B x B pairs of a batch.
+  Its first linear layer is split into one projection per side, so a pair's
+  first hidden layer is proj_a(a_i) + proj_b(b_j): a broadcast add of two
+  B x H tensors instead of a B x B x (d_a + d_b) concatenated input.
+* `info_nce`: the InfoNCE lower bound from a B x B score matrix (never above log B).
+* `nce_club`: the NCE-CLUB upper bound, CLUB evaluated with an InfoNCE-trained
+  critic: mean positive score minus mean score over all B x B pairs.
+* `NCEBound` / `CLUBBound`: a critic with its bound. A CLUB critic is not
+  trained by the bound it feeds; it is trained on its own InfoNCE objective
+  (`CLUBBound.critic_loss`), on a separate optimizer step.
+* `condition`: the conditional forms. I(A; B | C) is estimated by giving each
+  side its conditioning variable, f([a, c_a], [b, c_b]). With a discrete C
+  (labels) this estimates I(A; B | C) + H(C); the offset is a constant, so
+  the gradients the encoders receive are those of the conditional term.
+
+All estimates are in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from methods.common.encoders import mlp
+
+PAPER_CRITIC_HIDDEN = 512
+PAPER_CRITIC_DEPTH = 1  # the paper's critics; the public code builds 2 hidden layers
+# Pairs are scored a block of rows at a time, each block about this many floats (4 MB): small
+# enough to stay in cache, where the elementwise passes run several times faster than over
+# the whole B x B x H tensor in memory.
+BLOCK_FLOATS = 1 << 20
+
+
+class _PairReLUDot(torch.autograd.Function):
+    """out[i, j] = sum_h w_h relu(ha[i, h] + hb[j, h]), without ever holding the B x B x H tensor.
+
+    Backward recomputes each block's activation pattern instead of storing it, and
+    gets w's gradient from ha and hb's: relu(x) = 1[x > 0] x, so
+    sum_ij g_ij relu(ha_i + hb_j) = sum_i ha_i * sum_j g_ij 1[.] + sum_j hb_j * sum_i g_ij 1[.].
+    """
+
+    @staticmethod
+    def forward(ctx, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        rows = _block_rows(hb)
+        out = ha.new_empty(ha.shape[0], hb.shape[0])
+        for start in range(0, ha.shape[0], rows):
+            block = (ha[start : start + rows, None, :] + hb[None]).relu_()
+            torch.matmul(block, w, out=out[start : start + rows])
+        ctx.save_for_backward(ha, hb, w)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        ha, hb, w = ctx.saved_tensors
+        grad = grad.contiguous()
+        rows = _block_rows(hb)
+        through_a = torch.empty_like(ha)  # sum_j g_ij 1[ha_i + hb_j > 0], before scaling by w
+        through_b = torch.zeros_like(hb)
+        for start in range(0, ha.shape[0], rows):
+            active = (ha[start : start + rows, None, :] + hb[None]).gt_(0)
+            active.mul_(grad[start : start + rows, :, None])
+            torch.sum(active, dim=1, out=through_a[start : start + rows])
+            through_b += active.sum(dim=0)
+        grad_w = (ha * through_a).sum(0) + (hb * through_b).sum(0) if ctx.needs_input_grad[2] else None
+        return through_a * w, through_b * w, grad_w
+
+
+def _block_rows(hb: torch.Tensor) -> int:
+    return max(1, BLOCK_FLOATS // max(1, hb.numel()))
+
+
+class ConcatCritic(nn.Module):
+    """f(a, b) = MLP([a, b]) with `depth` hidden layers of width `hidden`; calling it scores all pairs."""
+
+    def __init__(self, dim_a: int, dim_b: int, hidden: int = PAPER_CRITIC_HIDDEN, depth: int = PAPER_CRITIC_DEPTH):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"a concat critic needs at least one hidden layer, got depth {depth}")
+        self.depth = depth
+        self.side_a = nn.Linear(dim_a, hidden)
+        # The first layer has one bias; side_a carries it, so side_b has none.
+        self.side_b = nn.Linear(dim_b, hidden, bias=False)
+        self.tail = nn.Sequential(nn.ReLU(), mlp([hidden] * depth + [1]))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """scores[i, j] = f(a_i, b_j) for every pair of rows of a and b."""
+        ha, hb = self.side_a(a), self.side_b(b)
+        if self.depth == 1:
+            last = self.tail[1][0]
+            return _PairReLUDot.apply(ha, hb, last.weight[0]) + last.bias[0]
+        # Deeper critics spend their time in the H x H layer over B x B rows; the plain form is as good.
+        return self.tail(ha.unsqueeze(1) + hb.unsqueeze(0)).squeeze(-1)
+
+    def paired(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """scores[i] = f(a_i, b_i): the positive pairs only."""
+        return self.tail(self.side_a(a) + self.side_b(b)).squeeze(-1)
+
+
+def info_nce(scores: torch.Tensor) -> torch.Tensor:
+    """InfoNCE lower bound; row i's positive is column i, the other columns its negatives."""
+    batch = scores.shape[0]
+    return (scores.diagonal() - scores.logsumexp(dim=1)).mean() + math.log(batch)
+
+
+def nce_club(scores: torch.Tensor) -> torch.Tensor:
+    """NCE-CLUB upper bound: E_p(a,b)[f] - E_p(a)p(b)[f], the latter over all B x B pairs."""
+    return scores.diagonal().mean() - scores.mean()
+
+
+def condition(z: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """One side of a conditional critic: the embedding with its conditioning variable beside it."""
+    return torch.cat([z, on.to(z.dtype)], dim=1)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Labels as critic inputs: one-hot rows (the critic's side projection learns their embedding)."""
+    return F.one_hot(labels.long(), num_classes).float()
+
+
+class NCEBound(nn.Module):
+    """I_NCE(A; B): the critic maximizes the bound itself, jointly with the encoders."""
+
+    def __init__(self, dim_a: int, dim_b: int, hidden: int = PAPER_CRITIC_HIDDEN, depth: int = PAPER_CRITIC_DEPTH):
+        super().__init__()
+        self.critic = ConcatCritic(dim_a, dim_b, hidden, depth)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return info_nce(self.critic(a, b))
+
+
+class LabelNCEBound(nn.Module):
+    """I_NCE(A; Y) for a class label Y.
+
+    f(a_i, y_j) depends on j only through y_j's class, so the B x B scores are
+    the B x K scores against each class, gathered by label: exact, and O(B K).
+    """
+
+    def __init__(self, dim_a: int, num_classes: int, hidden: int = PAPER_CRITIC_HIDDEN,
+                 depth: int = PAPER_CRITIC_DEPTH):
+        super().__init__()
+        self.num_classes = num_classes
+        self.critic = ConcatCritic(dim_a, num_classes, hidden, depth)
+
+    def forward(self, a: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        classes = torch.eye(self.num_classes, device=a.device, dtype=a.dtype)
+        by_class = self.critic(a, classes)  # B x K
+        return info_nce(by_class[:, labels.long()])
+
+
+class CLUBBound(nn.Module):
+    """I_CLUB(A; B) with a critic of its own, trained apart on InfoNCE.
+
+    `forward` holds the critic fixed: gradients reach the embeddings but not the
+    critic's weights, which the main objective (it minimizes this bound) would
+    otherwise flatten to cheat it.
+    """
+
+    def __init__(self, dim_a: int, dim_b: int, hidden: int = PAPER_CRITIC_HIDDEN, depth: int = PAPER_CRITIC_DEPTH):
+        super().__init__()
+        self.critic = ConcatCritic(dim_a, dim_b, hidden, depth)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fixed = {name: p.detach() for name, p in self.critic.named_parameters()}
+        return nce_club(functional_call(self.critic, fixed, (a, b)))
+
+    def critic_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The critic's own objective: maximize InfoNCE on embeddings it cannot move."""
+        return -info_nce(self.critic(a.detach(), b.detach()))
