@@ -85,3 +85,12 @@ def list_command(what: str, data_dir: Path | None) -> int:
                          task.source.kind, present, task.description])
         print(tabulate(rows, headers=["task", "suite", "modalities", "labels", "source", "data", "description"]))
     return 0
+
+
+def data_check_command(task_name: str, data_dir: Path | None) -> int:
+    """Validate a task's files and print what was found; a problem raises one HarnessError line."""
+    from harness.datacheck import check_task, report_lines
+
+    task = TASKS.get(task_name)(data_dir=data_dir)
+    print("\n".join(report_lines(task, check_task(task))))
+    return 0

@@ -2,4 +2,10 @@
 
 BUILTIN = {
     "synthetic": "tasks.synthetic:Synthetic",
+    "mimic": "tasks.mimic:Mimic",
+    "mosi": "tasks.multibench:Mosi",
+    "mosei": "tasks.multibench:Mosei",
+    "ur-funny": "tasks.multibench:UrFunny",
+    "mustard": "tasks.multibench:Mustard",
+    "irfl": "tasks.irfl:Irfl",
 }

@@ -16,7 +16,8 @@ from harness.task import Modality, Task
 
 EncoderBuilder = Callable[[Modality, int], nn.Module]
 ENCODERS: dict[str, EncoderBuilder] = {}
-DEFAULT_FAMILY = {"tabular": "mlp"}
+DEFAULT_FAMILY = {"tabular": "mlp", "timeseries": "gru", "sequence": "transformer", "image": "cnn",
+                  "tokens": "text"}
 
 
 def encoder_family(name: str):
@@ -66,3 +67,7 @@ class ModalityEncoders(nn.ModuleDict):
     @property
     def joint_dim(self) -> int:
         return self.embed_dim * len(self)
+
+
+# The other families register themselves on import; imported last because they use encoder_family.
+from methods.common import image_encoders, sequence_encoders  # noqa: E402,F401
