@@ -37,3 +37,18 @@ def test_every_applicable_method_runs_on_the_fixture(task_name, harness_run, tmp
     board = render(harness_run.results)
     ours = next(ln for ln in board.splitlines() if ln.startswith("| SimCLR "))
     assert f"{task_name} (paper)" in board and "(1)" in ours  # our one-seed cell beside the paper's number
+
+
+def test_without_runs_the_multibench_table_shows_the_papers_numbers_and_no_run_markers(tmp_path):
+    from tests.test_leaderboard import record, row
+    from harness.records import write_record
+
+    write_record(tmp_path, record("synthetic", "clip", 0, 0.9, display="CLIP"))
+    shutil.copytree(REFERENCE, tmp_path / "reference")
+    board = render(tmp_path)
+    multibench = board.split("## multibench")[1].split("\n## ")[0]
+    headers = [c.strip() for c in multibench.strip().splitlines()[0].strip("|").split("|")]
+    cells = dict(zip(headers, row(multibench, "FactorCL-SUP")))
+    assert all(cells[task] == "—" for task in BENCHMARKS)  # no run of ours: a marker, never a number
+    assert cells["mosi (paper)"] == "70.69" and cells["irfl (paper)"] == "98.80" and cells["mimic (paper)"] == "76.79"
+    assert "—: no run recorded" in board
