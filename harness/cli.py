@@ -1,4 +1,4 @@
-"""The `harness` command: run, leaderboard, diagnose, list."""
+"""The `harness` command: run, leaderboard, list, data check, diagnose."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="what is registered")
     listing.add_argument("what", choices=["methods", "tasks"])
     listing.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+
+    data = sub.add_parser("data", help="inspect a task's data files")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    check = data_sub.add_parser("check", help="validate a task's files and print rows, shapes and class counts")
+    check.add_argument("task", help="task name")
+    check.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
     return parser
 
 
@@ -101,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.leaderboard import leaderboard_command
 
             return leaderboard_command(args.results, check=args.check)
+        if args.command == "data":
+            from harness.commands import data_check_command
+
+            return data_check_command(args.task, _data_dir(args.data_dir))
         from harness.commands import list_command
 
         return list_command(args.what, _data_dir(args.data_dir))

@@ -130,3 +130,12 @@ def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[di
         overrides = {k: fixed[k] for k in runner.options.overrides}
         return record["hparams"] | overrides, int(record["protocol"]["epochs"]), str(path)
     return fixed, runner.epochs_for(pair.task), "defaults"
+
+
+def data_check_command(task_name: str, data_dir: Path | None) -> int:
+    """Validate a task's files and print what was found; a problem raises one HarnessError line."""
+    from harness.datacheck import check_task, report_lines
+
+    task = TASKS.get(task_name)(data_dir=data_dir)
+    print("\n".join(report_lines(task, check_task(task))))
+    return 0

@@ -209,12 +209,15 @@ def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> 
 
 
 def check_data(task: Task) -> None:
-    if not task.data_present():
-        where = task.data_dir or "no --data-dir given"
-        raise HarnessError(
-            f"task {task.name}: data not found ({where}); expected {', '.join(task.source.files)} there. "
-            f"{task.source.instructions}"
-        )
+    if task.data_present():
+        return
+    files = task.source.files
+    if task.data_dir is None:
+        raise HarnessError(f"task {task.name}: data not found (no --data-dir given); expected {', '.join(files)} "
+                           f"there. {task.source.instructions}")
+    missing = [str(task.data_dir / f) for f in files if not (task.data_dir / f).exists()]
+    raise HarnessError(f"task {task.name}: data not found: {', '.join(missing)} missing; expected "
+                       f"{', '.join(files)} under {task.data_dir}. {task.source.instructions}")
 
 
 def _short(hparams: dict[str, Any]) -> str:

@@ -7,4 +7,10 @@ BUILTIN = {
     "imagenet-100": "tasks.imagenet:ImageNet100",
     "synthetic-shared": "tasks.synthetic:SyntheticShared",
     "synthetic-unique": "tasks.synthetic:SyntheticUnique",
+    "mimic": "tasks.mimic:Mimic",
+    "mosi": "tasks.multibench:Mosi",
+    "mosei": "tasks.multibench:Mosei",
+    "ur-funny": "tasks.multibench:UrFunny",
+    "mustard": "tasks.multibench:Mustard",
+    "irfl": "tasks.irfl:Irfl",
 }

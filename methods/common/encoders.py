@@ -16,7 +16,8 @@ from harness.task import Modality, Task
 
 EncoderBuilder = Callable[[Modality, int], nn.Module]
 ENCODERS: dict[str, EncoderBuilder] = {}
-DEFAULT_FAMILY = {"tabular": "mlp"}
+DEFAULT_FAMILY = {"tabular": "mlp", "timeseries": "gru", "sequence": "transformer", "image": "cnn",
+                  "tokens": "text"}
 
 
 def encoder_family(name: str):
@@ -74,3 +75,5 @@ class ModalityEncoders(nn.ModuleDict):
 
 # Image and token families live in a sibling module; importing it registers them.
 from methods.common import vision_text  # noqa: E402,F401
+# The other families register themselves on import; imported last because they use encoder_family.
+from methods.common import image_encoders, sequence_encoders  # noqa: E402,F401

@@ -40,7 +40,8 @@ def simclr_pipeline(height: int, width: int) -> nn.Sequential:
 def simclr_image(x: torch.Tensor) -> torch.Tensor:
     if x.ndim != 4:
         raise ValueError(f"image augmentation expects (batch, channels, height, width), got shape {tuple(x.shape)}")
-    out = simclr_pipeline(x.shape[-2], x.shape[-1])(x.float())
+    images = x.float() / 255 if x.dtype == torch.uint8 else x.float()  # file-backed tasks keep uint8 pixels
+    out = simclr_pipeline(x.shape[-2], x.shape[-1])(images)
     return out.clamp(0.0, 1.0)
 
 

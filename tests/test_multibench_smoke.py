@@ -1,0 +1,54 @@
+"""Every registered method that applies, one tiny `harness run` on each FactorCL benchmark's fixture files."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.catalog import METHODS, TASKS
+from harness.leaderboard import render
+from harness.records import read_records
+from tests.test_multibench import BENCHMARKS, write
+
+TEST_ONLY = {"diverges-on-odd-seeds"}
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+def applicable(task_name: str) -> list[str]:
+    task = TASKS.get(task_name)()
+    return [m for m in METHODS.names() if m not in TEST_ONLY and METHODS.get(m).requirements.unmet(task) is None]
+
+
+@pytest.mark.parametrize("task_name", BENCHMARKS)
+def test_every_applicable_method_runs_on_the_fixture(task_name, harness_run, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write(task_name, data_dir)
+    methods = applicable(task_name)
+    assert {"raw-features", "untrained", "clip", "simclr"} <= set(methods)
+    assert harness_run("--method", ",".join(methods), "--task", task_name, "--data-dir", str(data_dir),
+                       "--trials", "1", "--epochs", "1", "--seeds", "1") == 0
+    records = {r.method["name"]: r for r in read_records(harness_run.results)}
+    assert set(records) == set(methods)
+    for record in records.values():
+        assert record.status == "ok" and 0.0 <= record.metrics["test_acc"] <= 1.0
+        assert record.task["suite"] == "multibench" and record.task["params"]["encoders"]
+    shutil.copytree(REFERENCE, harness_run.results / "reference")  # the papers' numbers, as published
+    board = render(harness_run.results)
+    ours = next(ln for ln in board.splitlines() if ln.startswith("| SimCLR "))
+    assert f"{task_name} (paper)" in board and "(1)" in ours  # our one-seed cell beside the paper's number
+
+
+def test_without_runs_the_multibench_table_shows_the_papers_numbers_and_no_run_markers(tmp_path):
+    from tests.test_leaderboard import record, row
+    from harness.records import write_record
+
+    write_record(tmp_path, record("synthetic", "clip", 0, 0.9, display="CLIP"))
+    shutil.copytree(REFERENCE, tmp_path / "reference")
+    board = render(tmp_path)
+    multibench = board.split("## multibench")[1].split("\n## ")[0]
+    headers = [c.strip() for c in multibench.strip().splitlines()[0].strip("|").split("|")]
+    cells = dict(zip(headers, row(multibench, "FactorCL-SUP")))
+    assert all(cells[task] == "—" for task in BENCHMARKS)  # no run of ours: a marker, never a number
+    assert cells["mosi (paper)"] == "70.69" and cells["irfl (paper)"] == "98.80" and cells["mimic (paper)"] == "76.79"
+    assert "—: no run recorded" in board
