@@ -10,31 +10,20 @@ embeddings side by side, before the projection heads.
 import itertools
 
 import torch
-from torch import nn
 
-from harness.method import Method, Requirements
+from harness.method import Requirements
 from harness.space import Choice, Float
-from methods.common.encoders import ModalityEncoders, mlp
+from methods.common.projected import ProjectedModalities
 from methods.common.losses import nt_xent, symmetric_info_nce
 
 
-class CrossSelf(Method):
+class CrossSelf(ProjectedModalities):
     name = "cross-self"
     display_name = "Cross+Self"
     description = "Cross-modal InfoNCE plus, per modality, NT-Xent between two augmentations."
     requirements = Requirements(min_modalities=2, needs_augmentations=True)
     search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
     defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
-
-    def __init__(self, task, hparams):
-        super().__init__(task, hparams)
-        embed = int(hparams["embed_dim"])
-        self.encoders = ModalityEncoders(task, embed)
-        self.projectors = nn.ModuleDict({m: mlp([embed, embed, int(hparams["projection_dim"])])
-                                         for m in self.encoders})
-
-    def project(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {m: self.projectors[m](z) for m, z in self.encoders(inputs).items()}
 
     def loss(self, batch):
         temperature = float(self.hparams["temperature"])
@@ -45,10 +34,3 @@ class CrossSelf(Method):
         self_terms = {m: nt_xent(first[m], second[m], temperature) for m in clean}
         total = cross + sum(self_terms.values())
         return {"loss": total, "cross": cross.detach(), **{f"self_{m}": v.detach() for m, v in self_terms.items()}}
-
-    def parts(self, inputs):
-        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
-        return self.encoders.parts(inputs)
-
-    def encode(self, inputs):
-        return self.encoders.joint(inputs)

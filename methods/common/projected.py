@@ -1,0 +1,31 @@
+"""A base for methods that contrast per-modality projections of per-modality embeddings."""
+
+import torch
+from torch import nn
+
+from harness.method import Method
+from methods.common.encoders import ModalityEncoders, mlp
+
+
+class ProjectedModalities(Method):
+    """One encoder and one projection head per modality; the probe sees the embeddings before the heads.
+
+    One head per modality: modalities differ, and a shared head would have to undo that too.
+    """
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        embed = int(hparams["embed_dim"])
+        self.encoders = ModalityEncoders(task, embed)
+        self.projectors = nn.ModuleDict({m: mlp([embed, embed, int(hparams["projection_dim"])])
+                                         for m in self.encoders})
+
+    def project(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.projectors[m](z) for m, z in self.encoders(inputs).items()}
+
+    def parts(self, inputs):
+        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        return self.encoders.parts(inputs)
+
+    def encode(self, inputs):
+        return self.encoders.joint(inputs)
