@@ -130,7 +130,8 @@ def render(root: Path) -> str:
              "Cells: test accuracy (%) of a linear probe on the frozen representation, mean ± std over seeds (n).",
              "The best mean per task is bold. `(paper)` columns are the papers' reported numbers, not reproduced "
              "here. Average rank only for methods with every task of the table. "
-             f"{NO_RUN}: no run recorded.", ""]
+             f"{NO_RUN}: no run recorded (for tasks read from downloaded files: their data were not present "
+             "where these records were made).", ""]
     suites = sorted(set(results.suite) | set(reported_suites.values()))
     for suite in suites:
         ours = results[results.suite == suite]
