@@ -51,7 +51,7 @@ class Irfl(Task):
 
     @property
     def modalities(self) -> tuple[Modality, ...]:
-        return (Modality("image", "image", (3, IMAGE_SIZE, IMAGE_SIZE), encoder="cnn"),
+        return (Modality("image", "image", (3, IMAGE_SIZE, IMAGE_SIZE), encoder="small-cnn"),
                 Modality("caption", "tokens", (CAPTION_LENGTH,), vocab_size=MAX_WORDS + 2, encoder="text"))
 
     @property

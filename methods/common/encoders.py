@@ -16,8 +16,8 @@ from harness.task import Modality, Task
 
 EncoderBuilder = Callable[[Modality, int], nn.Module]
 ENCODERS: dict[str, EncoderBuilder] = {}
-DEFAULT_FAMILY = {"tabular": "mlp", "timeseries": "gru", "sequence": "transformer", "image": "cnn",
-                  "tokens": "text"}
+DEFAULT_FAMILY = {"tabular": "mlp", "timeseries": "gru", "sequence": "transformer", "image": "small-cnn",
+                  "tokens": "bag-of-words"}
 
 
 def encoder_family(name: str):
@@ -73,7 +73,5 @@ class ModalityEncoders(nn.ModuleDict):
         return self.embed_dim * len(self)
 
 
-# Image and token families live in a sibling module; importing it registers them.
-from methods.common import vision_text  # noqa: E402,F401
 # The other families register themselves on import; imported last because they use encoder_family.
-from methods.common import image_encoders, sequence_encoders  # noqa: E402,F401
+from methods.common import sequence_encoders, vision_text  # noqa: E402,F401

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harness.task import Modality
-from methods.common.encoders import DEFAULT_FAMILY, encoder_family
+from methods.common.encoders import encoder_family
 
 PAD_ID = 0  # tasks with token modalities pad with 0; MASK_ID is reserved for masking augmentations
 MASK_ID = 1
@@ -112,6 +112,8 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(fan_in, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # File-backed tasks keep uint8 pixels to save memory; augmented views arrive as floats in [0, 1].
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
         return self.head(self.features(x))
 
 
@@ -169,5 +171,3 @@ encoder_family("resnet50-small")(lambda m, d: resnet50(d, "small", _channels(m))
 encoder_family("small-cnn")(lambda m, d: SmallCNN(d, _channels(m)))
 encoder_family("bag-of-words")(lambda m, d: BagOfWordsEncoder(_vocab(m), d))
 encoder_family("text-transformer")(lambda m, d: TransformerTextEncoder(_vocab(m), m.shape[0], d))
-
-DEFAULT_FAMILY.update({"image": "small-cnn", "tokens": "bag-of-words"})
