@@ -12,7 +12,6 @@ import itertools
 import torch
 
 from harness.method import Requirements
-from harness.space import Choice, Float
 from methods.common.projected import ProjectedModalities
 from methods.common.losses import nt_xent, symmetric_info_nce
 
@@ -22,8 +21,6 @@ class CrossSelf(ProjectedModalities):
     display_name = "Cross+Self"
     description = "Cross-modal InfoNCE plus, per modality, NT-Xent between two augmentations."
     requirements = Requirements(min_modalities=2, needs_augmentations=True)
-    search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
-    defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
 
     def loss(self, batch):
         temperature = float(self.hparams["temperature"])

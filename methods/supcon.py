@@ -9,7 +9,6 @@ modality embeddings side by side, before the projection heads.
 import torch
 
 from harness.method import Requirements
-from harness.space import Choice, Float
 from methods.common.projected import ProjectedModalities
 from methods.common.losses import supcon
 
@@ -19,8 +18,6 @@ class SupCon(ProjectedModalities):
     display_name = "SupCon"
     description = "Supervised contrastive loss over all modalities' embeddings; same label = positive."
     requirements = Requirements(min_modalities=2, needs_labels=True)
-    search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
-    defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
 
     def loss(self, batch):
         projected = self.project(batch.inputs)

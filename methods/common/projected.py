@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from harness.method import Method
+from harness.space import Choice, Float
 from methods.common.encoders import ModalityEncoders, mlp
 
 
@@ -12,6 +13,9 @@ class ProjectedModalities(Method):
 
     One head per modality: modalities differ, and a shared head would have to undo that too.
     """
+
+    search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
+    defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
