@@ -43,6 +43,13 @@ def mlp_encoder(modality: Modality, embed_dim: int, hidden: int = 512) -> nn.Mod
     return nn.Sequential(nn.Flatten(), mlp([math.prod(modality.shape), hidden, hidden, embed_dim]))
 
 
+def vocab_size(modality: Modality) -> int:
+    """A token modality's vocabulary size, which token encoders need to size their embeddings."""
+    if modality.vocab_size is None:
+        raise ValueError(f"token modality {modality.name} declares no vocab_size; set Modality(vocab_size=...)")
+    return modality.vocab_size
+
+
 def build_encoder(modality: Modality, embed_dim: int) -> nn.Module:
     family = modality.encoder or DEFAULT_FAMILY.get(modality.kind)
     if family not in ENCODERS:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from harness.task import Modality
-from methods.common.encoders import encoder_family
+from methods.common.encoders import encoder_family, vocab_size
 
 GRU_HIDDEN = 30  # MultiBench's GRU for MIMIC's series
 MODEL_DIM, HEADS, LAYERS = 40, 5, 5  # MultiBench's Transformer as FactorCL instantiates it: Transformer(d, 40)
@@ -74,7 +74,7 @@ class SequenceTransformer(nn.Module):
 
 
 class TokenTransformer(nn.Module):
-    """(B, L) word ids -> embeddings -> SequenceTransformer; id 0 is padding."""
+    """(B, L) word ids -> embeddings -> SequenceTransformer; id 0 is padding (PAD_ID of the token tasks)."""
 
     def __init__(self, vocab_size: int, length: int, embed_dim: int, token_dim: int = TOKEN_DIM):
         super().__init__()
@@ -99,6 +99,4 @@ def transformer_encoder(modality: Modality, embed_dim: int) -> nn.Module:
 
 @encoder_family("text")
 def text_encoder(modality: Modality, embed_dim: int) -> nn.Module:
-    if modality.vocab_size is None:
-        raise ValueError(f"modality {modality.name} has kind tokens but declares no vocab_size")
-    return TokenTransformer(modality.vocab_size, modality.shape[0], embed_dim)
+    return TokenTransformer(vocab_size(modality), modality.shape[0], embed_dim)

@@ -6,7 +6,8 @@ conv, no pool), which keeps enough resolution for 32-pixel images. Every
 encoder ends in a linear map to `embed_dim` so that methods can treat all
 modalities alike (ModalityEncoders assumes one width for all of them).
 
-Token inputs are long tensors (batch, length) with PAD_ID padding.
+Token inputs are long tensors (batch, length) with PAD_ID padding. The token
+Transformer (family `text`) lives with the other sequence encoders.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from harness.task import Modality
-from methods.common.encoders import encoder_family
+from methods.common.encoders import encoder_family, vocab_size
 
 PAD_ID = 0  # tasks with token modalities pad with 0; MASK_ID is reserved for masking augmentations
 MASK_ID = 1
@@ -135,33 +136,8 @@ class BagOfWordsEncoder(nn.Module):
         return self.head(masked_mean(self.embedding(tokens), tokens))
 
 
-class TransformerTextEncoder(nn.Module):
-    """A small transformer over the caption with learned positions, mean-pooled over real tokens."""
-
-    def __init__(self, vocab_size: int, max_length: int, embed_dim: int, width: int = 128, depth: int = 2,
-                 heads: int = 4):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, width, padding_idx=PAD_ID)
-        self.positions = nn.Parameter(torch.zeros(max_length, width))
-        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True)
-        self.body = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.head = nn.Linear(width, embed_dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(tokens) + self.positions[: tokens.shape[1]]
-        # A caption dropped to all padding would make attention rows all -inf; let such rows attend anyway.
-        padding = (tokens == PAD_ID) & (tokens != PAD_ID).any(1, keepdim=True)
-        return self.head(masked_mean(self.body(x, src_key_padding_mask=padding), tokens))
-
-
 def _channels(modality: Modality) -> int:
     return modality.shape[0]
-
-
-def _vocab(modality: Modality) -> int:
-    if modality.vocab_size is None:
-        raise ValueError(f"token modality {modality.name} declares no vocab_size")
-    return modality.vocab_size
 
 
 encoder_family("resnet18")(lambda m, d: resnet18(d, "imagenet", _channels(m)))
@@ -169,5 +145,4 @@ encoder_family("resnet18-small")(lambda m, d: resnet18(d, "small", _channels(m))
 encoder_family("resnet50")(lambda m, d: resnet50(d, "imagenet", _channels(m)))
 encoder_family("resnet50-small")(lambda m, d: resnet50(d, "small", _channels(m)))
 encoder_family("small-cnn")(lambda m, d: SmallCNN(d, _channels(m)))
-encoder_family("bag-of-words")(lambda m, d: BagOfWordsEncoder(_vocab(m), d))
-encoder_family("text-transformer")(lambda m, d: TransformerTextEncoder(_vocab(m), m.shape[0], d))
+encoder_family("bag-of-words")(lambda m, d: BagOfWordsEncoder(vocab_size(m), d))
