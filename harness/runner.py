@@ -89,7 +89,8 @@ class PairRunner:
         space, fixed = self.hyperparameters(pair)
         data = pair.task.load()
         fingerprint = data.fingerprint()
-        epochs = self.epochs_for(pair.task)
+        # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
+        epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
         protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds}
         with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
             "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,

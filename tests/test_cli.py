@@ -50,6 +50,8 @@ def test_a_run_records_every_seed_and_tracks_it_in_mlflow(harness_run, tracking_
     assert {"test_acc", "test_f1", "val_acc"} <= set(clip.metrics) and 0 <= clip.metrics["test_acc"] <= 1
     assert clip.task["fingerprint"] and clip.environment["torch"] and clip.wall_time_s > 0
     assert clip.hparams["lr"] != 1e-3  # the tuned value, not the default
+    untrained = next(r for r in records if r.method["name"] == "untrained")
+    assert untrained.protocol["epochs"] == 0 and untrained.protocol["trials"] == 0
 
     import mlflow
 
