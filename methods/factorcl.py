@@ -61,7 +61,10 @@ class FactorCL(Method):
 
     version = "1"
     search_space = {"embed_dim": Choice((64, 128, 256)), "factor_dim": Choice((32, 64, 128))}
-    defaults = {"embed_dim": 128, "factor_dim": 64, "critic_hidden": 512, "critic_depth": 1}
+    # club_lr_scale: the CLUB critics' learning rate relative to the main one. The encoders minimize
+    # the CLUB bounds against critics held fixed in that step, so critics that learn too slowly get
+    # outrun: their InfoNCE falls below zero and the "upper bound" stops bounding anything.
+    defaults = {"embed_dim": 128, "factor_dim": 64, "critic_hidden": 512, "critic_depth": 1, "club_lr_scale": 1.0}
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
@@ -128,7 +131,7 @@ class FactorCL(Method):
 
     def auxiliaries(self) -> list[Auxiliary]:
         critics = [*self.shared_club_given_y.parameters(), *self.unique_club.parameters()]
-        return [Auxiliary("club_critics", critics, self.club_critic_loss)]
+        return [Auxiliary("club_critics", critics, self.club_critic_loss, lr_scale=float(self.hparams["club_lr_scale"]))]
 
     def parts(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each factorized part by name, for diagnostics such as the paper's Table 1."""

@@ -94,6 +94,11 @@ def test_ssl_conditions_each_modality_on_its_own_augmentation_not_on_itself():
     assert torch.allclose(z, factors.unique[1], atol=1e-6) and torch.allclose(target, augmented.unique[1], atol=1e-6)
 
 
+def test_club_critics_learn_at_their_own_scaled_rate():
+    _, aux = _optimizers(build("factorcl-sup", club_lr_scale=10.0), TrainConfig(1, 32, 1e-3, 0.0, torch.device("cpu")))
+    assert aux[0][1].param_groups[0]["lr"] == pytest.approx(1e-2)
+
+
 @pytest.mark.parametrize("name", ["factorcl-sup", "factorcl-ssl"])
 def test_club_critics_are_trained_only_by_their_own_step(name):
     method = build(name)
