@@ -128,7 +128,8 @@ def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[di
     if path.exists():
         record = json.loads(path.read_text())
         overrides = {k: fixed[k] for k in runner.options.overrides}
-        return record["hparams"] | overrides, int(record["protocol"]["epochs"]), str(path)
+        # Defaults first: a record made before a hyperparameter existed ran at that default.
+        return fixed | record["hparams"] | overrides, int(record["protocol"]["epochs"]), str(path)
     return fixed, runner.epochs_for(pair.task), "defaults"
 
 
