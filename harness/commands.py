@@ -129,7 +129,9 @@ def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[di
         record = json.loads(path.read_text())
         overrides = {k: fixed[k] for k in runner.options.overrides}
         # Defaults first: a record made before a hyperparameter existed ran at that default.
-        return fixed | record["hparams"] | overrides, int(record["protocol"]["epochs"]), str(path)
+        # Named relative to the results folder: the published table must not carry this machine's paths.
+        source = path.relative_to(runner.options.results).as_posix()
+        return fixed | record["hparams"] | overrides, int(record["protocol"]["epochs"]), source
     return fixed, runner.epochs_for(pair.task), "defaults"
 
 
