@@ -22,6 +22,7 @@ from harness.records import read_records
 
 METRIC = "test_acc"
 NO_RUN = "—"
+CHECK_FAILED = "⚠"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def load_results(root: Path) -> pd.DataFrame:
             "torch": r.environment.get("torch"), "harness": r.environment.get("harness"),
             "commit": r.environment.get("git_commit"), "finished_at": r.finished_at,
             "wall_time_s": r.wall_time_s,
+            "check_failed": any(not check["held"] for check in r.checks.values()),
         })
     return pd.DataFrame(rows)
 
@@ -101,9 +103,10 @@ def suite_table(results: pd.DataFrame, tasks: list[str], reported: dict[tuple[st
 
 
 def _our_cell(results, ok, method: str, task: str, best: float | None) -> str:
-    scores = ok[(ok.display == method) & (ok.task == task)].score
+    cell = ok[(ok.display == method) & (ok.task == task)]
+    scores = cell.score
     if len(scores):
-        text = _cell(scores)
+        text = _cell(scores) + (f" {CHECK_FAILED}" if cell.check_failed.any() else "")
         return f"**{text}**" if best is not None and scores.mean() == best else text
     na = results[(results.display == method) & (results.task == task) & (results.status == "n/a")]
     return f"n/a: {na.reason.iloc[0]}" if len(na) else NO_RUN
@@ -131,7 +134,9 @@ def render(root: Path) -> str:
              "The best mean per task is bold. `(paper)` columns are the papers' reported numbers, not reproduced "
              "here. Average rank only for methods with every task of the table. "
              f"{NO_RUN}: no run recorded (for tasks read from downloaded files: their data were not present "
-             "where these records were made).", ""]
+             "where these records were made). "
+             f"{CHECK_FAILED}: at least one seed failed an assumption its method rests on (the record's `checks` "
+             "say which and by how much).", ""]
     suites = sorted(set(results.suite) | set(reported_suites.values()))
     for suite in suites:
         ours = results[results.suite == suite]

@@ -56,6 +56,24 @@ class Requirements:
         return ", ".join(parts) or "-"
 
 
+@dataclass(frozen=True)
+class AssumptionCheck:
+    """Whether an assumption a method's number rests on held in one run.
+
+    An upper bound that must stay a bound, a guide that must beat chance: the
+    method says what it checked, the harness records it beside the result, and
+    a tuning trial whose check failed counts as failed (never selected).
+    """
+
+    name: str
+    held: bool
+    detail: str  # one line a reader understands, with the measured figure
+    value: float | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"held": self.held, "detail": self.detail, "value": self.value}
+
+
 @dataclass
 class Auxiliary:
     """A separate objective with its own optimizer, stepped after each main step.
@@ -104,3 +122,7 @@ class Method(nn.Module):
 
     def prepare(self, train: Any) -> None:
         """Optional hook, called once with the training split before the first step."""
+
+    def check_assumptions(self, history: list[dict[str, float]]) -> list[AssumptionCheck]:
+        """Checks of what this run's number rests on, given the per-epoch logged means; none by default."""
+        return []

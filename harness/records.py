@@ -30,6 +30,8 @@ class Record:
     finished_at: str = ""
     reason: str = ""  # why a method is not applicable
     mlflow_run_id: str | None = None
+    # Assumptions the number rests on, as the method checked them: name -> {held, detail, value}.
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema: int = SCHEMA
 
 

@@ -15,7 +15,7 @@ import torch
 
 from harness import environment, probe
 from harness.errors import DivergedError, HarnessError, RunFailed
-from harness.method import Method
+from harness.method import AssumptionCheck, Method
 from harness.records import Record, has_record, write_record
 from harness.space import Float, Param, typed_overrides
 from harness.task import Task, TaskData
@@ -134,13 +134,19 @@ class PairRunner:
                     raise optuna.TrialPruned()
 
             try:
-                scores, _, _ = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + trial.number,
-                                                    epochs, report, with_test=False)
+                scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + trial.number,
+                                                             epochs, report, with_test=False)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                 log.warning("%s trial %d diverged: %s; the study goes on", pair.key, trial.number, exc)
                 return float("nan")  # Optuna records the trial as failed, without a traceback
             self.tracker.log_metrics(scores.as_metrics())
+            violated = [c for c in self.record_checks(method, stats) if not c.held]
+            if violated:
+                # A number resting on a broken assumption must never be the configuration the tuner picks.
+                log.warning("%s trial %d failed its assumption check: %s", pair.key, trial.number,
+                            "; ".join(c.detail for c in violated))
+                return float("nan")
             log.info("%s trial %d: val acc %.4f with %s", pair.key, trial.number, scores.val_acc, _short(hparams))
             return scores.val_acc
 
@@ -174,6 +180,7 @@ class PairRunner:
                 return False
             for epoch, metrics in enumerate(stats.history if stats else []):
                 self.tracker.log_metrics(metrics, step=epoch)
+            checks = self.record_checks(method, stats)
             wall = time.perf_counter() - started
             peak = environment.peak_memory_mb(self.device)
             self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
@@ -186,12 +193,22 @@ class PairRunner:
                          "git_commit": environment.git_commit(), **environment.versions()},
             wall_time_s=round(wall, 2), peak_memory_mb=round(peak, 1),
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            mlflow_run_id=run_id,
+            mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},
         )
         write_record(self.options.results, record)
         log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
                  scores.test_f1, wall)
+        for check in checks:
+            if not check.held:
+                log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
         return True
+
+    def record_checks(self, method: Method, stats) -> list[AssumptionCheck]:
+        """The method's assumption checks for this run, tagged on the active MLflow run."""
+        checks = method.check_assumptions(stats.history if stats else [])
+        if checks:
+            self.tracker.set_tags({f"check.{c.name}": "held" if c.held else f"violated: {c.detail}" for c in checks})
+        return checks
 
 
 def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from harness.method import Method
+from harness.method import AssumptionCheck, Method
 from harness.task import Modality, Task, TaskData, TensorSplit
 from methods.common.encoders import ModalityEncoders
 from tasks.synthetic import Synthetic
@@ -65,5 +65,20 @@ class DivergesOnOddSeeds(Method):
         return self.encoders.joint(inputs)
 
 
+class FailsItsCheckOnOddSeeds(DivergesOnOddSeeds):
+    """Trains fine, but reports a violated assumption whenever the harness seeded it with an odd seed."""
+
+    name = "fails-check-on-odd-seeds"
+    display_name = "Fails check"
+
+    def loss(self, batch):
+        return self.encoders.joint(batch.inputs).pow(2).mean()
+
+    def check_assumptions(self, history):
+        held = torch.initial_seed() % 2 == 0
+        return [AssumptionCheck("even_seed", held, f"seed parity {torch.initial_seed() % 2}", float(len(history)))]
+
+
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
-TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds"}
+TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
+                "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds"}

@@ -116,3 +116,18 @@ def test_list_shows_requirements_and_data_presence(capsys):
     assert main(["list", "tasks"]) == 0
     out = capsys.readouterr().out
     assert "synthetic" in out and "x1:tabular[100]" in out
+
+
+def test_a_failed_assumption_check_fails_its_trial_and_is_recorded_with_its_seed(harness_run, caplog):
+    code = harness_run("--method", "fails-check-on-odd-seeds", "--task", "tiny-synthetic", "--trials", "4",
+                       "--seeds", "2", "--epochs", "1")
+    assert code == 0  # the seeds trained and were recorded; the record says which check failed
+    checks = {r.seed: r.checks["even_seed"] for r in read_records(harness_run.results)}
+    assert checks[0]["held"] is True and checks[1]["held"] is False
+    assert checks[1]["detail"] == "seed parity 1"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(harness_run.workdir / "optuna.journal")))
+    trials = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name,
+                               storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]  # trial seeds 1000..1003
+    assert "seed 1: recorded, but its assumption check failed: seed parity 1" in caplog.text

@@ -92,3 +92,15 @@ def test_the_committed_leaderboard_is_what_the_committed_records_regenerate():
     committed = ROOT / "results" / "LEADERBOARD.md"
     assert committed.exists(), "results/LEADERBOARD.md is missing; run `harness leaderboard`"
     assert committed.read_text() == render(ROOT / "results"), "run `harness leaderboard` and commit the result"
+
+
+def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
+    from harness.leaderboard import CHECK_FAILED, render
+    from harness.records import Record, write_record
+
+    for seed, held in ((0, True), (1, False)):
+        write_record(tmp_path, Record(
+            task={"name": "t", "version": "1", "suite": "s"}, method={"name": "m", "display_name": "M", "version": "1"},
+            seed=seed, status="ok", metrics={"test_acc": 0.5}, checks={"bound": {"held": held, "detail": "x"}}))
+    row = next(line for line in render(tmp_path).splitlines() if line.startswith("| M "))
+    assert CHECK_FAILED in row
