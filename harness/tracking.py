@@ -25,6 +25,12 @@ for noisy in ("alembic", "mlflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI view (traces, judges); with it, on its runs.
+# The tag and value are the UI's own ("mlflow.experimentKind", ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def default_uri(workdir: Path) -> str:
     return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
 
@@ -49,10 +55,14 @@ class Tracker:
 
     def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = (self.artifact_root / name.replace("/", "_")).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        if experiment is None:
+            location = (self.artifact_root / name.replace("/", "_")).resolve().as_uri()
+            experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        return experiment_id
 
     @contextlib.contextmanager
     def parent_run(self, experiment: str, run_name: str, params: dict[str, Any]) -> Iterator[str]:
@@ -74,6 +84,17 @@ class Tracker:
 
     def log_dict(self, payload: dict[str, Any], artifact_file: str) -> None:
         mlflow.log_dict(payload, artifact_file)
+
+    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
+        """To the active run, or to the run given (a parent run after it has ended)."""
+        if run_id is None:
+            mlflow.log_artifact(str(path))
+        else:
+            self.client.log_artifact(run_id, str(path))
+
+    def log_run_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})

@@ -73,3 +73,9 @@ def best_params(study: optuna.Study) -> dict[str, Any]:
     if not completed:
         raise RunFailed(f"study {study.study_name}: no trial completed (all diverged or were pruned)")
     return dict(study.best_trial.params)
+
+
+def trial_history(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial as plain data, for the figures a run keeps beside its records."""
+    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)}
+            for t in study.get_trials(deepcopy=False)]

@@ -190,10 +190,11 @@ def test_cli_runs_every_image_method_on_the_tiny_task(tmp_path):
     """One `harness run` over all of them: each gets its own ok record with its table name."""
     code = main(["run", "--method", ",".join(IMAGE_METHODS), "--task", "shapes-captions-tiny", "--trials", "1",
                  "--epochs", "1", "--seeds", "1", "--set", "batch_size=16",
-                 "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress"])
+                 "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress",
+                 "--allow-dirty"])
     assert code == 0
     records = {}
-    for path in (tmp_path / "results").rglob("*.json"):
+    for path in (tmp_path / "results" / "records").rglob("*.json"):
         record = json.loads(path.read_text())
         records[record["method"]["name"]] = record
     assert sorted(records) == sorted(IMAGE_METHODS)

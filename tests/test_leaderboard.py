@@ -37,11 +37,11 @@ def row(text: str, method: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_cells_show_mean_std_and_count_with_the_best_bold(results):
+def test_cells_show_mean_and_t_interval_and_count_with_the_best_bold(results):
     text = render(results)
-    assert row(text, "GOOD")[1] == "91.00 ± 1.41 (2)"
-    assert row(text, "PARTIAL")[1] == "**99.00 ± 0.00 (1)**"
-    assert row(text, "FAIR")[2] == "**75.00 ± 0.00 (1)**"
+    assert row(text, "GOOD")[1] == "91.00 ± 12.71 (2)"  # t(0.975, 1 df) = 12.706 times std 1.414 / sqrt 2
+    assert row(text, "PARTIAL")[1] == "**99.00 (1)**"  # one seed: no interval to give
+    assert row(text, "FAIR")[2] == "**75.00 (1)**"
 
 
 def test_average_rank_only_for_methods_with_every_task(results):
@@ -88,10 +88,42 @@ def test_the_leaderboard_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_the_committed_leaderboard_is_what_the_committed_records_regenerate():
+def test_the_committed_leaderboard_figures_and_page_are_what_the_committed_records_regenerate():
+    from harness.publishing.site import publish
+
     committed = ROOT / "results" / "LEADERBOARD.md"
     assert committed.exists(), "results/LEADERBOARD.md is missing; run `harness leaderboard`"
-    assert committed.read_text() == render(ROOT / "results"), "run `harness leaderboard` and commit the result"
+    assert publish(ROOT / "results", check=True) == [], "run `harness leaderboard` and commit the results"
+
+
+def test_a_row_the_paired_test_cannot_tell_from_the_best_is_marked_and_a_clear_loser_is_not(tmp_path):
+    from harness.leaderboard import TIED
+
+    for seed, (best, close, far) in enumerate([(0.90, 0.895, 0.60), (0.92, 0.905, 0.62), (0.91, 0.912, 0.61)]):
+        write_record(tmp_path, record("t", "best", seed, best))
+        write_record(tmp_path, record("t", "close", seed, close))
+        write_record(tmp_path, record("t", "far", seed, far))
+    text = render(tmp_path)
+    assert row(text, "BEST")[1].startswith("**91.00") and TIED not in row(text, "BEST")[1]
+    assert row(text, "CLOSE")[1].endswith(TIED)
+    assert TIED not in row(text, "FAR")[1]
+
+
+def test_a_record_from_a_dirty_tree_is_marked(tmp_path):
+    from harness.leaderboard import DIRTY
+
+    write_record(tmp_path, record("t", "clean", 0, 0.5, environment={"git_commit": "abc"}))
+    write_record(tmp_path, record("t", "dirty", 0, 0.4, environment={"git_commit": "abc-dirty"}))
+    text = render(tmp_path)
+    assert row(text, "DIRTY")[1].endswith(DIRTY) and DIRTY not in row(text, "CLEAN")[1]
+
+
+def test_a_table_with_three_tasks_gets_its_critical_difference(tmp_path):
+    for task in ("t1", "t2", "t3"):
+        for method, acc in (("a", 0.9), ("b", 0.8), ("c", 0.7)):
+            write_record(tmp_path, record(task, method, 0, acc))
+    text = render(tmp_path)
+    assert "Nemenyi critical difference 1.91" in text  # 2.343 * sqrt(3 * 4 / (6 * 3)), Demšar's q for k = 3
 
 
 def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):

@@ -236,7 +236,10 @@ def _draw_history(data: dict[str, Any]) -> plt.Figure:
     right.set_xlabel("epoch")
     right.set_ylabel("quick validation probe (%)")
     right.set_title("scored seeds")
-    right.legend(frameon=False)
+    if right.lines:
+        right.legend(frameon=False)
+    else:
+        right.text(0.5, 0.5, "no training epochs", ha="center", va="center", transform=right.transAxes)
     fig.suptitle(f"{data['task']} / {data['method']}")
     fig.tight_layout()
     return fig
