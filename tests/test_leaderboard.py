@@ -84,7 +84,7 @@ def test_no_records_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_leaderboard_imports_no_torch():
-    code = "import sys, harness.leaderboard, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, harness.leaderboard, harness.publishing.site, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -136,3 +136,12 @@ def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
             seed=seed, status="ok", metrics={"test_acc": 0.5}, checks={"bound": {"held": held, "detail": "x"}}))
     row = next(line for line in render(tmp_path).splitlines() if line.startswith("| M "))
     assert CHECK_FAILED in row
+
+
+def test_committed_records_of_methods_that_do_not_train_say_they_trained_zero_epochs():
+    from harness.catalog import METHODS
+    from harness.records import read_records
+
+    stale = [f"{r.task['name']}/{r.method['name']} seed {r.seed}" for r in read_records(ROOT / "results")
+             if r.status == "ok" and not METHODS.get(r.method["name"]).trains and r.protocol.get("epochs") != 0]
+    assert stale == [], "the protocol table would claim epochs these reference rows never ran"
