@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -233,6 +234,8 @@ def _draw_history(data: dict[str, Any]) -> plt.Figure:
         points = [(e + 1, 100 * v) for e, v in enumerate(curve) if v is not None]
         if points:
             right.plot(*zip(*points), marker=".", label=f"seed {seed}")
+    for axis in (left.xaxis, right.xaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.set_ylabel("quick validation probe (%)")
     right.set_title("scored seeds")
