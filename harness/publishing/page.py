@@ -62,6 +62,16 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
+PROTOCOL = (
+    "Every (task, method) pair follows one protocol: Optuna's seeded TPE sampler tunes it on validation "
+    "linear-probe accuracy under the same trial and epoch budget for every method (a median pruner stops weak "
+    "trials on a quick per-epoch probe); the best configuration is retrained with seeds 0..K-1, which tuning never "
+    "used; each seed's frozen representation is scored once on the test split by a logistic regression on "
+    "standardized features whose regularization is chosen on validation. Reference rows: the probe on raw inputs "
+    "and on the task's untrained encoders. Each seed's record carries its full identity; `harness reproduce "
+    "RECORD.json` reruns one.")
+
+
 def _inline(text: str) -> str:
     """The little markdown the legend uses: `code`."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
@@ -108,7 +118,8 @@ def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: l
                   html_table(table.headers, table.rows, f"table-{table.suite}")]
         parts += [f"<p>{_inline(note)}</p>" for note in table.notes]
         parts += [_figure(root, s) for s in specs if s.section == table.suite]
-    parts += ["<h2>Protocol</h2>", _protocol(results), f"<p>{_inline(footer(results))}</p>"]
+    parts += ["<h2>Protocol</h2>", f"<p>{_inline(PROTOCOL)}</p>", _protocol(results),
+              f"<p>{_inline(footer(results))}</p>"]
     curves = [s for s in specs if s.section == "curves"]
     if curves:
         parts += ["<h2>Tuning histories and training curves</h2>"] + [_figure(root, s) for s in curves]
