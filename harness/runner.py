@@ -66,6 +66,7 @@ class PairRunner:
         self.storage = storage
         self.device = environment.resolve_device(options.device)
         environment.git_commit()  # pin the code's commit now, before any long work
+        self._curves: dict[int, list[dict[str, float]]] = {}  # this pair's seed -> per-epoch metrics
 
     # -- what to run -------------------------------------------------------------------------
 
