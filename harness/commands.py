@@ -71,7 +71,8 @@ def run_command(args, data_dir: Path | None) -> int:
             log.error("%s failed: %s", pair.key, exc)
             outcome = PairOutcome(pair.task.name, pair.method_cls.name, str(exc))
         outcomes.append(outcome)
-    print(summary_table(outcomes, options.results, tracking_uri))
+    print(summary_table(outcomes, options.results, tracking_uri, tracker.experiment_ids(
+        f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
     if failures:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1

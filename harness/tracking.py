@@ -25,8 +25,9 @@ for noisy in ("alembic", "mlflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-# MLflow 3's UI opens an experiment without this tag on its GenAI view (traces, judges); with it, on its runs.
-# The tag and value are the UI's own ("mlflow.experimentKind", ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+# The kind MLflow 3 records for a model-training experiment (its UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+# MLflow 3.17's UI still opens on its GenAI view unless the URL asks for workflowType=machine_learning, so a run
+# also prints that link (publishing.run_report.RUNS_VIEW).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 
@@ -63,6 +64,11 @@ class Tracker:
         if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
             self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return experiment_id
+
+    def experiment_ids(self, names) -> dict[str, str]:
+        """name -> id for the named experiments that exist."""
+        found = {name: self.client.get_experiment_by_name(name) for name in set(names)}
+        return {name: experiment.experiment_id for name, experiment in found.items() if experiment is not None}
 
     @contextlib.contextmanager
     def parent_run(self, experiment: str, run_name: str, params: dict[str, Any]) -> Iterator[str]:

@@ -25,6 +25,8 @@ def test_a_run_ends_with_its_table_and_keeps_history_figure_and_summary(harness_
     line = next(ln for ln in out.splitlines() if ln.startswith("tiny-synthetic"))
     assert "clip" in line and f"{100 * mean:.2f} ± " in line and "(2)" in line
     assert f"mlflow ui --backend-store-uri {tracking_uri}" in out and str(harness_run.results / "records") in out
+    experiment_id = mlflow.MlflowClient(tracking_uri).get_experiment_by_name("harness/tiny-synthetic").experiment_id
+    assert f"#/experiments/{experiment_id}/runs?workflowType=machine_learning" in out  # opens on its runs
 
     history = json.loads((harness_run.results / "history" / "tiny-synthetic" / "clip.json").read_text())
     assert [t["number"] for t in history["trials"]] == [0, 1]

@@ -55,7 +55,14 @@ def keep_history(results: Path, task: str, method: str, display_name: str, study
     return figures.save(spec, results)
 
 
-def summary_table(outcomes: list[PairOutcome], results: Path, tracking_uri: str) -> str:
+# MLflow 3.17's UI opens an experiment on its GenAI view unless the URL (or a switch the browser remembers)
+# asks for the model-training view; it does not pick the view from the experiment's kind tag.
+RUNS_VIEW = "http://127.0.0.1:5000/#/experiments/{id}/runs?workflowType=machine_learning"
+
+
+def summary_table(outcomes: list[PairOutcome], results: Path, tracking_uri: str,
+                  experiments: dict[str, str] | None = None) -> str:
+    """experiments: MLflow experiment name -> id, for the links that open each on its runs."""
     rows = []
     for outcome in outcomes:
         interval = pair_interval(results, outcome.task, outcome.method)
@@ -69,10 +76,12 @@ def summary_table(outcomes: list[PairOutcome], results: Path, tracking_uri: str)
                      str(outcome.figure) if outcome.figure else "-"])
     table = tabulate(rows, headers=["task", "method", "test acc % (95% CI, seeds)", "MLflow parent run", "figure"],
                      tablefmt="simple", disable_numparse=True)
+    links = [f"          {name}: {RUNS_VIEW.format(id=i)}" for name, i in sorted((experiments or {}).items())]
     return "\n".join([
         table, "",
         f"records:  {Path(results) / 'records'}/",
-        f"MLflow:   mlflow ui --backend-store-uri {tracking_uri}",
+        f"MLflow:   mlflow ui --backend-store-uri {tracking_uri}" + (", then open" if links else ""),
+        *links,
         f"figures:  {Path(results) / figures.FIGURES_DIR}/  (`harness leaderboard --results {results}` draws "
         "the tables' figures and the web page too)",
     ])
