@@ -145,3 +145,19 @@ def test_committed_records_of_methods_that_do_not_train_say_they_trained_zero_ep
     stale = [f"{r.task['name']}/{r.method['name']} seed {r.seed}" for r in read_records(ROOT / "results")
              if r.status == "ok" and not METHODS.get(r.method["name"]).trains and r.protocol.get("epochs") != 0]
     assert stale == [], "the protocol table would claim epochs these reference rows never ran"
+
+
+def test_a_figure_is_stale_when_its_data_changed_and_redrawn_by_the_command(results):
+    from harness.publishing.site import publish
+
+    assert publish(results) == [] and publish(results, check=True) == []
+    figure = results / "figures" / "scores-s.svg"
+    drawn = figure.read_text()
+    write_record(results, record("t1", "fair", 2, 0.5))
+    stale = publish(results, check=True)
+    assert str(figure) in stale and str(results / "index.html") in stale and str(results / "LEADERBOARD.md") in stale
+    assert figure.read_text() == drawn  # a check writes nothing
+    (results / "figures" / "leftover.svg").write_text("<svg/>")
+    assert any("leftover.svg (no longer drawn)" in s for s in publish(results, check=True))
+    assert publish(results) == [] and publish(results, check=True) == [] and figure.read_text() != drawn
+    assert not (results / "figures" / "leftover.svg").exists()
