@@ -76,6 +76,10 @@ class Difference:
         asked = _show(self.requested) if self.phrase.startswith("{}") else self._says(self.requested)
         return f"recorded with {self._says(self.recorded)}, asked for {asked}"
 
+    def between(self, recorded_in: str, requested_in: str) -> str:
+        """As the leaderboard says it: "seed2.json has 1 epochs, seed0.json 6 epochs"."""
+        return f"{recorded_in} has {self._says(self.recorded)}, {requested_in} {self._says(self.requested)}"
+
     def _says(self, value: Any) -> str:
         if value is _TUNED:
             return f"{self.phrase.split('=')[0]} tuned"
