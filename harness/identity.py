@@ -98,10 +98,11 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any],
     """
     found = []
     for (part, key), phrase in _PHRASES.items():
-        a, b = recorded.get(part, {}).get(key), requested.get(part, {}).get(key)
+        a, b = (recorded.get(part) or {}).get(key), (requested.get(part) or {}).get(key)
         if a != b:
             found.append(Difference(phrase, a, b))
-    a_params, b_params = _flat(recorded["task"].get("params") or {}), _flat(requested["task"].get("params") or {})
+    a_params = _flat((recorded.get("task") or {}).get("params") or {})
+    b_params = _flat((requested.get("task") or {}).get("params") or {})
     for key in sorted(set(a_params) | set(b_params)):
         if a_params.get(key) != b_params.get(key):
             found.append(Difference(f"task parameter {key}={{}}", a_params.get(key), b_params.get(key)))
