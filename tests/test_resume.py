@@ -1,6 +1,9 @@
 """What a run reuses is decided by its full identity: a record made otherwise is retrained, or kept on request."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -115,3 +118,9 @@ def test_force_retrains_records_that_stand_for_the_run(harness_run, caplog):
     first = seed0(harness_run, method="untrained")["mlflow_run_id"]
     assert harness_run(*args, "--force") == 0
     assert seed0(harness_run, method="untrained")["mlflow_run_id"] != first
+
+
+def test_deciding_what_to_resume_imports_no_torch():
+    code = ("import sys, harness.identity, harness.resume, harness.fingerprints, harness.records; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
