@@ -27,7 +27,9 @@ class Requirements:
     needs_labels: bool = False  # trains on the training split's labels
     needs_augmentations: bool = False
     modality_kinds: frozenset[str] | None = None  # every modality must be one of these kinds
-    needs_guide: bool = False  # a guide embeds the task's images; it is trained on them paired with another modality
+    # A guide model embeds the task's images. Whether the default guide can be trained on the task (it needs a
+    # paired modality) depends on the --set guide value, so the method checks that when it builds it.
+    needs_guide: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.modality_kinds or ()) - set(get_args(ModalityKind)))
@@ -48,8 +50,8 @@ class Requirements:
             other = sorted(set(kinds) - self.modality_kinds)
             if other:
                 return f"needs {' or '.join(sorted(self.modality_kinds))} inputs, not {', '.join(other)}"
-        if self.needs_guide and ("image" not in kinds or len(kinds) < 2):
-            return "needs an image modality paired with another to train its guide on"
+        if self.needs_guide and "image" not in kinds:
+            return "needs an image modality for its guide to embed"
         return None
 
     def describe(self) -> str:
@@ -63,7 +65,7 @@ class Requirements:
         if self.modality_kinds is not None:
             parts.append("/".join(sorted(self.modality_kinds)) + " inputs")
         if self.needs_guide:
-            parts.append("a guide (image + a paired modality)")
+            parts.append("a guide model (on an image modality)")
         return ", ".join(parts) or "-"
 
 

@@ -98,8 +98,9 @@ class PairRunner:
         data = None
         if cached is None:
             data = pair.task.load()
-            fingerprints.remember(self.options.workdir, key, data.fingerprint())
-        identity = self.identity(pair, space, fixed, cached or data.fingerprint())
+            cached = data.fingerprint()
+            fingerprints.remember(self.options.workdir, key, cached)
+        identity = self.identity(pair, space, fixed, cached)
         seeds = self.seeds_to_run(pair, identity)
         if seeds and data is None:
             data = pair.task.load()
