@@ -3,7 +3,8 @@
 One table per suite: a row per method, a column per task with mean ± std (n)
 of test accuracy over seeds, the best mean bolded, the papers' reported
 numbers in a column beside ours where they exist, and an average rank only
-for methods that have every task of the suite.
+for methods that have every task of the suite. A cell takes the seeds of one
+run identity (harness.identity); records that mix two are refused, naming them.
 """
 
 from __future__ import annotations
