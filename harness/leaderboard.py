@@ -4,8 +4,9 @@ One table per suite: a row per method, a column per task with the mean and its
 95% interval over seeds, the best mean bold, the rows a paired test cannot
 tell from the best marked, the papers' reported numbers in a column beside
 ours, and an average rank only for methods that have every task of the suite.
-The statistics live in `harness.stats`; figures and the web page in
-`harness.publishing`, fed by the same tables.
+A cell takes the seeds of one run identity (harness.identity); records that
+mix two are refused, naming them. The statistics live in `harness.stats`;
+figures and the web page in `harness.publishing`, fed by the same tables.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tabulate import tabulate
 
 from harness import stats
 from harness.errors import HarnessError
-from harness.records import read_records
+from harness.identity import differences
+from harness.records import Record, read_records, record_path
 
 METRIC = "test_acc"
 NO_RUN = "—"
@@ -59,7 +61,9 @@ class Table:
 
 def load_results(root: Path) -> pd.DataFrame:
     rows = []
-    for r in read_records(root):
+    records = list(read_records(root))
+    refuse_mixed_identities(root, records)
+    for r in records:
         rows.append({
             "suite": r.task.get("suite", "misc"), "task": r.task["name"], "method": r.method["name"],
             "display": r.method["display_name"], "seed": r.seed, "status": r.status, "reason": r.reason,
@@ -74,6 +78,25 @@ def load_results(root: Path) -> pd.DataFrame:
             "dirty": str(r.environment.get("git_commit") or "").endswith(DIRTY_SUFFIX),
         })
     return pd.DataFrame(rows)
+
+
+def refuse_mixed_identities(root: Path, records: list[Record]) -> None:
+    """A cell's seeds must all stand for one run identity; a cell that mixes two is refused, naming the files."""
+    cells: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            cells.setdefault((r.task["name"], r.method["name"]), []).append(r)
+    for (task, method), cell in sorted(cells.items()):
+        # Compare with a record that stored its fixed values, if any: a migrated one is compared by its values.
+        reference = next((r for r in cell if r.identity.get("fixed") is not None), cell[0])
+        for r in cell:
+            found = differences(r.identity, reference.identity, r.hparams)
+            if found:
+                a, b = (record_path(root, task, method, x.seed) for x in (r, reference))
+                raise HarnessError(
+                    f"{a} and {b} were made under different run identities ({found[0].between(a.name, b.name)}); "
+                    f"a leaderboard cell takes one: rerun `harness run --method {method} --task {task}` to "
+                    f"replace the stale seeds, or remove them")
 
 
 def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:

@@ -20,7 +20,7 @@ from tabulate import tabulate
 from harness import environment, stats
 from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
-from harness.records import Record
+from harness.records import Record, read_record
 from harness.runner import Pair, PairRunner, RunOptions, check_data, resolve_hyperparameters
 from harness.tracking import Tracker, default_uri
 
@@ -30,11 +30,10 @@ COMPARED = ("test_acc", "test_f1", "val_acc", "val_f1")
 
 def load_record(path: Path) -> Record:
     try:
-        data = json.loads(Path(path).read_text())
-        record = Record(**data)
+        record = read_record(Path(path))  # an older schema is migrated as it is read
     except FileNotFoundError:
         raise HarnessError(f"{path}: no such record; give a results/records/TASK/METHOD/seedK.json file") from None
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
         raise HarnessError(f"{path}: not a result record ({exc}); give a seedK.json written by `harness run`") from None
     if record.status != "ok" or record.seed is None:
         raise HarnessError(f"{path}: a '{record.status}' record has nothing to reproduce; give a seedK.json record")

@@ -68,14 +68,19 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
     return values
 
 
-def best_params(study: optuna.Study) -> dict[str, Any]:
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def best_params(study: optuna.Study, budget: int | None = None) -> dict[str, Any]:
+    """The best completed trial among the study's first `budget` spent ones: a study that ran more
+    trials for a larger budget gives a smaller budget exactly what it would have run itself."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    spent = sorted(study.get_trials(deepcopy=False, states=done), key=lambda t: t.number)[:budget]
+    completed = [t for t in spent if t.state == TrialState.COMPLETE]
     if not completed:
         raise RunFailed(f"study {study.study_name}: no trial completed (all diverged or were pruned)")
-    return dict(study.best_trial.params)
+    return dict(max(completed, key=lambda t: t.value).params)
 
 
-def trial_history(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every trial as plain data, for the figures a run keeps beside its records."""
-    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)}
-            for t in study.get_trials(deepcopy=False)]
+def trial_history(study: optuna.Study, budget: int | None = None) -> list[dict[str, Any]]:
+    """The trials `best_params` chose among (the first `budget` spent ones), as plain data for the figures."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    spent = sorted(study.get_trials(deepcopy=False, states=done), key=lambda t: t.number)[:budget]
+    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in spent]

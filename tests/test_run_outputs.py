@@ -11,6 +11,12 @@ from harness.records import read_records
 from harness.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """This module's own MLflow store: its parent runs must not count in other modules' run listings."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow-run-outputs') / 'mlflow.db'}"
+
+
 @pytest.fixture
 def clean_commit(monkeypatch):
     """Runs here are made from a named commit, whatever state the developer's checkout is in."""
