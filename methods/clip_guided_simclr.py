@@ -174,7 +174,9 @@ def measure_guide(guide, task: Task, train: Split, image: str, batch_size: int, 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
-        for inputs, labels, rows in train.subset(QUALITY_ROWS).batches(batch_size, shuffle=True, generator=order):
+        for inputs, labels, rows in train.batches(batch_size, shuffle=True, generator=order):
+            if views >= 2 * QUALITY_ROWS:
+                break
             if len(labels) < 2:
                 continue
             x = inputs[image].to(device)

@@ -277,7 +277,7 @@ def random_features():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 8))
 
 
-def test_guide_quality_separates_the_oracle_from_chance():
+def test_guide_quality_separates_the_oracle_from_chance(monkeypatch):
     task = TASKS.get("shapes-superclasses-tiny")()
     data = task.load()
     device = torch.device("cpu")
@@ -285,6 +285,10 @@ def test_guide_quality_separates_the_oracle_from_chance():
     oracle = TableGuide(torch.nn.functional.one_hot(labels, 4).float() + 1e-3 * torch.randn(len(labels), 4))
     perfect = measure_guide(oracle, task, data.train, "image", 16, 0, device)
     assert perfect.same_class == 1.0 and perfect.rows == len(data.train)
+    # Measured on part of the split, the guide must still be looked up by each row's place in the whole split.
+    monkeypatch.setattr("methods.clip_guided_simclr.QUALITY_ROWS", 20)
+    part = measure_guide(oracle, task, data.train, "image", 16, 0, device)
+    assert part.same_class == 1.0 and part.rows == 32
     counts = torch.bincount(labels).float()
     expected_chance = float((counts * (counts - 1)).sum() / (len(labels) * (len(labels) - 1)))
     assert abs(perfect.base_rate - expected_chance) < 0.1  # batches of 16 drawn from 48 rows: near the whole-split rate
