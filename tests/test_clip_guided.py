@@ -347,3 +347,36 @@ def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
         assert 0.0 <= check["value"] <= 1.0 and check["held"] == (check["value"] >= 0.5)
     assert records["cgs-drop-false-positive"]["hparams"]["variant"] == "drop-false-positive"
     assert records["cgs-oracle-add-new-positive"]["checks"]["guide_quality"]["value"] == 1.0
+
+
+def documented_runs() -> list[list[str]]:
+    """Each `harness run` command in docs/clip_guided.md, as argument lists."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "clip_guided.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.strip().startswith("harness run"):
+                commands.append(shlex.split(command)[2:])
+    return commands
+
+
+def test_the_documented_record_runs_are_valid_and_tune_nothing():
+    """The docs' commands name real methods and keys, and fix every hyperparameter: rows differ only in the guide."""
+    from harness.commands import plan
+    from harness.runner import resolve_hyperparameters
+    from harness.space import parse_overrides
+
+    runs = documented_runs()
+    assert len(runs) == 3
+    for args in runs:
+        methods = args[args.index("--method") + 1].split(",")
+        task = args[args.index("--task") + 1]
+        overrides = parse_overrides([args[i + 1] for i, a in enumerate(args) if a == "--set"])
+        pairs, skipped = plan(methods, [task], None)
+        assert not skipped and len(pairs) == len(methods)
+        for pair in pairs:
+            space, fixed = resolve_hyperparameters(pair, overrides)
+            assert space == {} and fixed["lr"] == 0.001
