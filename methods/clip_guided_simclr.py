@@ -37,16 +37,17 @@ and how often dropped negatives share the anchor's class.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-
-from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.method import AssumptionCheck, InputModalities, Requirements
 from harness.task import Split, Task
 from methods.common.guides import GUIDE_SEED_OFFSET, build_guide, image_modality
 from methods.common.losses import nt_xent_logits
+from methods.common.vision_text import image_modalities
 from methods.simclr import SimCLR
 
 VARIANTS = ("add-new-positive", "drop-false-negative", "drop-easy-negative", "drop-false-positive")
@@ -206,8 +207,7 @@ class ClipGuidedSimCLR(SimCLR):
 
     @classmethod
     def input_modalities(cls, task) -> InputModalities:
-        images = tuple(m.name for m in task.modalities if m.kind == "image")
-        return InputModalities(images, images)
+        return InputModalities(image_modalities(task), image_modalities(task))  # never all: captions stay out
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
