@@ -24,6 +24,7 @@ from tabulate import tabulate
 from harness import stats
 from harness.errors import HarnessError
 from harness.identity import differences
+from harness.paired import paired_section
 from harness.records import Record, read_records, record_path
 
 METRIC = "test_acc"
@@ -57,6 +58,8 @@ class Table:
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
     critical_difference: stats.CriticalDifference | None = None
+    paired_baseline: str | None = None  # sources.toml's [paired]: every other row paired seed by seed with it
+    paired_lines: list[str] = field(default_factory=list)  # that section in markdown (harness.paired)
 
 
 def load_results(root: Path) -> pd.DataFrame:
@@ -127,6 +130,13 @@ class Summary:
     tied: bool
     check_failed: bool
     dirty: bool
+def load_suite_settings(reference_dir: Path) -> dict:
+    """sources.toml's per-suite `[notes]` (lines printed under a table) and `[paired]` (the baseline to pair with)."""
+    path = reference_dir / "sources.toml"
+    settings = tomllib.loads(path.read_text()) if path.exists() else {}
+    return {"notes": settings.get("notes", {}), "paired": settings.get("paired", {})}
+
+
 
 
 def summarize(results: pd.DataFrame) -> dict[tuple[str, str], Summary]:
@@ -231,11 +241,17 @@ def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
     if results.empty:
         raise HarnessError(f"no result records under {root / 'records'}; run `harness run` first")
     reported, reported_suites = load_reported(root / "reference")
+    settings = load_suite_settings(root / "reference")
     tables = []
     for suite in sorted(set(results.suite) | set(reported_suites.values())):
         ours = results[results.suite == suite]
         tasks = sorted(set(ours.task) | {t for t, s in reported_suites.items() if s == suite})
-        tables.append(suite_table(suite, ours, tasks, reported))
+        table = suite_table(suite, ours, tasks, reported)
+        table.notes += [f"Note: {note}" for note in settings["notes"].get(suite, [])]
+        if suite in settings["paired"]:
+            table.paired_baseline = settings["paired"][suite]
+            table.paired_lines = paired_section(ours, table.paired_baseline, tasks)
+        tables.append(table)
     return results, tables
 
 
@@ -252,6 +268,7 @@ def compose(results: pd.DataFrame, tables: list[Table], figures: dict[str, list[
     for table in tables:
         parts += [f"## {table.suite}", "", markdown_table(table), ""]
         parts += [note + "\n" for note in table.notes]
+        parts += table.paired_lines
         parts += [f"![{caption}]({path})\n" for caption, path in figures.get(table.suite, [])]
     parts += ["## Protocol", "", protocol_table(results), "", footer(results), ""]
     if figures.get("curves"):

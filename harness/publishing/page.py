@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from harness.leaderboard import LEGEND, Cell, Table, footer, protocol_rows
+from harness.paired import paired_differences
 from harness.publishing.figures import Figure
 
 PAGE_FILE = "index.html"
@@ -101,6 +103,30 @@ def _figure(root: Path, spec: Figure) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
+def _paired(results: pd.DataFrame, table: Table) -> list[str]:
+    """The suite's paired differences from its baseline (harness.paired), as a sortable table."""
+    differences = paired_differences(results[results.suite == table.suite], table.paired_baseline)
+    if differences.empty:
+        return []
+    tasks = [t for t in table.tasks if t in set(differences.task)]
+    rows = []
+    for method, group in differences.groupby("method", sort=True):
+        cells = {r.task: r for r in group.itertuples()}
+        row = [Cell(method)]
+        for task in tasks:
+            r = cells.get(task)
+            if r is None:
+                row.append(Cell(""))
+                continue
+            bounds = "" if math.isnan(r.low) else f" [{100 * r.low:+.2f}, {100 * r.high:+.2f}]"
+            row.append(Cell(f"{100 * r.mean:+.2f}{bounds} ({r.n})" + (" ⚠" if r.check_failed else ""), float(r.mean)))
+        rows.append(row)
+    return [f"<h3>Paired differences from {html.escape(table.paired_baseline)}</h3>",
+            f"<p>Test accuracy minus {html.escape(table.paired_baseline)}'s on the same task and seed, in points: "
+            "mean [95% t interval] (seeds paired).</p>",
+            html_table(["method"] + tasks, rows, f"paired-{table.suite}")]
+
+
 def _protocol(results: pd.DataFrame) -> str:
     headers, rows = protocol_rows(results)
     cells = [[Cell(str(v), float(v) if isinstance(v, (int, float)) else None) for v in row] for row in rows]
@@ -117,6 +143,8 @@ def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: l
         parts += [f'<h2 id="suite-{html.escape(table.suite)}">{html.escape(table.suite)}</h2>',
                   html_table(table.headers, table.rows, f"table-{table.suite}")]
         parts += [f"<p>{_inline(note)}</p>" for note in table.notes]
+        if table.paired_baseline:
+            parts += _paired(results, table)
         parts += [_figure(root, s) for s in specs if s.section == table.suite]
     parts += ["<h2>Protocol</h2>", f"<p>{_inline(PROTOCOL)}</p>", _protocol(results),
               f"<p>{_inline(footer(results))}</p>"]
