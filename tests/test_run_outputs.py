@@ -77,7 +77,7 @@ def test_reproduce_reruns_a_record_exactly_and_refuses_one_that_no_longer_matche
     assert row == ["test_acc", f"{100 * recorded['metrics']['test_acc']:.2f}",
                    f"{100 * recorded['metrics']['test_acc']:.2f}", "+0.00"]
 
-    for change, says in ((("task", "fingerprint"), "fingerprint"), (("method", "version"), "version 1 here"),
+    for change, says in ((("task", "fingerprint"), "fingerprint"), (("method", "version"), "the record's is elsewhere"),
                          (("environment", "git_commit"), "uncommitted changes")):
         altered = json.loads(path.read_text())
         altered[change[0]][change[1]] = "0123456789ab-dirty" if change[1] == "git_commit" else "elsewhere"
