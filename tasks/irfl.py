@@ -122,7 +122,7 @@ def read_rows(files: DataFiles, relative: str) -> list[IrflRow]:
     """One IrflRow per data row of a task CSV, each answer resolved to its image's uuid."""
     path = files.existing(relative)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -131,8 +131,8 @@ def read_rows(files: DataFiles, relative: str) -> list[IrflRow]:
             rows = [IrflRow(path, number, row["phrase"] or "", figure_of(files, path, number, row["figurative_type"]),
                             answer_uuid(files, path, number, row))
                     for number, row in enumerate(reader, start=1)]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise files.fail(path, f"not a readable CSV ({exc})") from None
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise files.fail(path, f"not a readable CSV ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not rows:
         raise files.fail(path, "has no rows")
     return rows
@@ -144,7 +144,10 @@ def answer_uuid(files: DataFiles, path: Path, number: int, row: dict[str, Any]) 
     answer = first_entry(files, path, number, "answer", row["answer"])
     metadata = images_metadata(files, path, number, row.get("images_metadata"))
     by_image = {entry.get("img"): str(entry.get("uuid", "")) for entry in metadata}
-    if answer in by_image and UUID.fullmatch(by_image[answer]):
+    if answer in by_image:
+        if not UUID.fullmatch(by_image[answer]):
+            raise files.fail(path, f"row {number}: images_metadata gives the answer the uuid "
+                                   f"{shorten(by_image[answer])}, which is not a decimal number")
         return by_image[answer]
     stem = PurePosixPath(answer).stem if answer.lower().endswith((".jpeg", ".jpg")) else answer
     if UUID.fullmatch(stem) and (not metadata or stem in by_image.values()):
@@ -178,11 +181,12 @@ def parse_list(cell: str | None) -> Any:
         return text
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def figure_of(files: DataFiles, path: Path, number: int, cell: str | None) -> str:
@@ -207,11 +211,11 @@ def load_images(files: DataFiles, image_dir: Path, rows: list[IrflRow]) -> torch
 
 def load_image(files: DataFiles, image_path: Path, row: IrflRow) -> np.ndarray:
     """(3, IMAGE_SIZE, IMAGE_SIZE) uint8, RGB."""
-    if not image_path.is_file():
-        raise files.fail(image_path, f"image of row {row.row} of {row.csv_path.name} not found")
     try:
         with Image.open(image_path) as image:
             resized = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    except FileNotFoundError:
+        raise files.fail(image_path, f"image of row {row.row} of {row.csv_path.name} not found") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise files.fail(image_path, f"image of row {row.row} of {row.csv_path.name} is not a readable image "
                                      f"({type(exc).__name__})") from None

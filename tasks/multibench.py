@@ -87,8 +87,7 @@ class AffectTask(Task):
         rows = len(text)
         vision = files.array(path, files.key(path, split, "vision", where), f"'{name}/vision'",
                              (rows, SEQ_LEN, self.vision_dim))
-        raw = files.array(path, files.key(path, split, "labels", where), f"'{name}/labels'",
-                          (rows,) + (None,) * (np.ndim(split["labels"]) - 1))
+        raw = files.array(path, files.key(path, split, "labels", where), f"'{name}/labels'", None)
         labels = self.binary_labels(files, path, flat_labels(path, files, raw, rows, f"'{name}/labels'"),
                                     f"'{name}/labels'")
         keep = text.reshape(rows, -1).sum(axis=1) != 0  # MultiBench's drop_entry: `text.sum() == 0` is dropped

@@ -65,15 +65,17 @@ class DataFiles:
             raise self.fail(path, f"missing key '{key}'{where} (found: {found})")
         return mapping[key]
 
-    def array(self, path: Path, value: Any, what: str, shape: Iterable[int | None]) -> np.ndarray:
-        """`value` as a numeric array of the given shape; None in `shape` matches any length."""
-        expected = tuple(shape)
+    def array(self, path: Path, value: Any, what: str, shape: Iterable[int | None] | None) -> np.ndarray:
+        """`value` as a numeric array of the given shape (None: any); None in `shape` matches any length."""
         try:
             array = np.asarray(value)
         except (ValueError, TypeError):
             raise self.fail(path, f"{what} is not an array") from None
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise self.fail(path, f"{what} has dtype {array.dtype}, expected numbers")
+        if shape is None:
+            return array
+        expected = tuple(shape)
         if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
             pattern = "(" + ", ".join("N" if e is None else str(e) for e in expected) + ")"
             raise self.fail(path, f"{what} has shape {array.shape}, expected {pattern}")
@@ -96,7 +98,7 @@ def finite(array: np.ndarray) -> np.ndarray:
 
 def flat_labels(path: Path, files: DataFiles, labels: np.ndarray, rows: int, what: str) -> np.ndarray:
     """Labels stored as (N,), (N, 1) or (N, 1, 1) -> (N,)."""
-    if labels.shape[0] != rows or labels.size != rows:
+    if labels.ndim == 0 or labels.shape[0] != rows or labels.size != rows:
         raise files.fail(path, f"{what} has shape {labels.shape}, expected ({rows},) or ({rows}, 1) or ({rows}, 1, 1)")
     return labels.reshape(rows)
 
