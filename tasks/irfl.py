@@ -111,11 +111,12 @@ class Irfl(Task):
 
 
 def csv_files(data_dir: Path | None) -> dict[str, str]:
-    """figure -> CSV path under the data directory, in the layout found there (GitHub's names by default)."""
+    """figure -> CSV path under the data directory, in the layout most of whose files are there
+    (HuggingFace's, where the data now live, when neither has more)."""
     layouts = {layout: {f: pattern.format(figure=f) for f in FIGURES} for layout, pattern in LAYOUTS.items()}
-    present = {layout: all((data_dir / p).exists() for p in paths.values()) if data_dir else False
+    present = {layout: sum((data_dir / p).exists() for p in paths.values()) if data_dir else 0
                for layout, paths in layouts.items()}
-    return layouts["huggingface"] if present["huggingface"] and not present["github"] else layouts["github"]
+    return layouts["github"] if present["github"] > present["huggingface"] else layouts["huggingface"]
 
 
 def read_rows(files: DataFiles, relative: str) -> list[IrflRow]:
@@ -143,7 +144,8 @@ def answer_uuid(files: DataFiles, path: Path, number: int, row: dict[str, Any]) 
     answer itself where it already is a uuid (HuggingFace's files, optionally with a .jpeg suffix)."""
     answer = first_entry(files, path, number, "answer", row["answer"])
     metadata = images_metadata(files, path, number, row.get("images_metadata"))
-    by_image = {entry.get("img"): str(entry.get("uuid", "")) for entry in metadata}
+    by_image = {entry["img"].strip(): str(entry.get("uuid", "")).strip() for entry in metadata
+                if isinstance(entry.get("img"), str)}
     if answer in by_image:
         if not UUID.fullmatch(by_image[answer]):
             raise files.fail(path, f"row {number}: images_metadata gives the answer the uuid "
