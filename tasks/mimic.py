@@ -55,8 +55,8 @@ class Mimic(Task):
 
     def identity(self):
         encoders = {m.name: m.encoder for m in self.modalities}
-        return super().identity() | {"params": {**self.params, "icd9_column": ICD9_TASK, "split": "multibench", "split_seed": SPLIT_SEED,
-                                                "encoders": encoders}}
+        return super().identity() | {"params": {**self.params, "icd9_column": ICD9_TASK, "split": "multibench",
+                                                "split_seed": SPLIT_SEED, "encoders": encoders}}
 
     def load(self) -> TaskData:
         files = DataFiles(self.name, self.data_dir, INSTRUCTIONS)
