@@ -103,6 +103,13 @@ def test_a_protocol_0_pickle_and_a_persistent_id_are_refused(tmp_path, capsys):
     assert "asks for persistent id" in refused_line(capsys, "im.pk")
 
 
+def test_protocol_2_byte_strings_decode_as_latin1_only(tmp_path, capsys):
+    zlib_codec = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x04\x00\x00\x00zlibq\x00\x86R."
+    (tmp_path / "im.pk").write_bytes(zlib_codec)
+    assert main(["data", "check", "mimic", "--data-dir", str(tmp_path)]) == 2
+    assert "asks for _codecs.encode with encoding 'zlib'" in refused_line(capsys, "im.pk")
+
+
 def public_like_content() -> dict:
     return {"train": {"vision": np.arange(6, dtype=np.float32).reshape(1, 2, 3), "labels": np.zeros((2, 1, 1)),
                       "id": np.array(["a[0]", "b[1]"]), "names": np.array(["x", 1], dtype=object),

@@ -11,7 +11,6 @@ before it is imported, so its code never runs.
 
 from __future__ import annotations
 
-import codecs
 import importlib
 import pickle
 from types import ModuleType
@@ -42,7 +41,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == "numpy" and name in NUMPY_TYPES:
             return getattr(numpy, name)
         if (module, name) == ("_codecs", "encode"):  # Python 3 writes byte strings so at protocol 2
-            return codecs.encode
+            return latin1_bytes
         package, _, submodule = module.rpartition(".")
         if package in NUMPY_CORE_PACKAGES and name in NUMPY_CORE_FUNCTIONS.get(submodule, ()):
             return getattr(_numpy_core(submodule), name)
@@ -50,6 +49,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise RefusedGlobal(f"persistent id {str(pid)[:40]!r}")
+
+
+def latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
+    """`_codecs.encode` as protocol 2 uses it, for latin-1 only: no other codec (zlib, say) gets to run."""
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "").replace("_", "") != "latin1":
+        raise RefusedGlobal(f"_codecs.encode with encoding {str(encoding)[:20]!r}")
+    return text.encode("latin1")
 
 
 def _numpy_core(submodule: str) -> ModuleType:
