@@ -1,4 +1,4 @@
-"""The `harness` command: run, leaderboard, list, data check, diagnose."""
+"""The `harness` command: run, leaderboard, reproduce, list, data check, diagnose."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
+# A user's own runs go here, apart from the published records in results/, so a fresh clone's first run trains.
+RUNS_DIR = "runs"
 
 
 def _positive(text: str) -> int:
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--keep-old", action="store_true",
                         help="keep records made under another identity (epochs, budget, --set, versions, data) "
                              "instead of retraining them")
-    run.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
+    run.add_argument("--allow-dirty", action="store_true",
+                     help="run from a working tree with uncommitted changes (its records are marked)")
+    run.add_argument("--results", type=Path, default=Path(RUNS_DIR),
+                     help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
     run.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -79,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
     diagnose.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
     diagnose.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    again = sub.add_parser("reproduce", help="rerun one record's exact configuration; old and new metrics side by side")
+    again.add_argument("record", type=Path, help="a results/records/TASK/METHOD/seedK.json file")
+    again.add_argument("--force", action="store_true",
+                       help="rerun even when the code, data or commit no longer match the record")
+    again.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    again.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
+    again.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    again.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    again.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     listing = sub.add_parser("list", help="what is registered")
     listing.add_argument("what", choices=["methods", "tasks"])
@@ -109,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import diagnose_command
 
             return diagnose_command(args, _data_dir(args.data_dir))
+        if args.command == "reproduce":
+            from harness.reproduce import reproduce_command
+
+            return reproduce_command(args, _data_dir(args.data_dir))
         if args.command == "leaderboard":
             from harness.leaderboard import leaderboard_command
 

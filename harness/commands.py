@@ -8,12 +8,14 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness import environment
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.environment import resolve_device
 from harness.records import record_path, write_record
 from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
+from harness.publishing.run_report import PairOutcome, summary_table
 from harness.space import parse_overrides
 from harness.tracking import Tracker, default_uri
 from harness.tuning import open_storage
@@ -52,23 +54,39 @@ def run_command(args, data_dir: Path | None) -> int:
     for pair in pairs:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     resolve_device(options.device)
-    tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
+    tracking_uri = args.tracking_uri or default_uri(options.workdir)
+    tracker = Tracker(tracking_uri, options.workdir / "artifacts")
+    refuse_dirty_tree(args.allow_dirty)
     runner = PairRunner(options, tracker, open_storage(args.storage, options.workdir))
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
         write_record(options.results, not_applicable_record(task, method_cls, reason))
-    failures = []
+    failures, outcomes = [], []
     for pair in pairs:
         try:
-            log.info(runner.run(pair))
+            outcome = runner.run(pair)
+            log.info(outcome.message)
         except (DivergedError, RunFailed) as exc:
             failures.append(pair.key)
             log.error("%s failed: %s", pair.key, exc)
+            outcome = PairOutcome(pair.task.name, pair.method_cls.name, str(exc))
+        outcomes.append(outcome)
+    print(summary_table(outcomes, options.results, tracking_uri, tracker.experiment_ids(
+        f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
     if failures:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
-    log.info("done; `harness leaderboard` regenerates %s", options.results / "LEADERBOARD.md")
+    log.info("done; `harness leaderboard --results %s` draws its tables, figures and web page", options.results)
     return 0
+
+
+def refuse_dirty_tree(allowed: bool) -> None:
+    """A record names the commit it was trained from; from uncommitted changes that name says nothing."""
+    commit = environment.git_commit()
+    if commit.endswith("-dirty") and not allowed:
+        raise HarnessError(f"the working tree has uncommitted changes ({commit}), so records could not name the "
+                           "code that made them; commit first, or pass --allow-dirty (the leaderboard marks such "
+                           "records)")
 
 
 def list_command(what: str, data_dir: Path | None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from tabulate import tabulate
 from torch import nn
 
 from harness.method import Method
+from harness.publishing.figures import reference_column as _reference_column
 from harness.task import Split, TaskData
 
 log = logging.getLogger(__name__)
@@ -132,15 +132,6 @@ def write_result(results: Path, task: str, method: dict, protocol: dict, rows: l
                "estimates_bits": [asdict(r) for r in rows]}
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def _reference_column(display_name: str, part: str, columns) -> str | None:
-    """The paper's column for a method's part, if any: "Cross+Self", "Z1" -> "CrossSelf_Z1"."""
-    for name in (display_name, display_name.split("-")[0]):
-        column = f"{re.sub(r'[^A-Za-z0-9]', '', name)}_{part}"
-        if column in columns:
-            return column
-    return None
 
 
 def render_table(results: Path, reference: Path | None = None) -> str:

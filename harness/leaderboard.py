@@ -1,23 +1,27 @@
 """Records -> tables -> LEADERBOARD.md. Generated, never edited by hand; imports no torch.
 
-One table per suite: a row per method, a column per task with mean ± std (n)
-of test accuracy over seeds, the best mean bolded, the papers' reported
-numbers in a column beside ours where they exist, and an average rank only
-for methods that have every task of the suite. A cell takes the seeds of one
-run identity (harness.identity); records that mix two are refused, naming them.
+One table per suite: a row per method, a column per task with the mean and its
+95% interval over seeds, the best mean bold, the rows a paired test cannot
+tell from the best marked, the papers' reported numbers in a column beside
+ours, and an average rank only for methods that have every task of the suite.
+A cell takes the seeds of one run identity (harness.identity); records that
+mix two are refused, naming them. The statistics live in `harness.stats`;
+figures and the web page in `harness.publishing`, fed by the same tables.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
+from harness import stats
 from harness.errors import HarnessError
 from harness.identity import differences
 from harness.paired import paired_section
@@ -26,12 +30,36 @@ from harness.records import Record, read_records, record_path
 METRIC = "test_acc"
 NO_RUN = "—"
 CHECK_FAILED = "⚠"
+TIED = "≈"
+DIRTY = "†"
+DIRTY_SUFFIX = "-dirty"
 
 
 @dataclass(frozen=True)
 class Reported:
     value: float
     source: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort: float | None = None  # what a sortable view orders by; None sorts last
+    bold: bool = False
+
+
+@dataclass
+class Table:
+    """One suite's table, rendered as markdown and as HTML from the same cells."""
+
+    suite: str
+    tasks: list[str]
+    headers: list[str]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+    critical_difference: stats.CriticalDifference | None = None
+    paired_baseline: str | None = None  # sources.toml's [paired]: every other row paired seed by seed with it
+    paired_lines: list[str] = field(default_factory=list)  # that section in markdown (harness.paired)
 
 
 def load_results(root: Path) -> pd.DataFrame:
@@ -50,6 +78,7 @@ def load_results(root: Path) -> pd.DataFrame:
             "commit": r.environment.get("git_commit"), "finished_at": r.finished_at,
             "wall_time_s": r.wall_time_s,
             "check_failed": any(not check["held"] for check in r.checks.values()),
+            "dirty": str(r.environment.get("git_commit") or "").endswith(DIRTY_SUFFIX),
         })
     return pd.DataFrame(rows)
 
@@ -92,6 +121,15 @@ def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported],
     return reported, suites
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One (task, method) cell: its interval and what the statistics say about it."""
+
+    interval: stats.Interval
+    best: bool
+    tied: bool
+    check_failed: bool
+    dirty: bool
 def load_suite_settings(reference_dir: Path) -> dict:
     """sources.toml's per-suite `[notes]` (lines printed under a table) and `[paired]` (the baseline to pair with)."""
     path = reference_dir / "sources.toml"
@@ -99,86 +137,146 @@ def load_suite_settings(reference_dir: Path) -> dict:
     return {"notes": settings.get("notes", {}), "paired": settings.get("paired", {})}
 
 
-def _cell(scores: pd.Series) -> str:
-    mean, n = scores.mean(), scores.count()
-    std = scores.std(ddof=1) if n > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * std:.2f} ({n})"
 
 
-def suite_table(results: pd.DataFrame, tasks: list[str], reported: dict[tuple[str, str], Reported]) -> str:
+def summarize(results: pd.DataFrame) -> dict[tuple[str, str], Summary]:
+    """(task, display name) -> Summary, for every cell with at least one scored seed."""
     ok = results[results.status == "ok"]
-    means = ok.groupby(["display", "task"]).score.mean().unstack("task").reindex(columns=tasks)
+    summaries: dict[tuple[str, str], Summary] = {}
+    for task, in_task in ok.groupby("task"):
+        by_method = {m: dict(zip(g.seed, g.score)) for m, g in in_task.groupby("display")}
+        comparison = stats.compare_with_best(by_method)
+        ties = comparison.ties()
+        for method, group in in_task.groupby("display"):
+            summaries[(task, method)] = Summary(
+                stats.t_interval(group.score.tolist()), method == comparison.best, method in ties,
+                bool(group.check_failed.any()), bool(group.dirty.any()))
+    return summaries
+
+
+def cell_text(summary: Summary) -> str:
+    interval = summary.interval
+    spread = "" if math.isnan(interval.low) else f" ± {100 * interval.half_width:.2f}"
+    marks = "".join(mark for mark, on in ((TIED, summary.tied), (CHECK_FAILED, summary.check_failed),
+                                           (DIRTY, summary.dirty)) if on)
+    return f"{100 * interval.mean:.2f}{spread} ({interval.n})" + (f" {marks}" if marks else "")
+
+
+def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
+                reported: dict[tuple[str, str], Reported]) -> Table:
+    summaries = summarize(results)
     reported_tasks = [t for t in tasks if any(key[0] == t for key in reported)]
     methods = list(dict.fromkeys(list(results.display) + [m for (t, m) in reported if t in tasks]))
-    complete = means.dropna().index  # methods with every task of the suite
-    ranks = means.loc[complete].rank(ascending=False, method="average").mean(axis=1)
-    best = means.max()
+    means = pd.DataFrame({t: {m: s.interval.mean for (tt, m), s in summaries.items() if tt == t} for t in tasks},
+                         index=methods, columns=tasks, dtype=float)
+    complete = means.dropna()  # methods with every task of the suite
+    ranks = stats.average_ranks(complete) if len(complete) else pd.Series(dtype=float)
     headers = ["method"]
     for task in tasks:
-        headers.append(task)
-        if task in reported_tasks:
-            headers.append(f"{task} (paper)")
+        headers += [task] + ([f"{task} (paper)"] if task in reported_tasks else [])
     headers.append("avg rank")
     rows = []
     for method in methods:
-        row = [method]
+        row = [Cell(method, None)]
         for task in tasks:
-            row.append(_our_cell(results, ok, method, task, best.get(task)))
+            row.append(_our_cell(results, summaries.get((task, method)), method, task))
             if task in reported_tasks:
                 hit = reported.get((task, method))
-                row.append(f"{100 * hit.value:.2f}" if hit else "")
-        row.append(f"{ranks[method]:.2f}" if method in ranks.index else "")
+                row.append(Cell(f"{100 * hit.value:.2f}", hit.value) if hit else Cell(""))
+        row.append(Cell(f"{ranks[method]:.2f}", float(ranks[method])) if method in ranks.index else Cell(""))
         rows.append(row)
     order = sorted(range(len(rows)), key=lambda i: (methods[i] not in ranks.index, ranks.get(methods[i], 0), i))
-    return tabulate([rows[i] for i in order], headers=headers, tablefmt="github", disable_numparse=True)
+    table = Table(suite, tasks, headers, [rows[i] for i in order],
+                  critical_difference=stats.critical_difference(complete) if len(complete) else None)
+    if table.critical_difference is not None:
+        cd = table.critical_difference
+        table.notes.append(
+            f"Average ranks over {cd.tasks} tasks: Friedman p = {cd.friedman_p:.3g}; Nemenyi critical difference "
+            f"{cd.cd:.2f} at α = {cd.alpha}: two methods whose average ranks differ by less are not "
+            "distinguishable across these tasks.")
+    return table
 
 
-def _our_cell(results, ok, method: str, task: str, best: float | None) -> str:
-    cell = ok[(ok.display == method) & (ok.task == task)]
-    scores = cell.score
-    if len(scores):
-        text = _cell(scores) + (f" {CHECK_FAILED}" if cell.check_failed.any() else "")
-        return f"**{text}**" if best is not None and scores.mean() == best else text
+def _our_cell(results: pd.DataFrame, summary: Summary | None, method: str, task: str) -> Cell:
+    if summary is not None:
+        return Cell(cell_text(summary), summary.interval.mean, summary.best)
     na = results[(results.display == method) & (results.task == task) & (results.status == "n/a")]
-    return f"n/a: {na.reason.iloc[0]}" if len(na) else NO_RUN
+    return Cell(f"n/a: {na.reason.iloc[0]}") if len(na) else Cell(NO_RUN)
 
 
-def protocol_table(results: pd.DataFrame) -> str:
+def markdown_table(table: Table) -> str:
+    rows = [[f"**{c.text}**" if c.bold else c.text for c in row] for row in table.rows]
+    return tabulate(rows, headers=table.headers, tablefmt="github", disable_numparse=True)
+
+
+def protocol_rows(results: pd.DataFrame) -> tuple[list[str], list[list]]:
     ok = results[results.status == "ok"]
     grouped = ok.groupby(["task", "display"]).agg(
         epochs=("epochs", "first"), trials=("trials", "first"), seeds=("seed", "count"),
         batch=("batch_size", "first"), minutes=("wall_time_s", lambda s: round(s.sum() / 60, 1)),
     ).reset_index()
-    return tabulate(grouped.values.tolist(), headers=["task", "method", "epochs", "trials", "seeds", "batch",
-                                                      "train+probe min (all seeds)"],
-                    tablefmt="github", disable_numparse=True)
+    headers = ["task", "method", "epochs", "trials", "seeds", "batch", "train+probe min (all seeds)"]
+    return headers, grouped.values.tolist()
 
 
-def render(root: Path) -> str:
+def protocol_table(results: pd.DataFrame) -> str:
+    headers, rows = protocol_rows(results)
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+LEGEND = (
+    "Cells: test accuracy (%) of a linear probe on the frozen representation: mean ± half-width of its 95% "
+    "Student-t interval over seeds (n seeds). The best mean per task is bold; "
+    f"{TIED}: a paired t-test over matched seeds, Holm-corrected over the task's rows, cannot tell this row from "
+    "the best at α = 0.05 (see `harness/stats.py` for the choices). `(paper)` columns are the papers' reported "
+    "numbers, not reproduced here. Average rank only for methods with every task of the table. "
+    f"{NO_RUN}: no run recorded (for tasks read from downloaded files: their data were not present where these "
+    f"records were made). {CHECK_FAILED}: at least one seed failed an assumption its method rests on (the "
+    f"record's `checks` say which and by how much). {DIRTY}: at least one seed was trained from a working tree "
+    "with uncommitted changes, so its commit does not say which code produced it.")
+
+
+def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
     results = load_results(root)
     if results.empty:
         raise HarnessError(f"no result records under {root / 'records'}; run `harness run` first")
     reported, reported_suites = load_reported(root / "reference")
     settings = load_suite_settings(root / "reference")
-    parts = ["# Leaderboard", "",
-             "Generated by `harness leaderboard` from the records in `results/records/`; do not edit by hand.",
-             "Cells: test accuracy (%) of a linear probe on the frozen representation, mean ± std over seeds (n).",
-             "The best mean per task is bold. `(paper)` columns are the papers' reported numbers, not reproduced "
-             "here. Average rank only for methods with every task of the table. "
-             f"{NO_RUN}: no run recorded (for tasks read from downloaded files: their data were not present "
-             "where these records were made). "
-             f"{CHECK_FAILED}: at least one seed failed an assumption its method rests on (the record's `checks` "
-             "say which and by how much).", ""]
-    suites = sorted(set(results.suite) | set(reported_suites.values()))
-    for suite in suites:
+    tables = []
+    for suite in sorted(set(results.suite) | set(reported_suites.values())):
         ours = results[results.suite == suite]
         tasks = sorted(set(ours.task) | {t for t, s in reported_suites.items() if s == suite})
-        parts += [f"## {suite}", "", suite_table(ours, tasks, reported), ""]
-        parts += [f"Note: {note}\n" for note in settings["notes"].get(suite, [])]
+        table = suite_table(suite, ours, tasks, reported)
+        table.notes += [f"Note: {note}" for note in settings["notes"].get(suite, [])]
         if suite in settings["paired"]:
-            parts += paired_section(ours, settings["paired"][suite], tasks)
+            table.paired_baseline = settings["paired"][suite]
+            table.paired_lines = paired_section(ours, table.paired_baseline, tasks)
+        tables.append(table)
+    return results, tables
+
+
+def render(root: Path) -> str:
+    return compose(*build(Path(root)))
+
+
+def compose(results: pd.DataFrame, tables: list[Table], figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """The markdown; `figures` maps a section (a suite, or "curves") to (caption, path) shown under it."""
+    figures = figures or {}
+    parts = ["# Leaderboard", "",
+             "Generated by `harness leaderboard` from the records in `results/records/`; do not edit by hand. "
+             "The same tables, sortable, with every figure: [`index.html`](index.html).", "", LEGEND, ""]
+    for table in tables:
+        parts += [f"## {table.suite}", "", markdown_table(table), ""]
+        parts += [note + "\n" for note in table.notes]
+        parts += table.paired_lines
+        parts += [f"![{caption}]({path})\n" for caption, path in figures.get(table.suite, [])]
     parts += ["## Protocol", "", protocol_table(results), "", footer(results), ""]
-    return "\n".join(parts)
+    if figures.get("curves"):
+        parts += ["## Tuning histories and training curves", "",
+                  "Drawn from `history/` (trials and per-epoch curves a run keeps beside its records); pairs whose "
+                  "records predate it have none.", ""]
+        parts += [f"- [{caption}]({path})" for caption, path in figures["curves"]] + [""]
+    return "\n".join(parts).rstrip("\n") + "\n"
 
 
 def footer(results: pd.DataFrame) -> str:
@@ -194,13 +292,14 @@ def footer(results: pd.DataFrame) -> str:
 
 
 def leaderboard_command(root: Path, check: bool = False) -> int:
-    path = Path(root) / "LEADERBOARD.md"
-    text = render(Path(root))
+    from harness.publishing.site import publish
+
+    stale = publish(Path(root), check=check)
     if check:
-        if not path.exists() or path.read_text() != text:
-            raise HarnessError(f"{path} is out of date with the records; run `harness leaderboard` and commit it")
-        print(f"{path} is up to date")
+        if stale:
+            raise HarnessError(f"{', '.join(stale)} out of date with the records; run `harness leaderboard` "
+                               "and commit the results")
+        print(f"{root}: leaderboard, figures and web page are up to date")
         return 0
-    path.write_text(text)
-    print(f"wrote {path}")
+    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'} and {Path(root) / 'figures'}/")
     return 0

@@ -17,13 +17,15 @@ from harness import environment, fingerprints, probe
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
 from harness.identity import run_identity, study_name
+from harness.publishing import run_report
+from harness.publishing.history import history_path
 from harness.records import Record, write_record
 from harness.resume import plan_resume
 from harness.space import Float, Param, typed_overrides
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
 from harness.train import TrainConfig, extract_features, fit
-from harness.tuning import best_params, open_study, spent_trials, suggest
+from harness.tuning import best_params, open_study, spent_trials, suggest, trial_history
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class PairRunner:
         self.storage = storage
         self.device = environment.resolve_device(options.device)
         environment.git_commit()  # pin the code's commit now, before any long work
+        self._curves: dict[int, list[dict[str, float]]] = {}  # this pair's seed -> per-epoch metrics
 
     # -- what to run -------------------------------------------------------------------------
 
@@ -123,27 +126,49 @@ class PairRunner:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, pair: Pair) -> str:
+    def run(self, pair: Pair) -> run_report.PairOutcome:
+        outcome = run_report.PairOutcome(pair.task.name, pair.method_cls.name, "")
         space, fixed = self.hyperparameters(pair)
         identity, seeds, data = self.decide(pair, space, fixed)
         if not seeds:
-            return f"{pair.key}: nothing to train (its seed records stand for this run; --force reruns)"
+            outcome.message = f"{pair.key}: nothing to train (its seed records stand for this run; --force reruns)"
+            return outcome
         fingerprint = identity["task"]["fingerprint"]
         protocol = self.protocol(pair, space, fixed)
         with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
             "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
-        }):
-            tuned = self.tune(pair, data, space, fixed, identity) if space and self.options.trials > 0 else {}
+        }) as parent_run_id:
+            outcome.parent_run_id = parent_run_id
+            study = self.tune(pair, data, space, fixed, identity) if space and self.options.trials > 0 else None
+            tuned = best_params(study, self.options.trials) if study is not None else {}
             # Only what is still in the space is taken from the study: a value fixed with --set always wins.
             hparams = fixed | {k: v for k, v in tuned.items() if k in space}
             self.tracker.log_dict({"best": hparams}, "best_hparams.json")
+            self._curves = {}
             diverged = [seed for seed in seeds
                         if not self.run_seed(pair, data, identity, hparams, seed, protocol)]
+            outcome.figure = self._keep_history(pair, study)
         if diverged:
             raise RunFailed(f"seed(s) {diverged} diverged; the other seeds were recorded")
-        return f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
+        outcome.message = f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
+        return outcome
 
-    def tune(self, pair: Pair, data: TaskData, space, fixed, identity: dict[str, Any]) -> dict[str, Any]:
+    def _keep_history(self, pair: Pair, study: optuna.Study | None) -> Path:
+        """History file and figure beside the records; summary, figure and history on the parent run."""
+        results = self.options.results
+        figure = run_report.keep_history(
+            results, pair.task.name, pair.method_cls.name, pair.method_cls.display_name,
+            study.study_name if study is not None else None,
+            trial_history(study, self.options.trials) if study is not None else [],
+            self._curves)
+        interval = run_report.pair_interval(results, pair.task.name, pair.method_cls.name)
+        if interval is not None:
+            self.tracker.log_metrics(run_report.over_seeds(interval))
+        self.tracker.log_artifact(figure)
+        self.tracker.log_artifact(history_path(results, pair.task.name, pair.method_cls.name))
+        return figure
+
+    def tune(self, pair: Pair, data: TaskData, space, fixed, identity: dict[str, Any]) -> optuna.Study:
         # Named by the identity without seeds and budget: another space, fixed value or data never shares a study.
         study = open_study(study_name(identity), self.storage)
         epochs = identity["protocol"]["epochs"]
@@ -154,7 +179,7 @@ class PairRunner:
                            n_trials=remaining)
         else:
             log.info("%s: the study already has its %d trials", pair.key, self.options.trials)
-        return best_params(study, self.options.trials)
+        return study
 
     def _objective(self, trial: optuna.Trial, pair: Pair, data: TaskData, space, fixed, epochs) -> float:
         hparams = fixed | suggest(trial, space)
@@ -211,15 +236,25 @@ class PairRunner:
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        curve: list[dict[str, float]] = []
+
+        def validate(method: Method, epoch: int, metrics: dict[str, float]) -> None:
+            # Reads the model in eval mode and draws no torch randomness, so training is the same with or without it.
+            quick = probe.quick_probe_accuracy(
+                extract_features(method, data.train.subset(probe.QUICK_ROWS), self.device),
+                extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device))
+            curve.append(metrics | {"val_quick_acc": quick})
+
         with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}) as run_id:
             try:
-                scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"])
+                scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"], validate)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                 log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
                 return False
-            for epoch, metrics in enumerate(stats.history if stats else []):
+            for epoch, metrics in enumerate(curve):
                 self.tracker.log_metrics(metrics, step=epoch)
+            self._curves[seed] = curve
             checks = self.record_checks(method, stats)
             wall = time.perf_counter() - started
             peak = environment.peak_memory_mb(self.device)

@@ -25,6 +25,13 @@ for noisy in ("alembic", "mlflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# The kind MLflow 3 records for a model-training experiment (its UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+# MLflow 3.17's UI still opens on its GenAI view unless the URL asks for workflowType=machine_learning, so a run
+# also prints that link (publishing.run_report.RUNS_VIEW).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def default_uri(workdir: Path) -> str:
     return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
 
@@ -49,10 +56,19 @@ class Tracker:
 
     def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = (self.artifact_root / name.replace("/", "_")).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        if experiment is None:
+            location = (self.artifact_root / name.replace("/", "_")).resolve().as_uri()
+            experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        return experiment_id
+
+    def experiment_ids(self, names) -> dict[str, str]:
+        """name -> id for the named experiments that exist."""
+        found = {name: self.client.get_experiment_by_name(name) for name in set(names)}
+        return {name: experiment.experiment_id for name, experiment in found.items() if experiment is not None}
 
     @contextlib.contextmanager
     def parent_run(self, experiment: str, run_name: str, params: dict[str, Any]) -> Iterator[str]:
@@ -74,6 +90,17 @@ class Tracker:
 
     def log_dict(self, payload: dict[str, Any], artifact_file: str) -> None:
         mlflow.log_dict(payload, artifact_file)
+
+    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
+        """To the active run, or to the run given (a parent run after it has ended)."""
+        if run_id is None:
+            mlflow.log_artifact(str(path))
+        else:
+            self.client.log_artifact(run_id, str(path))
+
+    def log_run_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})

@@ -77,3 +77,10 @@ def best_params(study: optuna.Study, budget: int | None = None) -> dict[str, Any
     if not completed:
         raise RunFailed(f"study {study.study_name}: no trial completed (all diverged or were pruned)")
     return dict(max(completed, key=lambda t: t.value).params)
+
+
+def trial_history(study: optuna.Study, budget: int | None = None) -> list[dict[str, Any]]:
+    """The trials `best_params` chose among (the first `budget` spent ones), as plain data for the figures."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    spent = sorted(study.get_trials(deepcopy=False, states=done), key=lambda t: t.number)[:budget]
+    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in spent]

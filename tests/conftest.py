@@ -32,7 +32,7 @@ def harness_run(tmp_path: Path, tracking_uri: str):
 
     def run(*args: str) -> int:
         return main(["run", *args, "--results", str(results), "--workdir", str(tmp_path / "work"),
-                     "--tracking-uri", tracking_uri, "--no-progress"])
+                     "--tracking-uri", tracking_uri, "--no-progress", "--allow-dirty"])
 
     run.results = results
     run.workdir = tmp_path / "work"

@@ -329,10 +329,11 @@ def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
     code = main(["run", "--method", ",".join(IMAGE_METHODS), "--task", "shapes-superclasses-tiny", "--trials", "1",
                  "--epochs", "1", "--seeds", "1", "--set", "batch_size=16", "--set", "lr=0.001",
                  "--set", "temperature=0.1", "--set", "embed_dim=64",
-                 "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress"])
+                 "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress",
+                 "--allow-dirty"])
     assert code == 0
     records = {}
-    for path in (tmp_path / "results").rglob("*.json"):
+    for path in (tmp_path / "results" / "records").rglob("*.json"):
         record = json.loads(path.read_text())
         records[record["method"]["name"]] = record
     assert sorted(records) == sorted(IMAGE_METHODS)

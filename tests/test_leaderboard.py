@@ -38,11 +38,11 @@ def row(text: str, method: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_cells_show_mean_std_and_count_with_the_best_bold(results):
+def test_cells_show_mean_and_t_interval_and_count_with_the_best_bold(results):
     text = render(results)
-    assert row(text, "GOOD")[1] == "91.00 ± 1.41 (2)"
-    assert row(text, "PARTIAL")[1] == "**99.00 ± 0.00 (1)**"
-    assert row(text, "FAIR")[2] == "**75.00 ± 0.00 (1)**"
+    assert row(text, "GOOD")[1] == "91.00 ± 12.71 (2)"  # t(0.975, 1 df) = 12.706 times std 1.414 / sqrt 2
+    assert row(text, "PARTIAL")[1] == "**99.00 (1)**"  # one seed: no interval to give
+    assert row(text, "FAIR")[2] == "**75.00 (1)**"
 
 
 def test_average_rank_only_for_methods_with_every_task(results):
@@ -85,14 +85,46 @@ def test_no_records_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_leaderboard_imports_no_torch():
-    code = "import sys, harness.leaderboard, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, harness.leaderboard, harness.publishing.site, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_the_committed_leaderboard_is_what_the_committed_records_regenerate():
+def test_the_committed_leaderboard_figures_and_page_are_what_the_committed_records_regenerate():
+    from harness.publishing.site import publish
+
     committed = ROOT / "results" / "LEADERBOARD.md"
     assert committed.exists(), "results/LEADERBOARD.md is missing; run `harness leaderboard`"
-    assert committed.read_text() == render(ROOT / "results"), "run `harness leaderboard` and commit the result"
+    assert publish(ROOT / "results", check=True) == [], "run `harness leaderboard` and commit the results"
+
+
+def test_a_row_the_paired_test_cannot_tell_from_the_best_is_marked_and_a_clear_loser_is_not(tmp_path):
+    from harness.leaderboard import TIED
+
+    for seed, (best, close, far) in enumerate([(0.90, 0.895, 0.60), (0.92, 0.905, 0.62), (0.91, 0.912, 0.61)]):
+        write_record(tmp_path, record("t", "best", seed, best))
+        write_record(tmp_path, record("t", "close", seed, close))
+        write_record(tmp_path, record("t", "far", seed, far))
+    text = render(tmp_path)
+    assert row(text, "BEST")[1].startswith("**91.00") and TIED not in row(text, "BEST")[1]
+    assert row(text, "CLOSE")[1].endswith(TIED)
+    assert TIED not in row(text, "FAR")[1]
+
+
+def test_a_record_from_a_dirty_tree_is_marked(tmp_path):
+    from harness.leaderboard import DIRTY
+
+    write_record(tmp_path, record("t", "clean", 0, 0.5, environment={"git_commit": "abc"}))
+    write_record(tmp_path, record("t", "dirty", 0, 0.4, environment={"git_commit": "abc-dirty"}))
+    text = render(tmp_path)
+    assert row(text, "DIRTY")[1].endswith(DIRTY) and DIRTY not in row(text, "CLEAN")[1]
+
+
+def test_a_table_with_three_tasks_gets_its_critical_difference(tmp_path):
+    for task in ("t1", "t2", "t3"):
+        for method, acc in (("a", 0.9), ("b", 0.8), ("c", 0.7)):
+            write_record(tmp_path, record(task, method, 0, acc))
+    text = render(tmp_path)
+    assert "Nemenyi critical difference 1.91" in text  # 2.343 * sqrt(3 * 4 / (6 * 3)), Demšar's q for k = 3
 
 
 def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
@@ -107,11 +139,36 @@ def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
     assert CHECK_FAILED in row
 
 
+def test_committed_records_of_methods_that_do_not_train_say_they_trained_zero_epochs():
+    from harness.catalog import METHODS
+    from harness.records import read_records
+
+    stale = [f"{r.task['name']}/{r.method['name']} seed {r.seed}" for r in read_records(ROOT / "results")
+             if r.status == "ok" and not METHODS.get(r.method["name"]).trains and r.protocol.get("epochs") != 0]
+    assert stale == [], "the protocol table would claim epochs these reference rows never ran"
+
+
+def test_a_figure_is_stale_when_its_data_changed_and_redrawn_by_the_command(results):
+    from harness.publishing.site import publish
+
+    assert publish(results) == [] and publish(results, check=True) == []
+    figure = results / "figures" / "scores-s.svg"
+    drawn = figure.read_text()
+    write_record(results, record("t1", "fair", 2, 0.5))
+    stale = publish(results, check=True)
+    assert str(figure) in stale and str(results / "index.html") in stale and str(results / "LEADERBOARD.md") in stale
+    assert figure.read_text() == drawn  # a check writes nothing
+    (results / "figures" / "leftover.svg").write_text("<svg/>")
+    assert any("leftover.svg (no longer drawn)" in s for s in publish(results, check=True))
+    assert publish(results) == [] and publish(results, check=True) == [] and figure.read_text() != drawn
+    assert not (results / "figures" / "leftover.svg").exists()
+
+
 def test_a_record_of_the_previous_schema_is_read_and_shown(results):
     schema_1_record(record_path(results, "t2", "partial", 0), seed=0, metrics={"test_acc": 0.6},
                     task={"name": "t2", "version": "1", "suite": "s", "fingerprint": "f", "params": {}},
                     method={"name": "partial", "display_name": "PARTIAL", "version": "1"})
-    assert row(render(results), "PARTIAL")[2] == "60.00 ± 0.00 (1)"
+    assert row(render(results), "PARTIAL")[2] == "60.00 (1)"
 
 
 def identified(task, method, seed, acc, epochs, fixed):
@@ -134,4 +191,4 @@ def test_a_migrated_record_shares_a_cell_with_a_new_one_whose_fixed_values_it_ho
     schema_1_record(record_path(tmp_path, "t", "m", 0), **vars(identified("t", "m", 0, 0.5, 6, None)) | {
         "identity": {}})
     write_record(tmp_path, identified("t", "m", 1, 0.7, 6, {"lr": 0.001}))
-    assert row(render(tmp_path), "M")[1] == "**60.00 ± 14.14 (2)**"
+    assert row(render(tmp_path), "M")[1] == "**60.00 ± 127.06 (2)**"  # t(0.975, 1) * 14.14 / sqrt 2

@@ -1,0 +1,138 @@
+"""Statistics for the leaderboard: intervals, paired tests, ranks. Imports no torch.
+
+The choices, and why:
+
+- **Interval per cell: Student's t over seeds** (`scipy.stats.t`). With three
+  seeds a bootstrap has only ten distinct resamples and its interval is too
+  narrow; the t interval is the standard small-sample choice and widens
+  honestly (the 97.5% quantile of t with 2 degrees of freedom is 4.30).
+- **Ties with the best: paired t-test over matched seeds** (`scipy.stats.ttest_rel`).
+  Seed k of two methods shares the data and the probe's split, so the pairs
+  are matched and pairing removes the shared variation. A Wilcoxon
+  signed-rank test cannot reject anything at 3 pairs (its smallest two-sided
+  p is 0.25), so it would call every row a tie. When every paired difference
+  is the same number the t statistic is undefined: identical scores count as
+  a tie (p = 1), a constant non-zero gap as a difference (p = 0).
+- **Multiple comparisons: Holm** (`statsmodels.stats.multitest.multipletests`),
+  over the family "every other row against the best row" within one task. It
+  controls the family-wise error rate without assuming independent tests.
+- **Average rank with a critical difference: Friedman test, then Nemenyi**
+  (Demšar, JMLR 2006). Ranks are taken per task on the mean score; the
+  critical difference is q_alpha * sqrt(k (k + 1) / (6 N)) with q_alpha the
+  studentized range quantile (`scipy.stats.studentized_range`) over sqrt 2.
+  It needs at least three tasks and three methods, else it is not reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
+
+LEVEL = 0.95
+ALPHA = 0.05
+MIN_TASKS_FOR_CD = 3
+MIN_METHODS_FOR_CD = 3
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float  # nan when one seed gives no spread to estimate
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def t_interval(scores: Sequence[float], level: float = LEVEL) -> Interval:
+    values = np.asarray(scores, dtype=float)
+    n = len(values)
+    if n == 0:
+        raise ValueError("an interval needs at least one score")
+    mean = float(values.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = float(scipy_stats.t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    n: int  # matched seeds
+    mean_difference: float  # a - b
+    p_value: float  # nan with fewer than two matched seeds
+
+
+def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
+    """Two-sided paired t-test of a against b over the seeds both have."""
+    seeds = sorted(set(a) & set(b))
+    differences = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    if len(seeds) < 2:
+        return PairedTest(len(seeds), float(differences.mean()) if len(seeds) else math.nan, math.nan)
+    if np.ptp(differences) == 0:  # zero variance: the t statistic is undefined
+        return PairedTest(len(seeds), float(differences[0]), 1.0 if differences[0] == 0 else 0.0)
+    result = scipy_stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+    return PairedTest(len(seeds), float(differences.mean()), float(result.pvalue))
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
+    """Holm-adjusted p values; a nan (an untestable comparison) stays nan and is left out of the family."""
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(values), math.nan)
+    testable = ~np.isnan(values)
+    if testable.any():
+        adjusted[testable] = multipletests(values[testable], alpha=alpha, method="holm")[1]
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class BestComparison:
+    best: str
+    adjusted_p: dict[str, float]  # every other row against the best, Holm-adjusted; nan = untestable
+
+    def ties(self, alpha: float = ALPHA) -> set[str]:
+        """Rows whose difference from the best is not significant after correction."""
+        return {m for m, p in self.adjusted_p.items() if not math.isnan(p) and p >= alpha}
+
+
+def compare_with_best(scores: Mapping[str, Mapping[int, float]], alpha: float = ALPHA) -> BestComparison:
+    """scores: row -> seed -> score within one task; higher is better."""
+    means = {row: float(np.mean(list(by_seed.values()))) for row, by_seed in scores.items() if by_seed}
+    best = max(means, key=lambda row: means[row])
+    others = [row for row in means if row != best]
+    raw = [paired_test(scores[best], scores[row]).p_value for row in others]
+    return BestComparison(best, dict(zip(others, holm(raw, alpha))))
+
+
+@dataclass(frozen=True)
+class CriticalDifference:
+    average_ranks: dict[str, float]  # row -> mean rank over tasks, 1 = best
+    cd: float
+    friedman_p: float
+    tasks: int
+    alpha: float = ALPHA
+
+
+def average_ranks(means: pd.DataFrame) -> pd.Series:
+    """means: rows x tasks with no missing cell; rank 1 is the highest score, ties share the average rank."""
+    return means.rank(ascending=False, method="average").mean(axis=1)
+
+
+def critical_difference(means: pd.DataFrame, alpha: float = ALPHA) -> CriticalDifference | None:
+    """Friedman test and Nemenyi critical difference over rows x tasks; None when too few of either."""
+    k, n = means.shape
+    if n < MIN_TASKS_FOR_CD or k < MIN_METHODS_FOR_CD:
+        return None
+    friedman = scipy_stats.friedmanchisquare(*[means.loc[row].to_numpy() for row in means.index])
+    q_alpha = scipy_stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    cd = float(q_alpha * math.sqrt(k * (k + 1) / (6 * n)))
+    ranks = average_ranks(means)
+    return CriticalDifference({str(r): float(v) for r, v in ranks.items()}, cd, float(friedman.pvalue), n, alpha)

@@ -1,0 +1,58 @@
+"""The leaderboard's statistics against values worked out by hand or tabulated in the literature."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from harness import stats
+
+
+def test_a_t_interval_over_three_seeds_uses_two_degrees_of_freedom():
+    interval = stats.t_interval([1.0, 2.0, 3.0])
+    assert interval.mean == 2.0 and interval.n == 3
+    assert interval.half_width == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) * sd / sqrt n
+
+
+def test_one_seed_has_no_interval():
+    interval = stats.t_interval([0.5])
+    assert interval.mean == 0.5 and math.isnan(interval.low) and math.isnan(interval.half_width)
+
+
+def test_the_paired_test_sees_a_small_consistent_gap_that_an_unpaired_view_would_miss():
+    a = {0: 0.80, 1: 0.90, 2: 0.70, 3: 0.85}
+    b = {s: v - 0.01 + 0.001 * s for s, v in a.items()}  # seeds vary by 20 points, the gap by 0.3
+    assert stats.paired_test(a, b).p_value < 0.01
+    assert stats.paired_test(a, b).mean_difference == pytest.approx(0.0085)
+
+
+def test_the_paired_test_uses_only_matched_seeds_and_handles_degenerate_gaps():
+    assert stats.paired_test({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}).p_value == 1.0  # identical
+    assert stats.paired_test({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6}).p_value == 0.0  # a constant gap
+    single = stats.paired_test({0: 0.6, 1: 0.7}, {1: 0.5, 2: 0.9})
+    assert single.n == 1 and math.isnan(single.p_value)
+
+
+def test_holm_adjusts_step_down_and_leaves_untestable_comparisons_out():
+    # sorted 0.01, 0.03, 0.04 -> 0.01 * 3, max(0.03 * 2, 0.03), max(0.04 * 1, 0.06)
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = stats.holm([0.01, math.nan, 0.04])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+
+
+def test_ties_with_the_best_are_the_rows_the_corrected_test_cannot_separate():
+    scores = {"best": {0: 0.90, 1: 0.92, 2: 0.91}, "close": {0: 0.895, 1: 0.905, 2: 0.912},
+              "far": {0: 0.60, 1: 0.63, 2: 0.61}, "one-seed": {0: 0.95}}
+    comparison = stats.compare_with_best(scores)
+    assert comparison.best == "one-seed"  # the highest mean leads, even on one seed
+    scores.pop("one-seed")
+    comparison = stats.compare_with_best(scores)
+    assert comparison.best == "best" and comparison.ties() == {"close"}
+
+
+def test_the_critical_difference_matches_demsars_table():
+    means = pd.DataFrame({t: {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6} for t in "vwxyz"})
+    cd = stats.critical_difference(means)
+    assert cd.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / 30), abs=2e-3)  # q_0.05 = 2.569 for k = 4
+    assert cd.average_ranks == {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0} and cd.friedman_p < 0.01
+    assert stats.critical_difference(means[["v", "w"]]) is None  # two tasks: too few to say
