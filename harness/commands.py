@@ -9,14 +9,14 @@ from pathlib import Path
 from tabulate import tabulate
 
 from harness.catalog import METHODS, TASKS
-from harness.errors import DivergedError, HarnessError, RunFailed
+from harness.errors import HarnessError
 from harness.environment import resolve_device
 from harness.records import record_path, write_record
+from harness import workers
 from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.space import parse_overrides
 from harness.tracking import Tracker, default_uri
-from harness.tuning import open_storage
 
 log = logging.getLogger("harness")
 
@@ -52,19 +52,16 @@ def run_command(args, data_dir: Path | None) -> int:
     for pair in pairs:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     resolve_device(options.device)
-    tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
-    runner = PairRunner(options, tracker, open_storage(args.storage, options.workdir))
+    tracking_uri = args.tracking_uri or default_uri(options.workdir)
+    # Stores are created here, once, before any worker starts; a worker elsewhere finds them made.
+    runner = workers.build_runner(options, tracking_uri, args.storage)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
         write_record(options.results, not_applicable_record(task, method_cls, reason))
-    failures = []
-    for pair in pairs:
-        try:
-            log.info(runner.run(pair))
-        except (DivergedError, RunFailed) as exc:
-            failures.append(pair.key)
-            log.error("%s failed: %s", pair.key, exc)
-    if failures:
+    if args.workers > 1:
+        if workers.run_workers(args.workers, runner, pairs, tracking_uri, args.storage):
+            return 1
+    elif failures := workers.sweep(runner, pairs):
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
     log.info("done; `harness leaderboard` regenerates %s", options.results / "LEADERBOARD.md")

@@ -3,17 +3,21 @@ configuration with K seeds, score the test split once per seed, record it all.""
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from harness import environment, probe
+from harness.coordination import POLL_S, WAIT, Coordinator, mutex_for
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
 from harness.records import Record, has_record, write_record
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
+CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 
 
 @dataclass
@@ -57,11 +62,53 @@ class Pair:
         return f"{self.task.name}/{self.method_cls.name}"
 
 
+class Step(enum.Enum):
+    WORKED = "worked"  # a trial or a seed was run
+    WAITING = "waiting"  # other workers hold what is left; ask again soon
+    DONE = "done"  # every seed of the pair is recorded or settled
+
+
+@dataclass
+class PairSweep:
+    """What a worker knows of one pair while it works on it."""
+
+    data: TaskData
+    fingerprint: str
+    space: dict[str, Param]
+    fixed: dict[str, Any]
+    protocol: dict[str, Any]
+    study: optuna.Study
+    parent_run: str
+    tunes: bool
+    hparams: dict[str, Any] | None = None  # set once tuning is over
+    settled: set[int] = field(default_factory=set)
+    diverged: set[int] = field(default_factory=set)
+    trained: int = 0
+    copied: int = 0
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        """A seed another worker recorded stands for this sweep if it ran under the same protocol."""
+        return all(record["protocol"].get(k) == v for k, v in self.protocol.items())
+
+    def settle(self, seed: int, claim: dict[str, Any], results: Path | None) -> None:
+        """A seed finished by some worker: write its record here if another worker trained it."""
+        if seed in self.settled:
+            return
+        self.settled.add(seed)
+        if claim["state"] == "diverged":
+            self.diverged.add(seed)
+        elif results is not None:
+            write_record(results, Record(**claim["record"]))
+            self.copied += 1
+
+
 class PairRunner:
-    def __init__(self, options: RunOptions, tracker: Tracker, storage):
+    def __init__(self, options: RunOptions, tracker: Tracker, storage, coordinator: Coordinator | None = None):
         self.options = options
         self.tracker = tracker
         self.storage = storage
+        self.coordinator = coordinator or Coordinator(mutex_for(None, options.workdir), force=options.force)
+        self._sweeps: dict[str, PairSweep] = {}
         self.device = environment.resolve_device(options.device)
         environment.git_commit()  # pin the code's commit now, before any long work
 
@@ -80,45 +127,105 @@ class PairRunner:
     def epochs_for(self, task: Task) -> int:
         return self.options.epochs or task.default_epochs
 
+    def study_name(self, pair: Pair, epochs: int) -> str:
+        """The Optuna study of this pair's sweep; it also holds the sweep's seed claims."""
+        return (f"{pair.task.name}@{pair.task.version}/{pair.method_cls.name}@{pair.method_cls.version}"
+                f"/e{epochs}")
+
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, pair: Pair) -> str:
-        seeds = self.seeds_to_run(pair)
-        if not seeds:
+        """Run one pair to the end, waiting while other workers hold its last trials or seeds."""
+        while (step := self.step(pair)) is Step.WAITING:
+            time.sleep(POLL_S)
+        return self.finish(pair)
+
+    def step(self, pair: Pair) -> Step:
+        """Do one piece of the pair's work (a trial or a seed), as the shared storage hands it out."""
+        needed = self.seeds_to_run(pair)
+        sweep = self._sweep(pair, needed) if needed else None
+        if sweep is None:
+            return Step.DONE
+        for seed, claim in self.coordinator.settled_seeds(sweep.study, needed, sweep.accepts).items():
+            sweep.settle(seed, claim, self.options.results)
+        needed = [s for s in needed if s not in sweep.settled]
+        if not needed:
+            return Step.DONE
+        if sweep.hparams is None:
+            trial = self.coordinator.claim_trial(sweep.study, self.options.trials) if sweep.tunes else None
+            if trial == WAIT:
+                return Step.WAITING
+            if trial is not None:
+                self._run_trial(pair, sweep, trial)
+                return Step.WORKED
+            sweep.hparams = sweep.fixed | (best_params(sweep.study) if sweep.tunes else {})
+            self.tracker.log_dict({"best": sweep.hparams}, "best_hparams.json", run_id=sweep.parent_run)
+        seed, lost = self.coordinator.claim_seed(sweep.study, needed, sweep.accepts)
+        if seed is None:
+            return Step.WAITING
+        self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
+        try:
+            record = self.run_seed(pair, sweep, seed)
+        except BaseException:
+            self.coordinator.release_seed(sweep.study, seed)
+            raise
+        self.coordinator.finish_seed(sweep.study, seed, asdict(record) if record else None)
+        sweep.settle(seed, self.coordinator.settled_seeds(sweep.study, [seed], lambda _record: True)[seed], None)
+        sweep.trained += record is not None
+        return Step.WORKED
+
+    def finish(self, pair: Pair) -> str:
+        """What this worker did for a finished pair; RunFailed if a seed of this sweep diverged."""
+        sweep = self._sweeps.get(pair.key)
+        if sweep is None:
             return f"{pair.key}: all {self.options.seeds} seed records exist; nothing to train (--force reruns)"
-        space, fixed = self.hyperparameters(pair)
-        data = pair.task.load()
-        fingerprint = data.fingerprint()
-        # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
-        epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
-        protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds}
-        with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
-            "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
-        }):
-            tuned = self.tune(pair, data, space, fixed, epochs) if space and self.options.trials > 0 else {}
-            hparams = fixed | tuned
-            self.tracker.log_dict({"best": hparams}, "best_hparams.json")
-            diverged = [seed for seed in seeds if not self.run_seed(pair, data, fingerprint, hparams, seed, protocol)]
-        if diverged:
-            raise RunFailed(f"seed(s) {diverged} diverged; the other seeds were recorded")
-        return f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
+        if sweep.diverged:
+            raise RunFailed(f"seed(s) {sorted(sweep.diverged)} diverged; the other seeds were recorded")
+        copied = f", {sweep.copied} recorded by other workers" if sweep.copied else ""
+        return f"{pair.key}: {sweep.trained} seed(s) trained and recorded{copied}"
 
-    def tune(self, pair: Pair, data: TaskData, space, fixed, epochs) -> dict[str, Any]:
-        name = (f"{pair.task.name}@{pair.task.version}/{pair.method_cls.name}@{pair.method_cls.version}"
-                f"/e{epochs}")
-        study = open_study(name, self.storage)
-        remaining = self.options.trials - spent_trials(study)
-        if remaining > 0:
-            log.info("%s: tuning, %d of %d trials to go", pair.key, remaining, self.options.trials)
-            study.optimize(lambda trial: self._objective(trial, pair, data, space, fixed, epochs),
-                           n_trials=remaining)
+    def _sweep(self, pair: Pair, needed: list[int]) -> PairSweep:
+        if pair.key not in self._sweeps:
+            space, fixed = self.hyperparameters(pair)
+            # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
+            epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
+            tunes = bool(space) and self.options.trials > 0
+            protocol = {"epochs": epochs, "trials": self.options.trials if space else 0,
+                        "seeds": self.options.seeds}
+            data = pair.task.load()
+            fingerprint = data.fingerprint()
+            study = open_study(self.study_name(pair, epochs), self.storage)
+            parent = self.coordinator.shared_value(
+                study, "harness:mlflow_parent_run",
+                create=lambda: self.tracker.create_run(f"harness/{pair.task.name}", pair.method_cls.name, {
+                    "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint,
+                    **protocol}),
+                discard=self.tracker.delete_run)
+            if tunes:
+                log.info("%s: tuning, %d of %d trials to go", pair.key,
+                         max(0, self.options.trials - spent_trials(study)), self.options.trials)
+            self._sweeps[pair.key] = PairSweep(data, fingerprint, space, fixed, protocol, study, parent, tunes)
+        return self._sweeps[pair.key]
+
+    def _run_trial(self, pair: Pair, sweep: PairSweep, trial: optuna.Trial) -> None:
+        try:
+            value = self._objective(trial, pair, sweep)
+        except optuna.TrialPruned:
+            self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
+        except KeyboardInterrupt:
+            self.coordinator.abandon_trial(sweep.study, trial)
+            raise
+        except BaseException:
+            self.coordinator.finish_trial(sweep.study, trial, None, TrialState.FAIL)
+            raise
         else:
-            log.info("%s: the study already has its %d trials", pair.key, self.options.trials)
-        return best_params(study)
+            state = TrialState.FAIL if math.isnan(value) else TrialState.COMPLETE
+            self.coordinator.finish_trial(sweep.study, trial, value, state)
 
-    def _objective(self, trial: optuna.Trial, pair: Pair, data: TaskData, space, fixed, epochs) -> float:
-        hparams = fixed | suggest(trial, space)
-        with self.tracker.child_run(f"trial-{trial.number}", hparams):
+    def _objective(self, trial: optuna.Trial, pair: Pair, sweep: PairSweep) -> float:
+        data, epochs = sweep.data, sweep.protocol["epochs"]
+        hparams = sweep.fixed | suggest(trial, sweep.space)
+        with self.tracker.child_run(f"trial-{trial.number}", hparams, parent=sweep.parent_run):
 
             def report(method: Method, epoch: int, metrics: dict[str, float]) -> None:
                 quick = probe.quick_probe_accuracy(
@@ -166,18 +273,21 @@ class PairRunner:
         test = extract_features(method, data.test, self.device) if with_test else None
         return probe.linear_probe(*features, test), method, stats
 
-    def run_seed(self, pair: Pair, data: TaskData, fingerprint: str, hparams, seed: int, protocol) -> bool:
-        """Train, score and record one seed; False if it diverged (then nothing is recorded)."""
+    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int) -> Record | None:
+        """Train, score and record one seed; None if it diverged (then nothing is recorded)."""
+        data, fingerprint, hparams, protocol = sweep.data, sweep.fingerprint, sweep.hparams, sweep.protocol
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}) as run_id:
+        claim = {CLAIM_TAG: self.coordinator.seed_claim_id(sweep.study, seed)}
+        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
+                                    tags=claim) as run_id:
             try:
                 scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"])
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                 log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
-                return False
+                return None
             for epoch, metrics in enumerate(stats.history if stats else []):
                 self.tracker.log_metrics(metrics, step=epoch)
             checks = self.record_checks(method, stats)
@@ -201,7 +311,7 @@ class PairRunner:
         for check in checks:
             if not check.held:
                 log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
-        return True
+        return record
 
     def record_checks(self, method: Method, stats) -> list[AssumptionCheck]:
         """The method's assumption checks for this run, tagged on the active MLflow run."""

@@ -10,7 +10,9 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
+from harness.coordination import counts_against_budget, mutex_for
 from harness.errors import HarnessError, RunFailed
 from harness.space import Choice, Float, Int, Param
 
@@ -19,8 +21,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
 
-def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage | str:
-    """A journal file by default: safe for several local worker processes without a server."""
+def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage:
+    """A journal file by default: safe for several local worker processes without a server.
+    A database's tables are created (or migrated) inside the workers' mutex: once, whoever comes first."""
     if spec is None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(Path(workdir) / "optuna.journal")))
@@ -31,7 +34,13 @@ def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage
         raise HarnessError(
             f"--storage {spec}: give a journal file (name.journal), sqlite:///path.db or postgresql://..."
         )
-    return spec
+    if spec.startswith("sqlite:///"):
+        Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with mutex_for(spec, workdir).hold():
+        try:
+            return optuna.storages.RDBStorage(spec)
+        except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
+            raise HarnessError(f"--storage {spec}: cannot open the Optuna storage ({exc}); check the URL") from None
 
 
 def open_study(name: str, storage) -> optuna.Study:
@@ -49,9 +58,8 @@ def open_study(name: str, storage) -> optuna.Study:
 
 
 def spent_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: finished, pruned or failed ones."""
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=done))
+    """Trials that count against the budget: finished, pruned or failed ones, not those given back."""
+    return sum(1 for trial in study.get_trials(deepcopy=False) if counts_against_budget(trial))
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
