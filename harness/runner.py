@@ -17,7 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from harness import environment, probe
-from harness.coordination import POLL_S, WAIT, Coordinator, mutex_for
+from harness.coordination import WAIT, Coordinator, mutex_for
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
 from harness.records import Record, has_record, write_record
@@ -72,14 +72,15 @@ class Step(enum.Enum):
 class PairSweep:
     """What a worker knows of one pair while it works on it."""
 
-    data: TaskData
-    fingerprint: str
     space: dict[str, Param]
     fixed: dict[str, Any]
     protocol: dict[str, Any]
     study: optuna.Study
-    parent_run: str
     tunes: bool
+    # Loaded only when this worker trains: collecting what others recorded needs no data.
+    data: TaskData | None = None
+    fingerprint: str = ""
+    parent_run: str = ""
     hparams: dict[str, Any] | None = None  # set once tuning is over
     settled: set[int] = field(default_factory=set)
     diverged: set[int] = field(default_factory=set)
@@ -134,23 +135,18 @@ class PairRunner:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, pair: Pair) -> str:
-        """Run one pair to the end, waiting while other workers hold its last trials or seeds."""
-        while (step := self.step(pair)) is Step.WAITING:
-            time.sleep(POLL_S)
-        return self.finish(pair)
-
     def step(self, pair: Pair) -> Step:
         """Do one piece of the pair's work (a trial or a seed), as the shared storage hands it out."""
         needed = self.seeds_to_run(pair)
-        sweep = self._sweep(pair, needed) if needed else None
-        if sweep is None:
+        if not needed:
             return Step.DONE
+        sweep = self._sweep(pair)
         for seed, claim in self.coordinator.settled_seeds(sweep.study, needed, sweep.accepts).items():
             sweep.settle(seed, claim, self.options.results)
         needed = [s for s in needed if s not in sweep.settled]
         if not needed:
             return Step.DONE
+        self._prepare_to_train(pair, sweep)
         if sweep.hparams is None:
             trial = self.coordinator.claim_trial(sweep.study, self.options.trials) if sweep.tunes else None
             if trial == WAIT:
@@ -170,7 +166,9 @@ class PairRunner:
             self.coordinator.release_seed(sweep.study, seed)
             raise
         self.coordinator.finish_seed(sweep.study, seed, asdict(record) if record else None)
-        sweep.settle(seed, self.coordinator.settled_seeds(sweep.study, [seed], lambda _record: True)[seed], None)
+        sweep.settled.add(seed)
+        if record is None:
+            sweep.diverged.add(seed)
         sweep.trained += record is not None
         return Step.WORKED
 
@@ -184,28 +182,32 @@ class PairRunner:
         copied = f", {sweep.copied} recorded by other workers" if sweep.copied else ""
         return f"{pair.key}: {sweep.trained} seed(s) trained and recorded{copied}"
 
-    def _sweep(self, pair: Pair, needed: list[int]) -> PairSweep:
+    def _sweep(self, pair: Pair) -> PairSweep:
         if pair.key not in self._sweeps:
             space, fixed = self.hyperparameters(pair)
             # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
             epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
-            tunes = bool(space) and self.options.trials > 0
             protocol = {"epochs": epochs, "trials": self.options.trials if space else 0,
                         "seeds": self.options.seeds}
-            data = pair.task.load()
-            fingerprint = data.fingerprint()
             study = open_study(self.study_name(pair, epochs), self.storage)
-            parent = self.coordinator.shared_value(
-                study, "harness:mlflow_parent_run",
-                create=lambda: self.tracker.create_run(f"harness/{pair.task.name}", pair.method_cls.name, {
-                    "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint,
-                    **protocol}),
-                discard=self.tracker.delete_run)
-            if tunes:
-                log.info("%s: tuning, %d of %d trials to go", pair.key,
-                         max(0, self.options.trials - spent_trials(study)), self.options.trials)
-            self._sweeps[pair.key] = PairSweep(data, fingerprint, space, fixed, protocol, study, parent, tunes)
+            self._sweeps[pair.key] = PairSweep(space, fixed, protocol, study, bool(space) and self.options.trials > 0)
         return self._sweeps[pair.key]
+
+    def _prepare_to_train(self, pair: Pair, sweep: PairSweep) -> None:
+        """Load the data and find (or make) the pair's one MLflow parent run."""
+        if sweep.data is not None:
+            return
+        sweep.data = pair.task.load()
+        sweep.fingerprint = fingerprint = sweep.data.fingerprint()
+        sweep.parent_run = self.coordinator.shared_value(
+            sweep.study, "harness:mlflow_parent_run",
+            create=lambda: self.tracker.create_run(f"harness/{pair.task.name}", pair.method_cls.name, {
+                "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint,
+                **sweep.protocol}),
+            discard=self.tracker.delete_run)
+        if sweep.tunes:
+            log.info("%s: tuning, %d of %d trials to go", pair.key,
+                     max(0, self.options.trials - spent_trials(sweep.study)), self.options.trials)
 
     def _run_trial(self, pair: Pair, sweep: PairSweep, trial: optuna.Trial) -> None:
         try:

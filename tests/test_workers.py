@@ -86,6 +86,12 @@ def test_workers_share_one_sweep_and_match_a_single_process(tmp_path, caplog):
     caplog.clear()
     assert main(args) == 0  # the same command in one process: nothing left to do
     assert caplog.text.count("nothing to train") == 2
+    # A machine that shares no disk with the workers collects their records by running the same command.
+    collected = tmp_path / "collected"
+    args[args.index("--results") + 1] = str(collected)
+    assert main(args) == 0
+    assert caplog.text.count("0 seed(s) trained and recorded, 2 recorded by other workers") == 2
+    assert_exact_sweep(journal(tmp_path / "work"), uri, collected)  # and still one seed run per seed
 
 
 @pytest.mark.skipif(postgres_bindir() is None,
