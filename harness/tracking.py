@@ -60,7 +60,9 @@ class Tracker:
             experiment = self.client.get_experiment_by_name(name)
             if experiment is not None:
                 return experiment.experiment_id
-            location = (self.artifact_root / name.replace("/", "_")).resolve().as_uri()
+            # A tracking server keeps artifacts where it was told to; a local store keeps them in the work folder.
+            location = None if self.uri.startswith(("http://", "https://")) else \
+                (self.artifact_root / name.replace("/", "_")).resolve().as_uri()
             with contextlib.suppress(MlflowException):
                 return self.client.create_experiment(name, artifact_location=location)
         raise HarnessError(f"--tracking-uri {self.uri}: cannot create the MLflow experiment {name}")

@@ -36,9 +36,10 @@ def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage
         )
     if spec.startswith("sqlite:///"):
         Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    url = spec.replace("postgresql://", "postgresql+psycopg://", 1)  # the driver we install, on any SQLAlchemy
     with mutex_for(spec, workdir).hold():
         try:
-            return optuna.storages.RDBStorage(spec)
+            return optuna.storages.RDBStorage(url)
         except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
             raise HarnessError(f"--storage {spec}: cannot open the Optuna storage ({exc}); check the URL") from None
 
