@@ -94,10 +94,11 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     try:
         _show_progress(processes, runner, pairs)
     except KeyboardInterrupt:
+        # Ctrl+C reached the workers too (one process group): each gives its trial or seed back.
         for process in processes:
-            process.terminate()  # each gives its trial or seed back on the way out
-        for process in processes:
-            process.join()
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()  # its work is given back when the next worker sees it dead
         raise
     codes = [p.exitcode for p in processes]
     if any(code not in (0, 1) for code in codes):
@@ -129,6 +130,9 @@ def worker_main(spec: WorkerSpec) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception:  # a bug, not a failed pair: the parent must not read it as exit code 1
+        log.exception("worker %d stopped", spec.index)
+        sys.exit(3)
     sys.exit(1 if failures else 0)
 
 
@@ -146,24 +150,20 @@ def _show_progress(processes, runner: PairRunner, pairs: list[Pair]) -> None:
         trials = options.trials if space else 0
         plans.append((runner.study_name(pair, epochs), trials, needed))
     total = sum(trials + len(needed) for _name, trials, needed in plans)
+    studies = [(open_study(name, runner.storage), trials, needed) for name, trials, needed in plans]
     with tqdm(total=total, desc="sweep", unit="step", disable=not options.progress) as bar:
         while any(p.is_alive() for p in processes):
-            bar.n = _steps_done(runner, plans, started)
+            bar.n = _steps_done(studies, started)
             bar.refresh()
             time.sleep(POLL_S)
-        bar.n = _steps_done(runner, plans, started)
+        bar.n = _steps_done(studies, started)
         bar.refresh()
 
 
-def _steps_done(runner: PairRunner, plans, started: float) -> int:
+def _steps_done(studies, started: float) -> int:
     done = 0
-    for name, trials, needed in plans:
-        try:
-            study = open_study(name, runner.storage)
-        except HarnessError:
-            continue
+    for study, trials, needed in studies:
         claims = study._storage.get_study_system_attrs(study._study_id)
-        done += min(trials, spent_trials(study)) if trials else 0
-        done += sum(1 for s in needed
-                    if claims.get(f"{SEED_PREFIX}{s}", {}).get("finished_at", 0.0) >= started)
+        done += min(trials, spent_trials(study))
+        done += sum(1 for s in needed if claims.get(f"{SEED_PREFIX}{s}", {}).get("finished_at", 0.0) >= started)
     return done
