@@ -185,9 +185,11 @@ class Coordinator:
 
     # trials
 
-    def claim_trial(self, study: optuna.Study, budget: int) -> optuna.Trial | str | None:
+    def claim_trial(self, study: optuna.Study, budget: int,
+                    sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None
+                    ) -> optuna.Trial | str | None:
         """A new trial while finished plus running trials stay under the budget; WAIT while others
-        hold the rest; None once the budget is spent."""
+        hold the rest; None once the budget is spent. `sampler_for(number)` samples the new trial."""
         with self.mutex.hold():
             trials = study.get_trials(deepcopy=False)
             self._give_back_stale_trials(study, trials)
@@ -196,6 +198,8 @@ class Coordinator:
             running = sum(1 for t in trials if t.state == TrialState.RUNNING)
             if spent + running >= budget:
                 return WAIT if running else None
+            if sampler_for is not None:
+                study.sampler = sampler_for(len(trials))
             trial = study.ask()
             study._storage.set_trial_system_attr(trial._trial_id, LEASE_KEY, _lease(self.holder))
         with self._guard:

@@ -25,7 +25,7 @@ from harness.space import Float, Param, typed_overrides
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
 from harness.train import TrainConfig, extract_features, fit
-from harness.tuning import best_params, open_study, spent_trials, suggest
+from harness.tuning import best_params, open_study, sampler_for, spent_trials, suggest
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class PairRunner:
             return Step.DONE
         self._prepare_to_train(pair, sweep)
         if sweep.hparams is None:
-            trial = self.coordinator.claim_trial(sweep.study, self.options.trials) if sweep.tunes else None
+            trial = self.coordinator.claim_trial(sweep.study, self.options.trials, sampler_for) if sweep.tunes else None
             if trial == WAIT:
                 return Step.WAITING
             if trial is not None:

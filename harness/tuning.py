@@ -50,12 +50,18 @@ def open_study(name: str, storage) -> optuna.Study:
             study_name=name,
             storage=storage,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=SAMPLER_SEED),
+            sampler=sampler_for(0),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
             load_if_exists=True,
         )
     except (ImportError, ValueError, RuntimeError) as exc:
         raise HarnessError(f"cannot open the Optuna study {name} ({exc}); check --storage") from None
+
+
+def sampler_for(trial_number: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded by the trial's number: workers sharing a study never draw the same parameters
+    (each process's sampler would start from one seed), and one process stays reproducible."""
+    return optuna.samplers.TPESampler(seed=SAMPLER_SEED + trial_number)
 
 
 def spent_trials(study: optuna.Study) -> int:

@@ -49,6 +49,8 @@ def assert_exact_sweep(storage, tracking_uri: str, results: Path, trials: int = 
         budget = trials if "/clip@" in summary.study_name else 0
         assert sum(counts_against_budget(t) for t in study.trials) == budget, (summary.study_name, states)
         assert optuna.trial.TrialState.RUNNING not in states
+        drawn = [t.params["lr"] for t in study.trials if counts_against_budget(t)]
+        assert len(set(drawn)) == len(drawn)  # workers did not all try the same parameters
     records = list(read_records(results))
     assert sorted((r.method["name"], r.seed) for r in records) == sorted(
         (m, s) for m in ("clip", "untrained") for s in range(seeds))
