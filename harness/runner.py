@@ -177,6 +177,8 @@ class PairRunner:
         sweep = self._sweeps.get(pair.key)
         if sweep is None:
             return f"{pair.key}: all {self.options.seeds} seed records exist; nothing to train (--force reruns)"
+        if sweep.parent_run:
+            self.tracker.end_run(sweep.parent_run)  # every worker that saw the pair done says so; once is enough
         if sweep.diverged:
             raise RunFailed(f"seed(s) {sorted(sweep.diverged)} diverged; the other seeds were recorded")
         copied = f", {sweep.copied} recorded by other workers" if sweep.copied else ""

@@ -74,6 +74,9 @@ class Tracker:
             self.client.log_param(run.info.run_id, key, value)
         return run.info.run_id
 
+    def end_run(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
+
     def delete_run(self, run_id: str) -> None:
         self.client.delete_run(run_id)
 

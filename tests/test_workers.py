@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from harness.cli import main
-from harness.coordination import ABANDONED_KEY, LEASE_KEY, LEASE_ENV, counts_against_budget
+from harness.coordination import ABANDONED_KEY, LEASE_ENV, LEASE_KEY, SEED_PREFIX, counts_against_budget
 from harness.records import read_records
 from tests.servers import mlflow_server, postgres_bindir, postgres_server
 
@@ -58,6 +58,7 @@ def assert_exact_sweep(storage, tracking_uri: str, results: Path, trials: int = 
     runs = client.search_runs([client.get_experiment_by_name("harness/tiny-synthetic").experiment_id])
     parents = {r.info.run_id: r.info.run_name for r in runs if "mlflow.parentRunId" not in r.data.tags}
     assert sorted(parents.values()) == ["clip", "untrained"]  # one parent run per pair, whoever made it
+    assert {r.info.status for r in runs if r.info.run_id in parents} == {"FINISHED"}
     seed_runs = collections.Counter((parents[r.data.tags["mlflow.parentRunId"]], r.info.run_name)
                                     for r in runs if r.info.run_name.startswith("seed-"))
     assert seed_runs == {(m, f"seed-{s}"): 1 for m in ("clip", "untrained") for s in range(seeds)}
@@ -103,27 +104,39 @@ def test_four_workers_on_postgresql_and_an_mlflow_server_survive_a_sigkill(tmp_p
         storage_args = ("--storage", database, "--tracking-uri", tracking, "--epochs", "4")
         workers = start_copies(4, tmp_path, *storage_args, lease_s=3)
         storage = optuna.storages.RDBStorage(database)
-        victim = kill_a_worker_holding_a_trial(storage, workers)
+        victim = kill_a_worker_holding(storage, workers, trial_holder)
+        kill_a_worker_holding(storage, workers, seed_holder)
         codes = wait_all(workers)
-        assert codes.count(-signal.SIGKILL) == 1 and codes.count(0) == 3, victim
-        assert_exact_sweep(storage, tracking, tmp_path / "results")
+        assert codes.count(-signal.SIGKILL) == 2 and codes.count(0) == 2, codes
+        assert_exact_sweep(storage, tracking, tmp_path / "results")  # the killed seed kept one MLflow run
         clip = next(s for s in optuna.get_all_study_summaries(storage) if "/clip@" in s.study_name)
         trials = optuna.load_study(study_name=clip.study_name, storage=storage).trials
         assert [t.number for t in trials if t.system_attrs.get(ABANDONED_KEY)] == [victim]  # retried, not counted
 
 
-def kill_a_worker_holding_a_trial(storage, workers: list[subprocess.Popen]) -> int:
-    """SIGKILL the worker that holds the first running trial seen; the trial's number."""
-    pids = {w.pid: w for w in workers}
+def trial_holder(study: optuna.Study) -> tuple[str, int] | None:
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.RUNNING and trial.system_attrs.get(LEASE_KEY):
+            return trial.system_attrs[LEASE_KEY]["owner"], trial.number
+    return None
+
+
+def seed_holder(study: optuna.Study) -> tuple[str, int] | None:
+    for key, claim in study._storage.get_study_system_attrs(study._study_id).items():
+        if key.startswith(SEED_PREFIX) and claim["state"] == "running" and claim["lease"]:
+            return claim["lease"]["owner"], int(key.removeprefix(SEED_PREFIX))
+    return None
+
+
+def kill_a_worker_holding(storage, workers: list[subprocess.Popen], holder) -> int:
+    """SIGKILL a live worker the first time `holder(study)` names it; what it held (a trial or seed number)."""
+    alive = {w.pid: w for w in workers if w.poll() is None}
     deadline = time.time() + 120
     while time.time() < deadline:
         for summary in optuna.get_all_study_summaries(storage):
-            for trial in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
-                lease = trial.system_attrs.get(LEASE_KEY)
-                if trial.state == optuna.trial.TrialState.RUNNING and lease:
-                    pid = int(lease["owner"].split(":")[1])
-                    if pid in pids:
-                        pids[pid].send_signal(signal.SIGKILL)
-                        return trial.number
+            held = holder(optuna.load_study(study_name=summary.study_name, storage=storage))
+            if held and int(held[0].split(":")[1]) in alive:
+                alive[int(held[0].split(":")[1])].send_signal(signal.SIGKILL)
+                return held[1]
         time.sleep(0.1)
-    raise AssertionError("no worker was seen holding a trial")
+    raise AssertionError(f"no live worker was seen holding work ({holder.__name__})")
