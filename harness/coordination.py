@@ -287,13 +287,18 @@ class Coordinator:
     def seed_claim_id(self, study: optuna.Study, seed: int) -> str:
         return study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}{seed}"]["claim_id"]
 
-    def finish_seed(self, study: optuna.Study, seed: int, record: dict[str, Any] | None) -> None:
+    def finish_seed(self, study: optuna.Study, seed: int, claim_id: str, record: dict[str, Any] | None) -> None:
         """Settle a held seed: its record, or None when it diverged."""
         with self._guard:
             self._held_seeds.pop((study._study_id, seed), None)
         with self.mutex.hold():
             key = f"{SEED_PREFIX}{seed}"
             claim = study._storage.get_study_system_attrs(study._study_id).get(key, {})
+            if claim.get("claim_id") != claim_id:
+                # Our lease ran out (a stalled machine) and another worker took the seed over: its result stands.
+                log.warning("%s: seed %d was taken over while it ran; this result is not shared",
+                            study.study_name, seed)
+                return
             study._storage.set_study_system_attr(study._study_id, key, claim | {
                 "state": "ok" if record is not None else "diverged", "record": record, "finished_at": time.time(),
             })

@@ -160,12 +160,13 @@ class PairRunner:
         if seed is None:
             return Step.WAITING
         self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
+        claim_id = self.coordinator.seed_claim_id(sweep.study, seed)
         try:
-            record = self.run_seed(pair, sweep, seed)
+            record = self.run_seed(pair, sweep, seed, claim_id)
         except BaseException:
             self.coordinator.release_seed(sweep.study, seed)
             raise
-        self.coordinator.finish_seed(sweep.study, seed, asdict(record) if record else None)
+        self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None)
         sweep.settled.add(seed)
         if record is None:
             sweep.diverged.add(seed)
@@ -277,15 +278,14 @@ class PairRunner:
         test = extract_features(method, data.test, self.device) if with_test else None
         return probe.linear_probe(*features, test), method, stats
 
-    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int) -> Record | None:
+    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str) -> Record | None:
         """Train, score and record one seed; None if it diverged (then nothing is recorded)."""
         data, fingerprint, hparams, protocol = sweep.data, sweep.fingerprint, sweep.hparams, sweep.protocol
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        claim = {CLAIM_TAG: self.coordinator.seed_claim_id(sweep.study, seed)}
         with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
-                                    tags=claim) as run_id:
+                                    tags={CLAIM_TAG: claim_id}) as run_id:
             try:
                 scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"])
             except DivergedError as exc:

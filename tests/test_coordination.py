@@ -64,12 +64,14 @@ def test_a_seed_has_one_holder_until_it_is_settled_or_its_lease_runs_out(study, 
     assert first.claim_seed(study, [0, 1], accept_all) == (0, [])
     assert second.claim_seed(study, [0, 1], accept_all) == (1, [])
     assert second.claim_seed(study, [0, 1], accept_all) == (None, [])  # both held
-    first.finish_seed(study, 0, {"protocol": {}, "seed": 0})
+    first.finish_seed(study, 0, first.seed_claim_id(study, 0), {"protocol": {}, "seed": 0})
     assert set(second.settled_seeds(study, [0, 1], accept_all)) == {0}
     assert second.settled_seeds(study, [0], lambda record: False) == {}  # a record under another protocol
     held = study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}1"]
     monkeypatch.setattr("harness.coordination.time.time", lambda: held["lease"]["expires"] + 1)
     assert first.claim_seed(study, [0, 1], accept_all) == (1, [held["claim_id"]])  # taken over, old run named
+    second.finish_seed(study, 1, held["claim_id"], {"protocol": {}, "seed": 1})  # the stalled holder comes back
+    assert study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}1"]["state"] == "running"
 
 
 def test_a_worker_that_loses_the_race_to_create_a_shared_value_discards_its_own(study, tmp_path):
