@@ -1,4 +1,4 @@
-"""The `harness` command: run, leaderboard, list, data check, diagnose."""
+"""The `harness` command: run, collect, leaderboard, list, data check, diagnose."""
 
 from __future__ import annotations
 
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", type=Path, default=Path("results"))
     board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
 
+    collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
+    collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
+    collect.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
+    collect.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
     diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
     diagnose.add_argument("--task", required=True, type=_names, help="task name(s) whose splits carry extras")
@@ -107,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import diagnose_command
 
             return diagnose_command(args, _data_dir(args.data_dir))
+        if args.command == "collect":
+            from harness.commands import collect_command
+
+            return collect_command(args.storage, args.workdir, args.results)
         if args.command == "leaderboard":
             from harness.leaderboard import leaderboard_command
 

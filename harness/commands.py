@@ -16,6 +16,7 @@ from harness import workers
 from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.space import parse_overrides
+from harness.tuning import open_storage
 from harness.tracking import Tracker, default_uri
 
 log = logging.getLogger("harness")
@@ -65,6 +66,27 @@ def run_command(args, data_dir: Path | None) -> int:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
     log.info("done; `harness leaderboard` regenerates %s", options.results / "LEADERBOARD.md")
+    return 0
+
+
+def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> int:
+    """Write every record that workers settled in the shared storage and this results folder lacks
+    (or holds in an older version): records made on machines that share no disk end up here."""
+    from harness.coordination import settled_records
+    from harness.records import Record, read_record
+
+    newest: dict[tuple, dict] = {}
+    for record in settled_records(open_storage(storage_spec, workdir)):
+        key = (record["task"]["name"], record["method"]["name"], record["seed"])
+        if key not in newest or record["finished_at"] > newest[key]["finished_at"]:
+            newest[key] = record
+    written = 0
+    for (task, method, seed), record in sorted(newest.items()):
+        here = read_record(results, task, method, seed)
+        if here is None or record["finished_at"] > here.finished_at:
+            write_record(results, Record(**record))
+            written += 1
+    log.info("%d record(s) written to %s, %d already there", written, results / "records", len(newest) - written)
     return 0
 
 

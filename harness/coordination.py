@@ -368,3 +368,11 @@ def counts_against_budget(trial: FrozenTrial) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and not trial.system_attrs.get(ABANDONED_KEY, False)
+
+
+def settled_records(storage: optuna.storages.BaseStorage) -> Iterator[dict[str, Any]]:
+    """Every record a worker settled in this storage's studies (the newest of each seed's claim)."""
+    for study in storage.get_all_studies():
+        for key, claim in storage.get_study_system_attrs(study._study_id).items():
+            if key.startswith(SEED_PREFIX) and claim.get("state") == "ok" and claim.get("record"):
+                yield claim["record"]

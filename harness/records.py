@@ -58,5 +58,10 @@ def read_records(root: Path) -> Iterator[Record]:
         yield Record(**data)
 
 
+def read_record(root: Path, task: str, method: str, seed: int) -> Record | None:
+    path = record_path(root, task, method, seed)
+    return Record(**json.loads(path.read_text())) if path.exists() else None
+
+
 def has_record(root: Path, task: str, method: str, seed: int) -> bool:
     return record_path(root, task, method, seed).exists()

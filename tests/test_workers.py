@@ -95,6 +95,11 @@ def test_workers_share_one_sweep_and_match_a_single_process(tmp_path, caplog):
     assert main(args) == 0
     assert caplog.text.count("0 seed(s) trained and recorded, 2 recorded by other workers") == 2
     assert_exact_sweep(journal(tmp_path / "work"), uri, collected)  # and still one seed run per seed
+    # Or, with no registry and no data at hand, straight from the storage:
+    assert main(["collect", "--workdir", str(tmp_path / "work"), "--results", str(tmp_path / "gathered")]) == 0
+    assert "4 record(s) written" in caplog.text
+    assert sorted(p.read_text() for p in (tmp_path / "gathered").rglob("seed*.json")) == \
+        sorted(p.read_text() for p in (tmp_path / "results").rglob("seed*.json"))
 
 
 @pytest.mark.skipif(postgres_bindir() is None,
