@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from tqdm.auto import tqdm
 
 from harness.coordination import POLL_S, SEED_PREFIX, Coordinator, mutex_for
+from harness.environment import divide_threads
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.runner import Pair, PairRunner, RunOptions, Step
 from harness.tracking import Tracker
@@ -76,8 +77,6 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
                 storage_spec: str | None) -> bool:
     """Spawn `count` workers on this machine and show the sweep's progress until they end;
     True if some pair failed (each worker's log names it)."""
-    from harness.environment import divide_threads
-
     options = runner.options
     logs = options.workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
