@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP = ["--method", "clip,untrained", "--task", "synthetic", "--trials", "2", "--seeds", "2", "--epochs", "1",
+SWEEP = ["--method", "clip,untrained", "--task", "synthetic", "--trials", "4", "--seeds", "2", "--epochs", "1",
          "--no-progress"]
 
 

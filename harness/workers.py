@@ -8,11 +8,15 @@ storage; independent invocations elsewhere cooperate through the same storage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -75,55 +79,90 @@ def sweep(runner: PairRunner, pairs: list[Pair]) -> list[str]:
 
 def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri: str,
                 storage_spec: str | None) -> bool:
-    """Spawn `count` workers on this machine and show the sweep's progress until they end;
+    """Work as worker 0 beside `count - 1` spawned workers, showing the sweep's progress until all end;
     True if some pair failed (each worker's log names it)."""
     options = runner.options
     logs = options.workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     quiet = replace(options, progress=False)
+    threads = divide_threads(count)
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=worker_main, name=f"harness-worker-{i}",
-                        args=(WorkerSpec(quiet, pairs, tracking_uri, storage_spec, divide_threads(count), i),))
-        for i in range(count)
+                        args=(WorkerSpec(quiet, pairs, tracking_uri, storage_spec, threads, i),))
+        for i in range(1, count)
     ]
     for process in processes:
         process.start()
     log.info("%d workers started; their logs are in %s", count, logs)
+    # This process is worker 0: it has paid for its imports already, and works while the others start.
+    myself = PairRunner(quiet, runner.tracker, runner.storage, runner.coordinator)
+    finished = threading.Event()
+    progress = threading.Thread(target=_show_progress, daemon=True, args=(
+        _progress_plan(runner, pairs), runner.coordinator.started, finished, options.progress))
+    progress.start()
     try:
-        _show_progress(processes, runner, pairs)
-    except KeyboardInterrupt:
-        # Ctrl+C reached the workers too (one process group): each gives its trial or seed back.
+        with _logs_to(logs / "worker-0.log"), limited_threads(threads):
+            failures = sweep(myself, pairs)
+    finally:
+        # On Ctrl+C the others were interrupted too (one process group): each gives its trial or seed back.
         for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()  # its work is given back when the next worker sees it dead
-        raise
-    codes = [p.exitcode for p in processes]
+            process.join()
+        finished.set()
+        progress.join()
+    codes = [process.exitcode for process in processes]
     if any(code not in (0, 1) for code in codes):
         raise HarnessError(f"a worker stopped with exit code {max(codes, key=abs)}; see {logs} and run the "
                            "same command again to finish the sweep")
-    for i, code in enumerate(codes):
+    for i, code in enumerate([1 if failures else 0, *codes]):
         if code == 1:
             log.error("worker %d saw a pair fail; see %s", i, logs / f"worker-{i}.log")
-    return 1 in codes
+    return bool(failures) or 1 in codes
+
+
+@contextlib.contextmanager
+def limited_threads(threads: int) -> Iterator[None]:
+    """Torch's and the BLAS libraries' threads (the probe's) held to this worker's share of the cores."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path) -> Iterator[None]:
+    """This worker's progress lines into its log file; only warnings reach the terminal's one display."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    root = logging.getLogger()
+    levels = [(h, h.level) for h in root.handlers]
+    for terminal, _level in levels:
+        terminal.setLevel(logging.WARNING)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for terminal, level in levels:
+            terminal.setLevel(level)
 
 
 def worker_main(spec: WorkerSpec) -> None:
     """The body of a spawned worker; its exit code says whether any pair failed."""
-    import torch
-
-    torch.set_num_threads(spec.threads)
-    handler = logging.FileHandler(spec.options.workdir / "logs" / f"worker-{spec.index}.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler, logging.StreamHandler(sys.stderr)])
-    handler.setLevel(logging.INFO)
-    logging.getLogger().handlers[1].setLevel(logging.WARNING)  # one progress display: only trouble on stderr
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for package in ("harness", "methods", "tasks"):
         logging.getLogger(package).setLevel(logging.INFO)
     try:
-        runner = build_runner(spec.options, spec.tracking_uri, spec.storage_spec)
-        failures = sweep(runner, spec.pairs)
+        with _logs_to(spec.options.workdir / "logs" / f"worker-{spec.index}.log"), limited_threads(spec.threads):
+            runner = build_runner(spec.options, spec.tracking_uri, spec.storage_spec)
+            failures = sweep(runner, spec.pairs)
     except HarnessError as exc:
         log.error("error: %s", exc)
         sys.exit(2)
@@ -135,10 +174,8 @@ def worker_main(spec: WorkerSpec) -> None:
     sys.exit(1 if failures else 0)
 
 
-def _show_progress(processes, runner: PairRunner, pairs: list[Pair]) -> None:
-    """One bar for the whole sweep: trials and seeds finished, as the shared storage counts them."""
-    options = runner.options
-    started = runner.coordinator.started
+def _progress_plan(runner: PairRunner, pairs: list[Pair]) -> tuple[list, int]:
+    """Each pair's study with its trial budget and the seeds still to record; the sweep's step count."""
     plans = []
     for pair in pairs:
         needed = runner.seeds_to_run(pair)
@@ -146,15 +183,18 @@ def _show_progress(processes, runner: PairRunner, pairs: list[Pair]) -> None:
             continue
         space, _fixed = runner.hyperparameters(pair)
         epochs = runner.epochs_for(pair.task) if pair.method_cls.trains else 0
-        trials = options.trials if space else 0
-        plans.append((runner.study_name(pair, epochs), trials, needed))
-    total = sum(trials + len(needed) for _name, trials, needed in plans)
-    studies = [(open_study(name, runner.storage), trials, needed) for name, trials, needed in plans]
-    with tqdm(total=total, desc="sweep", unit="step", disable=not options.progress) as bar:
-        while any(p.is_alive() for p in processes):
+        trials = runner.options.trials if space else 0
+        plans.append((open_study(runner.study_name(pair, epochs), runner.storage), trials, needed))
+    return plans, sum(trials + len(needed) for _study, trials, needed in plans)
+
+
+def _show_progress(plan: tuple[list, int], started: float, finished: threading.Event, enabled: bool) -> None:
+    """One bar for the whole sweep: trials and seeds finished, as the shared storage counts them."""
+    studies, total = plan
+    with tqdm(total=total, desc="sweep", unit="step", disable=not enabled) as bar:
+        while not finished.wait(POLL_S):
             bar.n = _steps_done(studies, started)
             bar.refresh()
-            time.sleep(POLL_S)
         bar.n = _steps_done(studies, started)
         bar.refresh()
 
