@@ -46,7 +46,7 @@ def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[l
 def run_command(args, data_dir: Path | None) -> int:
     options = RunOptions(
         trials=args.trials, seeds=args.seeds, epochs=args.epochs, device=args.device,
-        overrides=parse_overrides(args.overrides), force=args.force, results=args.results,
+        overrides=parse_overrides(args.overrides), force=args.force, keep_old=args.keep_old, results=args.results,
         workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress,
     )
     pairs, skipped = plan(args.method, args.task, data_dir)
@@ -73,7 +73,7 @@ def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> i
     """Write every record that workers settled in the shared storage and this results folder lacks
     (or holds in an older version): records made on machines that share no disk end up here."""
     from harness.coordination import settled_records
-    from harness.records import Record, read_record
+    from harness.records import Record, read_record, record_path
 
     newest: dict[tuple, dict] = {}
     for record in settled_records(open_storage(storage_spec, workdir)):
@@ -82,8 +82,8 @@ def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> i
             newest[key] = record
     written = 0
     for (task, method, seed), record in sorted(newest.items()):
-        here = read_record(results, task, method, seed)
-        if here is None or record["finished_at"] > here.finished_at:
+        path = record_path(results, task, method, seed)
+        if not path.exists() or record["finished_at"] > read_record(path).finished_at:
             write_record(results, Record(**record))
             written += 1
     log.info("%d record(s) written to %s, %d already there", written, results / "records", len(newest) - written)

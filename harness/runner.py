@@ -16,11 +16,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from harness import environment, probe
+from harness import environment, fingerprints, probe
 from harness.coordination import WAIT, Coordinator, mutex_for
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
-from harness.records import Record, has_record, write_record
+from harness.identity import differences, run_identity, study_name
+from harness.records import Record, write_record
+from harness.resume import plan_resume
 from harness.space import Float, Param, typed_overrides
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
@@ -44,6 +46,7 @@ class RunOptions:
     device: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
     force: bool = False
+    keep_old: bool = False  # keep records made under another identity instead of retraining them
     results: Path = Path("results")
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
@@ -75,11 +78,11 @@ class PairSweep:
     space: dict[str, Param]
     fixed: dict[str, Any]
     protocol: dict[str, Any]
-    study: optuna.Study
+    identity: dict[str, Any]
+    needed: list[int]  # the seeds whose records do not stand for this run, as decided at the start
+    study: optuna.Study | None  # None when there is nothing to train
     tunes: bool
-    # Loaded only when this worker trains: collecting what others recorded needs no data.
     data: TaskData | None = None
-    fingerprint: str = ""
     parent_run: str = ""
     hparams: dict[str, Any] | None = None  # set once tuning is over
     settled: set[int] = field(default_factory=set)
@@ -88,8 +91,8 @@ class PairSweep:
     copied: int = 0
 
     def accepts(self, record: dict[str, Any]) -> bool:
-        """A seed another worker recorded stands for this sweep if it ran under the same protocol."""
-        return all(record["protocol"].get(k) == v for k, v in self.protocol.items())
+        """A seed another worker recorded stands for this sweep as a record on disk would: same identity."""
+        return not differences(record.get("identity") or {}, self.identity, record.get("hparams"))
 
     def settle(self, seed: int, claim: dict[str, Any], results: Path | None) -> None:
         """A seed finished by some worker: write its record here if another worker trained it."""
@@ -118,29 +121,62 @@ class PairRunner:
     def hyperparameters(self, pair: Pair) -> tuple[dict[str, Param], dict[str, Any]]:
         return resolve_hyperparameters(pair, self.options.overrides)
 
-    def seeds_to_run(self, pair: Pair) -> list[int]:
-        root = self.options.results
-        return [
-            s for s in range(self.options.seeds)
-            if self.options.force or not has_record(root, pair.task.name, pair.method_cls.name, s)
-        ]
+    def seeds_to_run(self, pair: Pair, identity: dict[str, Any]) -> list[int]:
+        """The seeds whose records do not stand for this identity; says in one line what differs."""
+        plan = plan_resume(self.options.results, identity, force=self.options.force, keep_old=self.options.keep_old)
+        plan.apply()
+        return plan.train
+
+    def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
+        # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
+        epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
+        return {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds,
+                "batch_size": fixed.get("batch_size")}
+
+    def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
+        """This request's run identity; the tuned keys' defaults are not fixed values and stay out of it."""
+        return run_identity(pair.task.identity() | {"fingerprint": fingerprint},
+                            {"name": pair.method_cls.name, "version": pair.method_cls.version},
+                            self.protocol(pair, space, fixed), {k: v for k, v in fixed.items() if k not in space})
+
+    def decide(self, pair: Pair, space, fixed) -> tuple[dict[str, Any], list[int], TaskData | None]:
+        """The requested identity and the seeds to train. Data are loaded only to fingerprint them when
+        no fingerprint is cached, or when there is training to do (then the cached one is verified)."""
+        cached, key = self.cached_fingerprint(pair.task)
+        data = None
+        if cached is None:
+            data = pair.task.load()
+            cached = data.fingerprint()
+            fingerprints.remember(self.options.workdir, key, cached)
+        identity = self.identity(pair, space, fixed, cached)
+        seeds = self.seeds_to_run(pair, identity)
+        if seeds and data is None:
+            data = pair.task.load()
+            actual = data.fingerprint()
+            if actual != cached:  # only if a generator changed without a new task version
+                log.warning("%s: the data's fingerprint is %s, not the cached %s; deciding again", pair.key, actual,
+                            cached)
+                fingerprints.remember(self.options.workdir, key, actual)
+                identity = self.identity(pair, space, fixed, actual)
+                seeds = self.seeds_to_run(pair, identity)
+        return identity, seeds, data
+
+    def cached_fingerprint(self, task: Task) -> tuple[str | None, str]:
+        files = [task.data_dir / f for f in task.source.files] if task.source.kind == "files" and task.data_dir else []
+        key = fingerprints.data_key(task.identity(), files)
+        return fingerprints.cached(self.options.workdir, key), key
 
     def epochs_for(self, task: Task) -> int:
         return self.options.epochs or task.default_epochs
-
-    def study_name(self, pair: Pair, epochs: int) -> str:
-        """The Optuna study of this pair's sweep; it also holds the sweep's seed claims."""
-        return (f"{pair.task.name}@{pair.task.version}/{pair.method_cls.name}@{pair.method_cls.version}"
-                f"/e{epochs}")
 
     # -- running ---------------------------------------------------------------------------------
 
     def step(self, pair: Pair) -> Step:
         """Do one piece of the pair's work (a trial or a seed), as the shared storage hands it out."""
-        needed = self.seeds_to_run(pair)
+        sweep = self._sweep(pair)
+        needed = [s for s in sweep.needed if s not in sweep.settled]
         if not needed:
             return Step.DONE
-        sweep = self._sweep(pair)
         for seed, claim in self.coordinator.settled_seeds(sweep.study, needed, sweep.accepts).items():
             sweep.settle(seed, claim, self.options.results)
         needed = [s for s in needed if s not in sweep.settled]
@@ -154,7 +190,9 @@ class PairRunner:
             if trial is not None:
                 self._run_trial(pair, sweep, trial)
                 return Step.WORKED
-            sweep.hparams = sweep.fixed | (best_params(sweep.study) if sweep.tunes else {})
+            tuned = best_params(sweep.study, self.options.trials) if sweep.tunes else {}
+            # Only what is still in the space is taken from the study: a value fixed with --set always wins.
+            sweep.hparams = sweep.fixed | {k: v for k, v in tuned.items() if k in sweep.space}
             self.tracker.log_dict({"best": sweep.hparams}, "best_hparams.json", run_id=sweep.parent_run)
         seed, lost = self.coordinator.claim_seed(sweep.study, needed, sweep.accepts)
         if seed is None:
@@ -175,9 +213,9 @@ class PairRunner:
 
     def finish(self, pair: Pair) -> str:
         """What this worker did for a finished pair; RunFailed if a seed of this sweep diverged."""
-        sweep = self._sweeps.get(pair.key)
-        if sweep is None:
-            return f"{pair.key}: all {self.options.seeds} seed records exist; nothing to train (--force reruns)"
+        sweep = self._sweeps[pair.key]
+        if sweep.study is None:
+            return f"{pair.key}: nothing to train (its seed records stand for this run; --force reruns)"
         if sweep.parent_run:
             self.tracker.end_run(sweep.parent_run)  # every worker that saw the pair done says so; once is enough
         if sweep.diverged:
@@ -188,25 +226,25 @@ class PairRunner:
     def _sweep(self, pair: Pair) -> PairSweep:
         if pair.key not in self._sweeps:
             space, fixed = self.hyperparameters(pair)
-            # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
-            epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
-            protocol = {"epochs": epochs, "trials": self.options.trials if space else 0,
-                        "seeds": self.options.seeds}
-            study = open_study(self.study_name(pair, epochs), self.storage)
-            self._sweeps[pair.key] = PairSweep(space, fixed, protocol, study, bool(space) and self.options.trials > 0)
+            identity, seeds, data = self.decide(pair, space, fixed)
+            # Named by the identity without seeds and budget: another space, fixed value or data never shares a
+            # study. The study also holds the seeds' claims.
+            study = open_study(study_name(identity), self.storage) if seeds else None
+            self._sweeps[pair.key] = PairSweep(space, fixed, self.protocol(pair, space, fixed), identity, seeds,
+                                               study, bool(space) and self.options.trials > 0, data)
         return self._sweeps[pair.key]
 
     def _prepare_to_train(self, pair: Pair, sweep: PairSweep) -> None:
-        """Load the data and find (or make) the pair's one MLflow parent run."""
-        if sweep.data is not None:
+        """Load the data, if deciding did not, and find (or make) the pair's one MLflow parent run."""
+        if sweep.parent_run:
             return
-        sweep.data = pair.task.load()
-        sweep.fingerprint = fingerprint = sweep.data.fingerprint()
+        if sweep.data is None:
+            sweep.data = pair.task.load()
         sweep.parent_run = self.coordinator.shared_value(
             sweep.study, "harness:mlflow_parent_run",
             create=lambda: self.tracker.create_run(f"harness/{pair.task.name}", pair.method_cls.name, {
-                "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint,
-                **sweep.protocol}),
+                "task": pair.task.identity(), "method": pair.method_cls.name,
+                "fingerprint": sweep.identity["task"]["fingerprint"], **sweep.protocol}),
             discard=self.tracker.delete_run)
         if sweep.tunes:
             log.info("%s: tuning, %d of %d trials to go", pair.key,
@@ -280,7 +318,7 @@ class PairRunner:
 
     def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str) -> Record | None:
         """Train, score and record one seed; None if it diverged (then nothing is recorded)."""
-        data, fingerprint, hparams, protocol = sweep.data, sweep.fingerprint, sweep.hparams, sweep.protocol
+        data, identity, hparams, protocol = sweep.data, sweep.identity, sweep.hparams, sweep.protocol
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -299,7 +337,7 @@ class PairRunner:
             peak = environment.peak_memory_mb(self.device)
             self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
         record = Record(
-            task=pair.task.identity() | {"fingerprint": fingerprint},
+            task=pair.task.identity() | {"fingerprint": identity["task"]["fingerprint"]}, identity=identity,
             method={"name": method.name, "display_name": method.display_name, "version": method.version},
             seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
             metrics=scores.as_metrics(),
@@ -335,9 +373,9 @@ def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict
 
 
 def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:
-    return Record(task=task.identity(), seed=None, status="n/a", reason=reason,
-                  method={"name": method_cls.name, "display_name": method_cls.display_name,
-                          "version": method_cls.version})
+    method = {"name": method_cls.name, "display_name": method_cls.display_name, "version": method_cls.version}
+    return Record(task=task.identity(), seed=None, status="n/a", reason=reason, method=method,
+                  identity=run_identity(task.identity(), method, {}, {}))
 
 
 def check_data(task: Task) -> None:

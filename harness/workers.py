@@ -99,7 +99,7 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     myself = PairRunner(quiet, runner.tracker, runner.storage, runner.coordinator)
     finished = threading.Event()
     progress = threading.Thread(target=_show_progress, daemon=True, args=(
-        _progress_plan(runner, pairs), runner.coordinator.started, finished, options.progress))
+        _progress_plan(myself, pairs), runner.coordinator.started, finished, options.progress))
     progress.start()
     try:
         with _logs_to(logs / "worker-0.log"), limited_threads(threads):
@@ -175,16 +175,13 @@ def worker_main(spec: WorkerSpec) -> None:
 
 
 def _progress_plan(runner: PairRunner, pairs: list[Pair]) -> tuple[list, int]:
-    """Each pair's study with its trial budget and the seeds still to record; the sweep's step count."""
+    """Each pair's study with its trial budget and the seeds still to record; the sweep's step count.
+    Read from the runner's own decisions, so a pair is decided once."""
     plans = []
     for pair in pairs:
-        needed = runner.seeds_to_run(pair)
-        if not needed:
-            continue
-        space, _fixed = runner.hyperparameters(pair)
-        epochs = runner.epochs_for(pair.task) if pair.method_cls.trains else 0
-        trials = runner.options.trials if space else 0
-        plans.append((open_study(runner.study_name(pair, epochs), runner.storage), trials, needed))
+        sweep = runner._sweep(pair)
+        if sweep.study is not None:
+            plans.append((sweep.study, runner.options.trials if sweep.tunes else 0, sweep.needed))
     return plans, sum(trials + len(needed) for _study, trials, needed in plans)
 
 
