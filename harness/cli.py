@@ -1,4 +1,4 @@
-"""The `harness` command: run, leaderboard, reproduce, list, data check, diagnose."""
+"""The `harness` command: run, collect, leaderboard, reproduce, list, data check, diagnose."""
 
 from __future__ import annotations
 
@@ -65,10 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
     run.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--workers", type=_positive, default=1,
+                     help="worker processes on this machine sharing the sweep (default 1)")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
     board.add_argument("--results", type=Path, default=Path("results"))
     board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
+
+    collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
+    collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
+    collect.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
+    collect.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
 
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
     diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
@@ -128,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.reproduce import reproduce_command
 
             return reproduce_command(args, _data_dir(args.data_dir))
+        if args.command == "collect":
+            from harness.commands import collect_command
+
+            return collect_command(args.storage, args.workdir, args.results)
         if args.command == "leaderboard":
             from harness.leaderboard import leaderboard_command
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness import environment
+from harness import environment, workers
 from harness.catalog import METHODS, TASKS
-from harness.errors import DivergedError, HarnessError, RunFailed
+from harness.errors import HarnessError
 from harness.environment import resolve_device
 from harness.records import record_path, write_record
 from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
@@ -55,25 +55,24 @@ def run_command(args, data_dir: Path | None) -> int:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     resolve_device(options.device)
     tracking_uri = args.tracking_uri or default_uri(options.workdir)
-    tracker = Tracker(tracking_uri, options.workdir / "artifacts")
+    # Stores are created here, once, before any worker starts; a worker elsewhere finds them made.
+    runner = workers.build_runner(options, tracking_uri, args.storage)
     refuse_dirty_tree(args.allow_dirty)
-    runner = PairRunner(options, tracker, open_storage(args.storage, options.workdir))
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
         write_record(options.results, not_applicable_record(task, method_cls, reason))
-    failures, outcomes = [], []
-    for pair in pairs:
-        try:
-            outcome = runner.run(pair)
-            log.info(outcome.message)
-        except (DivergedError, RunFailed) as exc:
-            failures.append(pair.key)
-            log.error("%s failed: %s", pair.key, exc)
-            outcome = PairOutcome(pair.task.name, pair.method_cls.name, str(exc))
-        outcomes.append(outcome)
-    print(summary_table(outcomes, options.results, tracking_uri, tracker.experiment_ids(
+    if args.workers > 1:
+        failed = workers.run_workers(args.workers, runner, pairs, tracking_uri, args.storage)
+        # The other workers' runs are in the shared stores; the table reads the records they wrote.
+        outcomes = [PairOutcome(p.task.name, p.method_cls.name, "") for p in pairs]
+        failures = [p.key for p in pairs] if failed else []
+    else:
+        failures, outcomes = workers.sweep(runner, pairs)
+    print(summary_table(outcomes, options.results, tracking_uri, runner.tracker.experiment_ids(
         f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
     if failures:
+        if args.workers > 1:
+            return 1  # each worker's log names its failed pair
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
     log.info("done; `harness leaderboard --results %s` draws its tables, figures and web page", options.results)
@@ -87,6 +86,27 @@ def refuse_dirty_tree(allowed: bool) -> None:
         raise HarnessError(f"the working tree has uncommitted changes ({commit}), so records could not name the "
                            "code that made them; commit first, or pass --allow-dirty (the leaderboard marks such "
                            "records)")
+
+
+def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> int:
+    """Write every record that workers settled in the shared storage and this results folder lacks
+    (or holds in an older version): records made on machines that share no disk end up here."""
+    from harness.coordination import settled_records
+    from harness.records import Record, read_record, record_path
+
+    newest: dict[tuple, dict] = {}
+    for record in settled_records(open_storage(storage_spec, workdir)):
+        key = (record["task"]["name"], record["method"]["name"], record["seed"])
+        if key not in newest or record["finished_at"] > newest[key]["finished_at"]:
+            newest[key] = record
+    written = 0
+    for (task, method, seed), record in sorted(newest.items()):
+        path = record_path(results, task, method, seed)
+        if not path.exists() or record["finished_at"] > read_record(path).finished_at:
+            write_record(results, Record(**record))
+            written += 1
+    log.info("%d record(s) written to %s, %d already there", written, results / "records", len(newest) - written)
+    return 0
 
 
 def list_command(what: str, data_dir: Path | None) -> int:

@@ -3,20 +3,24 @@ configuration with K seeds, score the test split once per seed, record it all.""
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from harness import environment, fingerprints, probe
+from harness.coordination import WAIT, Coordinator, mutex_for
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
-from harness.identity import run_identity, study_name
+from harness.identity import differences, run_identity, study_name
 from harness.publishing import run_report
 from harness.publishing.history import history_path
 from harness.records import Record, write_record
@@ -25,7 +29,7 @@ from harness.space import Float, Param, typed_overrides
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
 from harness.train import TrainConfig, extract_features, fit
-from harness.tuning import best_params, open_study, spent_trials, suggest, trial_history
+from harness.tuning import best_params, open_study, sampler_for, spent_trials, suggest, trial_history
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
+CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 
 
 @dataclass
@@ -62,14 +67,57 @@ class Pair:
         return f"{self.task.name}/{self.method_cls.name}"
 
 
+class Step(enum.Enum):
+    WORKED = "worked"  # a trial or a seed was run
+    WAITING = "waiting"  # other workers hold what is left; ask again soon
+    DONE = "done"  # every seed of the pair is recorded or settled
+
+
+@dataclass
+class PairSweep:
+    """What a worker knows of one pair while it works on it."""
+
+    space: dict[str, Param]
+    fixed: dict[str, Any]
+    protocol: dict[str, Any]
+    identity: dict[str, Any]
+    needed: list[int]  # the seeds whose records do not stand for this run, as decided at the start
+    study: optuna.Study | None  # None when there is nothing to train
+    tunes: bool
+    data: TaskData | None = None
+    parent_run: str = ""
+    hparams: dict[str, Any] | None = None  # set once tuning is over
+    settled: set[int] = field(default_factory=set)
+    diverged: set[int] = field(default_factory=set)
+    trained: int = 0
+    copied: int = 0
+    curves: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # seed -> per-epoch metrics, this worker's
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        """A seed another worker recorded stands for this sweep as a record on disk would: same identity."""
+        return not differences(record.get("identity") or {}, self.identity, record.get("hparams"))
+
+    def settle(self, seed: int, claim: dict[str, Any], results: Path | None) -> None:
+        """A seed finished by some worker: write its record here if another worker trained it."""
+        if seed in self.settled:
+            return
+        self.settled.add(seed)
+        if claim["state"] == "diverged":
+            self.diverged.add(seed)
+        elif results is not None:
+            write_record(results, Record(**claim["record"]))
+            self.copied += 1
+
+
 class PairRunner:
-    def __init__(self, options: RunOptions, tracker: Tracker, storage):
+    def __init__(self, options: RunOptions, tracker: Tracker, storage, coordinator: Coordinator | None = None):
         self.options = options
         self.tracker = tracker
         self.storage = storage
+        self.coordinator = coordinator or Coordinator(mutex_for(None, options.workdir), force=options.force)
+        self._sweeps: dict[str, PairSweep] = {}
         self.device = environment.resolve_device(options.device)
         environment.git_commit()  # pin the code's commit now, before any long work
-        self._curves: dict[int, list[dict[str, float]]] = {}  # this pair's seed -> per-epoch metrics
 
     # -- what to run -------------------------------------------------------------------------
 
@@ -126,64 +174,126 @@ class PairRunner:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, pair: Pair) -> run_report.PairOutcome:
-        outcome = run_report.PairOutcome(pair.task.name, pair.method_cls.name, "")
-        space, fixed = self.hyperparameters(pair)
-        identity, seeds, data = self.decide(pair, space, fixed)
-        if not seeds:
+    def step(self, pair: Pair) -> Step:
+        """Do one piece of the pair's work (a trial or a seed), as the shared storage hands it out."""
+        sweep = self._sweep(pair)
+        needed = [s for s in sweep.needed if s not in sweep.settled]
+        if not needed:
+            return Step.DONE
+        for seed, claim in self.coordinator.settled_seeds(sweep.study, needed, sweep.accepts).items():
+            sweep.settle(seed, claim, self.options.results)
+        needed = [s for s in needed if s not in sweep.settled]
+        if not needed:
+            return Step.DONE
+        self._prepare_to_train(pair, sweep)
+        if sweep.hparams is None:
+            trial = self.coordinator.claim_trial(sweep.study, self.options.trials, sampler_for) if sweep.tunes else None
+            if trial == WAIT:
+                return Step.WAITING
+            if trial is not None:
+                self._run_trial(pair, sweep, trial)
+                return Step.WORKED
+            tuned = best_params(sweep.study, self.options.trials) if sweep.tunes else {}
+            # Only what is still in the space is taken from the study: a value fixed with --set always wins.
+            sweep.hparams = sweep.fixed | {k: v for k, v in tuned.items() if k in sweep.space}
+            self.tracker.log_dict({"best": sweep.hparams}, "best_hparams.json", run_id=sweep.parent_run)
+        seed, lost = self.coordinator.claim_seed(sweep.study, needed, sweep.accepts)
+        if seed is None:
+            return Step.WAITING
+        self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
+        claim_id = self.coordinator.seed_claim_id(sweep.study, seed)
+        try:
+            record = self.run_seed(pair, sweep, seed, claim_id)
+        except BaseException:
+            self.coordinator.release_seed(sweep.study, seed)
+            raise
+        self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None)
+        sweep.settled.add(seed)
+        if record is None:
+            sweep.diverged.add(seed)
+        sweep.trained += record is not None
+        return Step.WORKED
+
+    def finish(self, pair: Pair) -> run_report.PairOutcome:
+        """What this worker did for a finished pair; RunFailed if a seed of this sweep diverged."""
+        sweep = self._sweeps[pair.key]
+        outcome = run_report.PairOutcome(pair.task.name, pair.method_cls.name, "", sweep.parent_run or None)
+        if sweep.study is None:
             outcome.message = f"{pair.key}: nothing to train (its seed records stand for this run; --force reruns)"
             return outcome
-        fingerprint = identity["task"]["fingerprint"]
-        protocol = self.protocol(pair, space, fixed)
-        with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
-            "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
-        }) as parent_run_id:
-            outcome.parent_run_id = parent_run_id
-            study = self.tune(pair, data, space, fixed, identity) if space and self.options.trials > 0 else None
-            tuned = best_params(study, self.options.trials) if study is not None else {}
-            # Only what is still in the space is taken from the study: a value fixed with --set always wins.
-            hparams = fixed | {k: v for k, v in tuned.items() if k in space}
-            self.tracker.log_dict({"best": hparams}, "best_hparams.json")
-            self._curves = {}
-            diverged = [seed for seed in seeds
-                        if not self.run_seed(pair, data, identity, hparams, seed, protocol)]
-            outcome.figure = self._keep_history(pair, study)
-        if diverged:
-            raise RunFailed(f"seed(s) {diverged} diverged; the other seeds were recorded")
-        outcome.message = f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
+        if sweep.curves:  # this worker trained seeds: their curves and the tuning history go beside the records
+            outcome.figure = self._keep_history(pair, sweep)
+        if sweep.parent_run:
+            self.tracker.end_run(sweep.parent_run)  # every worker that saw the pair done says so; once is enough
+        if sweep.diverged:
+            raise RunFailed(f"seed(s) {sorted(sweep.diverged)} diverged; the other seeds were recorded")
+        copied = f", {sweep.copied} recorded by other workers" if sweep.copied else ""
+        outcome.message = f"{pair.key}: {sweep.trained} seed(s) trained and recorded{copied}"
         return outcome
 
-    def _keep_history(self, pair: Pair, study: optuna.Study | None) -> Path:
-        """History file and figure beside the records; summary, figure and history on the parent run."""
-        results = self.options.results
+    def _keep_history(self, pair: Pair, sweep: PairSweep) -> Path:
+        """History file and figure beside the records; summary, figure and history on the parent run.
+
+        With several workers, each writes the curves of the seeds it trained; the last one to finish wins."""
+        results, task, method = self.options.results, pair.task.name, pair.method_cls.name
+        study = sweep.study if sweep.tunes else None
         figure = run_report.keep_history(
-            results, pair.task.name, pair.method_cls.name, pair.method_cls.display_name,
-            study.study_name if study is not None else None,
-            trial_history(study, self.options.trials) if study is not None else [],
-            self._curves)
-        interval = run_report.pair_interval(results, pair.task.name, pair.method_cls.name)
-        if interval is not None:
-            self.tracker.log_metrics(run_report.over_seeds(interval))
-        self.tracker.log_artifact(figure)
-        self.tracker.log_artifact(history_path(results, pair.task.name, pair.method_cls.name))
+            results, task, method, pair.method_cls.display_name, study.study_name if study is not None else None,
+            trial_history(study, self.options.trials) if study is not None else [], sweep.curves)
+        if sweep.parent_run:
+            interval = run_report.pair_interval(results, task, method)
+            if interval is not None:
+                self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval))
+            self.tracker.log_artifact(figure, run_id=sweep.parent_run)
+            self.tracker.log_artifact(history_path(results, task, method), run_id=sweep.parent_run)
         return figure
 
-    def tune(self, pair: Pair, data: TaskData, space, fixed, identity: dict[str, Any]) -> optuna.Study:
-        # Named by the identity without seeds and budget: another space, fixed value or data never shares a study.
-        study = open_study(study_name(identity), self.storage)
-        epochs = identity["protocol"]["epochs"]
-        remaining = self.options.trials - spent_trials(study)
-        if remaining > 0:
-            log.info("%s: tuning, %d of %d trials to go", pair.key, remaining, self.options.trials)
-            study.optimize(lambda trial: self._objective(trial, pair, data, space, fixed, epochs),
-                           n_trials=remaining)
-        else:
-            log.info("%s: the study already has its %d trials", pair.key, self.options.trials)
-        return study
+    def _sweep(self, pair: Pair) -> PairSweep:
+        if pair.key not in self._sweeps:
+            space, fixed = self.hyperparameters(pair)
+            identity, seeds, data = self.decide(pair, space, fixed)
+            # Named by the identity without seeds and budget: another space, fixed value or data never shares a
+            # study. The study also holds the seeds' claims.
+            study = open_study(study_name(identity), self.storage) if seeds else None
+            self._sweeps[pair.key] = PairSweep(space, fixed, self.protocol(pair, space, fixed), identity, seeds,
+                                               study, bool(space) and self.options.trials > 0, data)
+        return self._sweeps[pair.key]
 
-    def _objective(self, trial: optuna.Trial, pair: Pair, data: TaskData, space, fixed, epochs) -> float:
-        hparams = fixed | suggest(trial, space)
-        with self.tracker.child_run(f"trial-{trial.number}", hparams):
+    def _prepare_to_train(self, pair: Pair, sweep: PairSweep) -> None:
+        """Load the data, if deciding did not, and find (or make) the pair's one MLflow parent run."""
+        if sweep.parent_run:
+            return
+        if sweep.data is None:
+            sweep.data = pair.task.load()
+        sweep.parent_run = self.coordinator.shared_value(
+            sweep.study, "harness:mlflow_parent_run",
+            create=lambda: self.tracker.create_run(f"harness/{pair.task.name}", pair.method_cls.name, {
+                "task": pair.task.identity(), "method": pair.method_cls.name,
+                "fingerprint": sweep.identity["task"]["fingerprint"], **sweep.protocol}),
+            discard=self.tracker.delete_run)
+        if sweep.tunes:
+            log.info("%s: tuning, %d of %d trials to go", pair.key,
+                     max(0, self.options.trials - spent_trials(sweep.study)), self.options.trials)
+
+    def _run_trial(self, pair: Pair, sweep: PairSweep, trial: optuna.Trial) -> None:
+        try:
+            value = self._objective(trial, pair, sweep)
+        except optuna.TrialPruned:
+            self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
+        except KeyboardInterrupt:
+            self.coordinator.abandon_trial(sweep.study, trial)
+            raise
+        except BaseException:
+            self.coordinator.finish_trial(sweep.study, trial, None, TrialState.FAIL)
+            raise
+        else:
+            state = TrialState.FAIL if math.isnan(value) else TrialState.COMPLETE
+            self.coordinator.finish_trial(sweep.study, trial, value, state)
+
+    def _objective(self, trial: optuna.Trial, pair: Pair, sweep: PairSweep) -> float:
+        data, epochs = sweep.data, sweep.protocol["epochs"]
+        hparams = sweep.fixed | suggest(trial, sweep.space)
+        with self.tracker.child_run(f"trial-{trial.number}", hparams, parent=sweep.parent_run):
 
             def report(method: Method, epoch: int, metrics: dict[str, float]) -> None:
                 quick = probe.quick_probe_accuracy(
@@ -231,8 +341,9 @@ class PairRunner:
         test = extract_features(method, data.test, self.device) if with_test else None
         return probe.linear_probe(*features, test), method, stats
 
-    def run_seed(self, pair: Pair, data: TaskData, identity: dict[str, Any], hparams, seed: int, protocol) -> bool:
-        """Train, score and record one seed; False if it diverged (then nothing is recorded)."""
+    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str) -> Record | None:
+        """Train, score and record one seed; None if it diverged (then nothing is recorded)."""
+        data, identity, hparams, protocol = sweep.data, sweep.identity, sweep.hparams, sweep.protocol
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -245,16 +356,17 @@ class PairRunner:
                 extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device))
             curve.append(metrics | {"val_quick_acc": quick})
 
-        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}) as run_id:
+        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
+                                    tags={CLAIM_TAG: claim_id}) as run_id:
             try:
                 scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"], validate)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                 log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
-                return False
+                return None
             for epoch, metrics in enumerate(curve):
                 self.tracker.log_metrics(metrics, step=epoch)
-            self._curves[seed] = curve
+            sweep.curves[seed] = curve
             checks = self.record_checks(method, stats)
             wall = time.perf_counter() - started
             peak = environment.peak_memory_mb(self.device)
@@ -276,7 +388,7 @@ class PairRunner:
         for check in checks:
             if not check.held:
                 log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
-        return True
+        return record
 
     def record_checks(self, method: Method, stats) -> list[AssumptionCheck]:
         """The method's assumption checks for this run, tagged on the active MLflow run."""

@@ -10,7 +10,9 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
+from harness.coordination import counts_against_budget, mutex_for
 from harness.errors import HarnessError, RunFailed
 from harness.space import Choice, Float, Int, Param
 
@@ -19,8 +21,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
 
-def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage | str:
-    """A journal file by default: safe for several local worker processes without a server."""
+def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage:
+    """A journal file by default: safe for several local worker processes without a server.
+    A database's tables are created (or migrated) inside the workers' mutex: once, whoever comes first."""
     if spec is None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(Path(workdir) / "optuna.journal")))
@@ -31,7 +34,14 @@ def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage
         raise HarnessError(
             f"--storage {spec}: give a journal file (name.journal), sqlite:///path.db or postgresql://..."
         )
-    return spec
+    if spec.startswith("sqlite:///"):
+        Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    url = spec.replace("postgresql://", "postgresql+psycopg://", 1)  # the driver we install, on any SQLAlchemy
+    with mutex_for(spec, workdir).hold():
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
+            raise HarnessError(f"--storage {spec}: cannot open the Optuna storage ({exc}); check the URL") from None
 
 
 def open_study(name: str, storage) -> optuna.Study:
@@ -40,7 +50,7 @@ def open_study(name: str, storage) -> optuna.Study:
             study_name=name,
             storage=storage,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=SAMPLER_SEED),
+            sampler=sampler_for(0),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
             load_if_exists=True,
         )
@@ -48,10 +58,15 @@ def open_study(name: str, storage) -> optuna.Study:
         raise HarnessError(f"cannot open the Optuna study {name} ({exc}); check --storage") from None
 
 
+def sampler_for(trial_number: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded by the trial's number: workers sharing a study never draw the same parameters
+    (each process's sampler would start from one seed), and one process stays reproducible."""
+    return optuna.samplers.TPESampler(seed=SAMPLER_SEED + trial_number)
+
+
 def spent_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: finished, pruned or failed ones."""
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=done))
+    """Trials that count against the budget: finished, pruned or failed ones, not those given back."""
+    return sum(1 for trial in study.get_trials(deepcopy=False) if counts_against_budget(trial))
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
@@ -71,8 +86,8 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
 def best_params(study: optuna.Study, budget: int | None = None) -> dict[str, Any]:
     """The best completed trial among the study's first `budget` spent ones: a study that ran more
     trials for a larger budget gives a smaller budget exactly what it would have run itself."""
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    spent = sorted(study.get_trials(deepcopy=False, states=done), key=lambda t: t.number)[:budget]
+    spent = sorted((t for t in study.get_trials(deepcopy=False) if counts_against_budget(t)),
+                   key=lambda t: t.number)[:budget]
     completed = [t for t in spent if t.state == TrialState.COMPLETE]
     if not completed:
         raise RunFailed(f"study {study.study_name}: no trial completed (all diverged or were pruned)")

@@ -1,0 +1,16 @@
+"""`python -m tests.run_harness run ...`: the harness command with the tests' tiny tasks and methods
+registered, for tests that start real, separate `harness run` processes."""
+
+import sys
+
+from harness.catalog import METHODS, TASKS
+from harness.cli import main
+from tests.fixtures import TEST_METHODS, TEST_TASKS
+
+for _name, _target in TEST_TASKS.items():
+    TASKS.register(_name, _target)
+for _name, _target in TEST_METHODS.items():
+    METHODS.register(_name, _target)
+
+if __name__ == "__main__":
+    sys.exit(main())
