@@ -124,6 +124,7 @@ class PairRunner:
                 quick = probe.quick_probe_accuracy(
                     extract_features(method, data.train.subset(probe.QUICK_ROWS), self.device),
                     extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device),
+                    device=self.device,
                 )
                 self.tracker.log_metrics(metrics | {"val_quick_acc": quick}, step=epoch)
                 trial.report(quick, epoch)
@@ -164,7 +165,7 @@ class PairRunner:
             method.prepare(data.train)
         features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
         test = extract_features(method, data.test, self.device) if with_test else None
-        return probe.linear_probe(*features, test), method, stats
+        return probe.linear_probe(*features, test, device=self.device), method, stats
 
     def run_seed(self, pair: Pair, data: TaskData, fingerprint: str, hparams, seed: int, protocol) -> bool:
         """Train, score and record one seed; False if it diverged (then nothing is recorded)."""

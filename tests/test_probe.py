@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
 
-from harness.probe import linear_probe, quick_probe_accuracy
+from harness.catalog import METHODS, TASKS
+from harness.environment import seed_everything
+from harness.probe import accuracy_and_macro_f1, linear_probe, quick_probe_accuracy
+from harness.probe_reference import reference_linear_probe
+from harness.train import TrainConfig, extract_features, fit
 
 
 def blobs(n: int, classes: int, dims: int, separation: float, seed: int):
@@ -54,3 +61,48 @@ def test_quick_probe_tracks_separability():
     easy = quick_probe_accuracy(blobs(3000, 2, 8, 6.0, 5), blobs(500, 2, 8, 6.0, 5))
     hard = quick_probe_accuracy(blobs(3000, 2, 8, 0.01, 6), blobs(500, 2, 8, 0.01, 7))
     assert easy > 0.95 and hard < 0.65
+
+
+def trained_features(task_name: str, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Features of a CLIP trained briefly: correlated like real representations, unlike random blobs."""
+    task = TASKS.get(task_name)()
+    data = task.load()
+    seed_everything(0)
+    cls = METHODS.get("clip")
+    method = cls(task, {"lr": 2e-3, "weight_decay": 1e-5, **cls.defaults})
+    config = TrainConfig(epochs=1, batch_size=128, lr=2e-3, weight_decay=1e-5, device=torch.device("cpu"),
+                         progress=False)
+    fit(method, type(data)(train=data.train.subset(rows), val=data.val, test=data.test), config,
+        torch.Generator().manual_seed(0))
+    splits = (data.train.subset(rows), data.val.subset(rows // 2), data.test.subset(rows // 2))
+    return [extract_features(method, split, torch.device("cpu")) for split in splits]
+
+
+@pytest.mark.parametrize("task_name, rows", [("synthetic", 6000), ("shapes-captions", 1500)])
+def test_matches_the_reference_solver_on_trained_features(task_name, rows):
+    train, val, test = trained_features(task_name, rows)
+    fast, reference = linear_probe(train, val, test), reference_linear_probe(train, val, test)
+    assert len(np.unique(train[1])) == TASKS.get(task_name)().num_classes  # binary and multi-class both covered
+    within_a_fifth_of_a_point = 0.002 + 1e-9  # one row of a 500-row split; the float sum must not count
+    assert abs(fast.test_acc - reference.test_acc) <= within_a_fifth_of_a_point
+    assert abs(fast.val_acc - reference.val_acc) <= within_a_fifth_of_a_point
+    assert abs(fast.test_f1 - reference.test_f1) <= within_a_fifth_of_a_point
+
+
+def test_macro_f1_follows_scikit_learn():
+    rng = np.random.default_rng(5)
+    y, predicted = rng.integers(0, 6, 300), rng.integers(1, 7, 300)  # a label only true, one only predicted
+    acc, f1 = accuracy_and_macro_f1(y, predicted)
+    assert acc == pytest.approx(accuracy_score(y, predicted))
+    assert f1 == pytest.approx(f1_score(y, predicted, average="macro"))
+
+
+def test_reaches_scikit_learns_optimum_at_each_strength():
+    # One strength at a time, against a tightly converged scikit-learn fit: same objective, so same weights.
+    train, val, _ = trained_features("synthetic", 3000)
+    x = (train[0] - train[0].mean(0)) / train[0].std(0)
+    for C in (0.01, 1.0):
+        reference = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(x, train[1])
+        ours = linear_probe(train, val, grid=(C,))
+        ref_acc = reference.score((val[0] - train[0].mean(0)) / train[0].std(0), val[1])
+        assert abs(ours.val_acc - ref_acc) <= 1 / len(val[1]) + 1e-12
