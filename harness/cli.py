@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
     run.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--bf16", action="store_true",
+                     help="bfloat16 autocast for training's forward passes (for GPUs); the records say so")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
     board.add_argument("--results", type=Path, default=Path("results"))

@@ -46,7 +46,7 @@ def run_command(args, data_dir: Path | None) -> int:
     options = RunOptions(
         trials=args.trials, seeds=args.seeds, epochs=args.epochs, device=args.device,
         overrides=parse_overrides(args.overrides), force=args.force, results=args.results,
-        workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress,
+        workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress, bf16=args.bf16,
     )
     pairs, skipped = plan(args.method, args.task, data_dir)
     for pair in pairs:

@@ -43,6 +43,7 @@ class RunOptions:
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
     progress: bool = True
+    bf16: bool = False
 
 
 @dataclass
@@ -92,6 +93,8 @@ class PairRunner:
         # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
         epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
         protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds}
+        if self.options.bf16:
+            protocol["precision"] = "bf16"  # only when set, so float32 records keep the protocol they had
         with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
             "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
         }):
@@ -159,7 +162,7 @@ class PairRunner:
         if method.trains:
             config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
                                  weight_decay=float(hparams["weight_decay"]), device=self.device,
-                                 progress=self.options.progress)
+                                 progress=self.options.progress, bf16=self.options.bf16)
             stats = fit(method, data, config, generator, on_epoch)
         else:
             method.prepare(data.train)
