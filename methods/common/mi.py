@@ -156,10 +156,11 @@ FUSED = _FusedPairKernels()
 def pair_relu_dot(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
     """out[i, j] = sum_h w_h relu(ha[i, h] + hb[j, h]): compiled where possible, else `_PairReLUDot`.
 
-    Always in float32, also under bfloat16 autocast: each score sums H terms, where bfloat16's
+    At least float32, also under bfloat16 autocast: each score sums H terms, where bfloat16's
     8-bit mantissa would lose the small differences between pairs that InfoNCE ranks."""
+    dtype = torch.promote_types(torch.promote_types(ha.dtype, hb.dtype), torch.promote_types(w.dtype, torch.float32))
     with torch.autocast(ha.device.type, enabled=False):
-        ha, hb, w = ha.float(), hb.float(), w.float()
+        ha, hb, w = ha.to(dtype), hb.to(dtype), w.to(dtype)
         if fused and FUSED.usable(ha, hb):
             out = FUSED(ha, hb, w)
             if out is not None:
