@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import data_check_command
 
             return data_check_command(args.task, _data_dir(args.data_dir))
-        from harness.commands import list_command
+        from harness.listing import list_command
 
         return list_command(args.what, _data_dir(args.data_dir))
     except HarnessError as exc:

@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-from tabulate import tabulate
 
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
@@ -68,26 +67,6 @@ def run_command(args, data_dir: Path | None) -> int:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
     log.info("done; `harness leaderboard` regenerates %s", options.results / "LEADERBOARD.md")
-    return 0
-
-
-def list_command(what: str, data_dir: Path | None) -> int:
-    if what == "methods":
-        rows = []
-        for name in METHODS.names():
-            cls = METHODS.get(name)
-            rows.append([name, cls.display_name, cls.requirements.describe(),
-                         ", ".join(sorted(cls.search_space)) or "-", cls.description])
-        print(tabulate(rows, headers=["method", "table name", "needs", "tunes", "description"]))
-    else:
-        rows = []
-        for name in TASKS.names():
-            task = TASKS.get(name)(data_dir=data_dir)
-            modalities = ", ".join(f"{m.name}:{m.kind}{list(m.shape)}" for m in task.modalities)
-            present = "yes" if task.data_present() else f"no ({', '.join(task.source.files)})"
-            rows.append([name, task.suite, modalities, f"{task.label_kind}/{task.num_classes}",
-                         task.source.kind, present, task.description])
-        print(tabulate(rows, headers=["task", "suite", "modalities", "labels", "source", "data", "description"]))
     return 0
 
 
