@@ -159,9 +159,11 @@ class _Problem:
                 residual[torch.arange(len(y), device=y.device), y] -= 1
             grad_w.addmm_(block.T, residual)
             grad_b += residual.sum(0)
-        penalty = (whitened.double() ** 2 / self.basis.floored[:, None]).sum()
+        inverse_eigenvalues = 1.0 / self.basis.floored[:, None]
+        penalty = (whitened.double() ** 2 * inverse_eigenvalues).sum()
         loss = total / self.n + penalty / (2 * self.C * self.n)
-        grad_whitened = self.basis.whiten.T @ grad_w / self.n + whitened / (self.C * self.n * self.basis.floored[:, None]).float()
+        grad_penalty = whitened * (inverse_eigenvalues / (self.C * self.n)).float()
+        grad_whitened = self.basis.whiten.T @ grad_w / self.n + grad_penalty
         grad = torch.cat([((grad_whitened @ self.rotation) * self.step_scale).flatten(), grad_b / self.n])
         return loss.float(), grad
 
