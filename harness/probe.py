@@ -75,9 +75,10 @@ class _Basis:
 
     def __init__(self, x: torch.Tensor):
         self.mean = x.mean(0)
-        std = x.std(0, unbiased=False)
+        centered = x - self.mean
+        std = centered.square().mean(0).sqrt()
         self.scale = torch.where(std > 0, std, torch.ones_like(std))  # constant features stay 0, not NaN
-        self.train = self.standardize(x)
+        self.train = torch.nan_to_num_(centered.div_(self.scale))
         covariance = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
         for block in _blocks(self.train, x.shape[1]):
             covariance += (block.T @ block).double()
@@ -88,7 +89,7 @@ class _Basis:
         self.whiten = (vectors / self.floored.sqrt()).float()
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nan_to_num((x - self.mean) / self.scale)
+        return torch.nan_to_num_((x - self.mean).div_(self.scale))
 
 
 class _Problem:
