@@ -3,7 +3,10 @@
 * `ConcatCritic`: f(a, b) = MLP([a, b]) scored on all B x B pairs of a batch.
   Its first linear layer is split into one projection per side, so a pair's
   first hidden layer is proj_a(a_i) + proj_b(b_j): a broadcast add of two
-  B x H tensors instead of a B x B x (d_a + d_b) concatenated input.
+  B x H tensors instead of a B x B x (d_a + d_b) concatenated input. With one
+  hidden layer the pair scores go through `pair_relu_dot`: a kernel compiled by
+  inductor (forward and backward reduce over the hidden units as they go) where
+  a compiler works, else the blockwise eager `_PairReLUDot`, the reference.
 * `info_nce`: the InfoNCE lower bound from a B x B score matrix (never above log B).
 * `nce_club`: the NCE-CLUB upper bound, CLUB evaluated with an InfoNCE-trained
   critic: mean positive score minus mean score over all B x B pairs.
