@@ -79,17 +79,40 @@ class _Basis:
         std = centered.square().mean(0).sqrt()
         self.scale = torch.where(std > 0, std, torch.ones_like(std))  # constant features stay 0, not NaN
         self.train = torch.nan_to_num_(centered.div_(self.scale))
-        covariance = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-        for block in _blocks(self.train, x.shape[1]):
-            covariance += (block.T @ block).double()
-        eigenvalues, vectors = torch.linalg.eigh(covariance / len(x))
+        eigenvalues, vectors = _principal_axes(self.train)
         self.floored = eigenvalues.clamp_min(LOWEST_EIGENVALUE * eigenvalues.max().clamp_min(1e-12))
         # Curvature of the data term along each whitened direction, relative to the floored ones.
         self.data_share = (eigenvalues.clamp_min(0) / self.floored).clamp_max(1.0)
         self.whiten = (vectors / self.floored.sqrt()).float()
 
+    @property
+    def rank(self) -> int:
+        """The number of whitened directions: the feature count, or fewer when rows are fewer."""
+        return self.whiten.shape[1]
+
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nan_to_num_((x - self.mean).div_(self.scale))
+
+
+def _principal_axes(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors of z's covariance, in float64.
+
+    With more features than rows (raw pixels of a small split), the covariance has rank at most
+    n: its nonzero part comes from the n x n Gram matrix at O(n^3) instead of O(d^3), and the
+    optimum's weights lie in the rows' span (the penalty zeroes the rest, the data never sees it),
+    so the null directions are left out without changing the solution.
+    """
+    n, d = z.shape
+    if d <= n:
+        covariance = torch.zeros(d, d, dtype=torch.float64, device=z.device)
+        for block in _blocks(z, d):
+            covariance += (block.T @ block).double()
+        return torch.linalg.eigh(covariance / n)
+    rows = z.double()
+    eigenvalues, u = torch.linalg.eigh(rows @ rows.T / n)
+    kept = eigenvalues > LOWEST_EIGENVALUE * eigenvalues.max().clamp_min(1e-12)
+    eigenvalues, u = eigenvalues[kept], u[:, kept]
+    return eigenvalues, (rows.T @ u) / (n * eigenvalues).sqrt()
 
 
 class _Problem:
@@ -116,11 +139,11 @@ class _Problem:
         mean_i z_ij^2 (sum_k Q_kc^2 p_ik - (sum_k Q_kc p_ik)^2); with whitened z, E z_ij^2 = 1 and
         the mean over rows of the bracket stands in for it (exact for one logit, p(1-p))."""
         self.C = C
-        d = self.x.shape[1]
+        d = self.basis.rank
         w = self.basis.whiten @ start[: d * self.outputs].view(d, self.outputs)
         intercept = start[d * self.outputs:]
         per_output = torch.zeros(self.outputs, dtype=torch.float64, device=self.x.device)
-        for block in _blocks(self.x, max(d, self.outputs)):
+        for block in _blocks(self.x, max(self.x.shape[1], self.outputs)):
             logits = torch.addmm(intercept, block, w)
             if self.outputs == 1:
                 p = torch.sigmoid(logits)
@@ -134,7 +157,7 @@ class _Problem:
 
     def weights(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, intercept) from the flat parameter vector (scaled rotated coordinates, then intercepts)."""
-        d = self.x.shape[1]
+        d = self.basis.rank
         scaled = params[: d * self.outputs].view(d, self.outputs)
         return (scaled * self.step_scale) @ self.rotation.T, params[d * self.outputs:]
 
@@ -187,17 +210,17 @@ class _Problem:
         return torch.cat([whitened.flatten(), intercept])
 
     def from_unscaled(self, raw: torch.Tensor) -> torch.Tensor:
-        d = self.x.shape[1]
+        d = self.basis.rank
         whitened = raw[: d * self.outputs].view(d, self.outputs) @ self.rotation / self.step_scale
         return torch.cat([whitened.flatten(), raw[d * self.outputs:]])
 
     def predict(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Predicted class codes from unscaled parameters (those of any C)."""
-        d = x.shape[1]
+        d = self.basis.rank
         w = self.basis.whiten @ raw[: d * self.outputs].view(d, self.outputs)
         intercept = raw[d * self.outputs:]
         out = []
-        for block in _blocks(x, max(d, self.outputs)):
+        for block in _blocks(x, max(x.shape[1], self.outputs)):
             logits = torch.addmm(intercept, block, w)
             out.append((logits[:, 0] > 0).long() if self.outputs == 1 else logits.argmax(1))
         return torch.cat(out)
@@ -224,7 +247,7 @@ class _Probe:
         if self.basis is not None:
             self.problem = _Problem(self.basis, self.basis.train, torch.as_tensor(codes, device=device),
                                     len(self.classes))
-            self.raw = torch.zeros(x.shape[1] * self.problem.outputs + self.problem.outputs, device=device)
+            self.raw = torch.zeros((self.basis.rank + 1) * self.problem.outputs, device=device)
 
     def fit(self, C: float) -> torch.Tensor | None:
         """Fit at strength C, starting from the last fit (a good start; strong to weak saves half the work).

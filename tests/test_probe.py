@@ -106,3 +106,22 @@ def test_reaches_scikit_learns_optimum_at_each_strength():
         ours = linear_probe(train, val, grid=(C,))
         ref_acc = reference.score((val[0] - train[0].mean(0)) / train[0].std(0), val[1])
         assert abs(ours.val_acc - ref_acc) <= 1 / len(val[1]) + 1e-12
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_more_features_than_rows_reaches_scikit_learns_optimum(classes):
+    # Raw pixels of a small split: the solver works in the rows' span, which holds the optimum. Compared
+    # with tightly converged fits: the reference's own stopping rule leaves separable data short of it.
+    rng = np.random.default_rng(8)
+    centers = rng.normal(0, 0.15, (classes, 600))
+
+    def split(n):
+        y = rng.integers(0, classes, n)
+        return centers[y] + rng.normal(size=(n, 600)), y
+
+    train, val = split(120), split(500)
+    mean, std = train[0].mean(0), train[0].std(0)
+    for C in (0.01, 10.0):
+        reference = LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit((train[0] - mean) / std, train[1])
+        ours = linear_probe(train, val, grid=(C,))
+        assert abs(ours.val_acc - reference.score((val[0] - mean) / std, val[1])) <= 1 / len(val[1]) + 1e-12
