@@ -71,7 +71,7 @@ def test_a_changed_source_file_rebuilds_its_entry(tmp_path, monkeypatch):
         module.write_text(source.format(display="Second, a longer name"))  # another size: a new key
         # A new process would import the module afresh; here the module and class caches are dropped.
         monkeypatch.delitem(sys.modules, "indexprobe.variant")
-        METHODS.register("index-variant", "indexprobe.variant:Variant")
+        METHODS._loaded.pop("index-variant", None)
         assert index.method_info("index-variant")["display_name"] == "Second, a longer name"
     finally:
         METHODS._targets.pop("index-variant", None)
