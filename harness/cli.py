@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--workers", type=_positive, default=1,
                      help="worker processes on this machine sharing the sweep (default 1)")
+    run.add_argument("--bf16", action="store_true",
+                     help="bfloat16 autocast for training's forward passes (for GPUs); the records say so")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
     board.add_argument("--results", type=Path, default=Path("results"))
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import data_check_command
 
             return data_check_command(args.task, _data_dir(args.data_dir))
-        from harness.commands import list_command
+        from harness.listing import list_command
 
         return list_command(args.what, _data_dir(args.data_dir))
     except HarnessError as exc:

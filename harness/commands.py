@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-from tabulate import tabulate
 
 from harness import environment, workers
 from harness.catalog import METHODS, TASKS
@@ -48,7 +47,7 @@ def run_command(args, data_dir: Path | None) -> int:
     options = RunOptions(
         trials=args.trials, seeds=args.seeds, epochs=args.epochs, device=args.device,
         overrides=parse_overrides(args.overrides), force=args.force, keep_old=args.keep_old, results=args.results,
-        workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress,
+        workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress, bf16=args.bf16,
     )
     pairs, skipped = plan(args.method, args.task, data_dir)
     for pair in pairs:
@@ -106,26 +105,6 @@ def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> i
             write_record(results, Record(**record))
             written += 1
     log.info("%d record(s) written to %s, %d already there", written, results / "records", len(newest) - written)
-    return 0
-
-
-def list_command(what: str, data_dir: Path | None) -> int:
-    if what == "methods":
-        rows = []
-        for name in METHODS.names():
-            cls = METHODS.get(name)
-            rows.append([name, cls.display_name, cls.requirements.describe(),
-                         ", ".join(sorted(cls.search_space)) or "-", cls.description])
-        print(tabulate(rows, headers=["method", "table name", "needs", "tunes", "description"]))
-    else:
-        rows = []
-        for name in TASKS.names():
-            task = TASKS.get(name)(data_dir=data_dir)
-            modalities = ", ".join(f"{m.name}:{m.kind}{list(m.shape)}" for m in task.modalities)
-            present = "yes" if task.data_present() else f"no ({', '.join(task.source.files)})"
-            rows.append([name, task.suite, modalities, f"{task.label_kind}/{task.num_classes}",
-                         task.source.kind, present, task.description])
-        print(tabulate(rows, headers=["task", "suite", "modalities", "labels", "source", "data", "description"]))
     return 0
 
 

@@ -48,6 +48,14 @@ class Registry(Generic[T]):
         self._load_plugins()
         return sorted(self._targets)
 
+    def targets(self) -> dict[str, str]:
+        """Every entry's "module:attribute", plugins included; nothing is imported."""
+        self._load_plugins()
+        return dict(self._targets)
+
+    def target(self, name: str) -> str:
+        return self.targets()[name]
+
     def __contains__(self, name: str) -> bool:
         return name in self.names()
 

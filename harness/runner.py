@@ -53,6 +53,7 @@ class RunOptions:
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
     progress: bool = True
+    bf16: bool = False
 
 
 @dataclass
@@ -133,8 +134,11 @@ class PairRunner:
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
         # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
         epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
-        return {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds,
-                "batch_size": fixed.get("batch_size")}
+        protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds,
+                    "batch_size": fixed.get("batch_size")}
+        if self.options.bf16:
+            protocol["precision"] = "bf16"  # only when set, so float32 records keep the protocol they had
+        return protocol
 
     def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
         """This request's run identity; the tuned keys' defaults are not fixed values and stay out of it."""
@@ -299,6 +303,7 @@ class PairRunner:
                 quick = probe.quick_probe_accuracy(
                     extract_features(method, data.train.subset(probe.QUICK_ROWS), self.device),
                     extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device),
+                    device=self.device,
                 )
                 self.tracker.log_metrics(metrics | {"val_quick_acc": quick}, step=epoch)
                 trial.report(quick, epoch)
@@ -333,13 +338,13 @@ class PairRunner:
         if method.trains:
             config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
                                  weight_decay=float(hparams["weight_decay"]), device=self.device,
-                                 progress=self.options.progress)
+                                 progress=self.options.progress, bf16=self.options.bf16)
             stats = fit(method, data, config, generator, on_epoch)
         else:
             method.prepare(data.train)
         features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
         test = extract_features(method, data.test, self.device) if with_test else None
-        return probe.linear_probe(*features, test), method, stats
+        return probe.linear_probe(*features, test, device=self.device), method, stats
 
     def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str) -> Record | None:
         """Train, score and record one seed; None if it diverged (then nothing is recorded)."""

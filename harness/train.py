@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ class TrainConfig:
     device: torch.device
     max_grad_norm: float = 10.0
     progress: bool = True
+    bf16: bool = False  # bfloat16 autocast for the forward passes (losses, critics); weights stay float32
 
 
 @dataclass
@@ -39,15 +39,19 @@ class TrainStats:
     wall_time_s: float = 0.0
 
 
+def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    # The fused kernel updates every tensor in one call: about 5x less optimizer time per step on a CPU
+    # than one small op per tensor, and the same update.
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _optimizers(method: Method, cfg: TrainConfig) -> tuple[torch.optim.Optimizer | None, list]:
     auxiliaries = method.auxiliaries()
     aux_ids = {id(p) for aux in auxiliaries for p in aux.parameters}
     main_params = [p for p in method.parameters() if p.requires_grad and id(p) not in aux_ids]
-    main = torch.optim.AdamW(main_params, lr=cfg.lr, weight_decay=cfg.weight_decay) if main_params else None
-    aux = [
-        (a, torch.optim.AdamW(a.parameters, lr=cfg.lr * a.lr_scale, weight_decay=cfg.weight_decay))
-        for a in auxiliaries
-    ]
+    main = _adamw(main_params, cfg.lr, cfg.weight_decay, cfg.device) if main_params else None
+    aux = [(a, _adamw(a.parameters, cfg.lr * a.lr_scale, cfg.weight_decay, cfg.device)) for a in auxiliaries]
     return main, aux
 
 
@@ -58,11 +62,38 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm
     optimizer.step()
 
 
-def _finite(value: torch.Tensor, what: str, epoch: int, step: int) -> float:
-    scalar = float(value.detach())
-    if not math.isfinite(scalar):
-        raise DivergedError(f"{what} became {scalar} at epoch {epoch + 1}, step {step + 1}")
-    return scalar
+class _EpochSums:
+    """Logged terms summed on the device, and the first step whose loss was not finite.
+
+    Nothing here reads a value back to the host during the epoch: on a GPU each such read
+    is a synchronization that stalls the queue of kernels. `close` reads everything once.
+    """
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.first_bad: dict[str, torch.Tensor] = {}
+        self.device = device
+
+    def watch(self, what: str, value: torch.Tensor, step: int) -> None:
+        """Remember the first step at which `value` was NaN or infinite (-1: none so far)."""
+        bad = self.first_bad.setdefault(what, torch.full((), -1, dtype=torch.long, device=self.device))
+        bad.copy_(torch.where((bad < 0) & ~torch.isfinite(value.detach()), step, bad))
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for key, value in terms.items():
+            value = torch.as_tensor(value, device=self.device).detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.steps += 1
+
+    def close(self, epoch: int) -> dict[str, float]:
+        """The epoch's means; DivergedError naming the first non-finite loss and its step."""
+        for what, bad in self.first_bad.items():
+            step = int(bad)
+            if step >= 0:
+                raise DivergedError(f"{what} became non-finite at epoch {epoch + 1}, step {step + 1} "
+                                    f"(checked at the end of the epoch)")
+        return {f"train_{key}": float(total) / self.steps for key, total in self.sums.items()}
 
 
 def fit(
@@ -80,27 +111,30 @@ def fit(
     main, aux = _optimizers(method, cfg)
     main_params = [p for group in main.param_groups for p in group["params"]] if main else []
     augment = method.task.augment if method.task.offers_augmentations() else None
+    autocast = torch.autocast(cfg.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     modalities = method.input_modalities(method.task)
     bar = tqdm(range(cfg.epochs), desc=f"{method.name}", unit="epoch", disable=not cfg.progress, leave=False)
     for epoch in bar:
         method.train()
-        sums: dict[str, list[float]] = {}
+        sums = _EpochSums(cfg.device)
         for step, (inputs, labels, rows) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, generator=generator)):
-            batch = Batch(_to(inputs, cfg.device, modalities.train), labels.to(cfg.device), rows, augment)
-            out = method.loss(batch)
+            batch = Batch(_to(inputs, cfg.device, modalities.train), labels.to(cfg.device, non_blocking=True), rows,
+                          augment)
+            with autocast:
+                out = method.loss(batch)
             terms = out if isinstance(out, dict) else {"loss": out}
             loss = terms["loss"]
-            _finite(loss, "loss", epoch, step)
+            sums.watch("loss", loss, step)
             if main is not None:
                 _step(main, loss, main_params, cfg.max_grad_norm)
             for objective, optimizer in aux:
-                aux_loss = objective.loss(batch)
+                with autocast:
+                    aux_loss = objective.loss(batch)
                 terms[f"{objective.name}_loss"] = aux_loss
-                _finite(aux_loss, f"{objective.name} loss", epoch, step)
+                sums.watch(f"{objective.name} loss", aux_loss, step)
                 _step(optimizer, aux_loss, objective.parameters, cfg.max_grad_norm)
-            for key, value in terms.items():
-                sums.setdefault(f"train_{key}", []).append(float(value.detach()))
-        metrics = {key: float(np.mean(values)) for key, values in sums.items()}
+            sums.add(terms)
+        metrics = sums.close(epoch)
         stats.history.append(metrics)
         stats.epochs_run = epoch + 1
         bar.set_postfix(loss=f"{metrics.get('train_loss', float('nan')):.4f}")

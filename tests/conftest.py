@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 # other work its spinning threads cost many times over (the suite ran 4x slower with two threads).
 # Set before torch is first imported; an explicit OMP_NUM_THREADS still wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The metadata index the tests build stays out of the user's cache (keyed by source, so it is safe to share).
+os.environ.setdefault("HARNESS_CACHE_DIR", str(Path(tempfile.gettempdir()) / "harness-test-index"))
 
 from harness.catalog import METHODS, TASKS  # noqa: E402
 from harness.cli import main  # noqa: E402

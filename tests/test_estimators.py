@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from methods.common import mi
 from methods.common.mi import (CLUBBound, ConcatCritic, LabelNCEBound, NCEBound, _PairReLUDot, condition, info_nce,
                                nce_club, one_hot)
 
@@ -142,3 +143,35 @@ def test_the_conditional_bound_measures_dependence_left_after_the_condition():
         found[noise_mi] = mean_estimates(trained_critic(sample, (DIM + 2, DIM + 2)), sample)[0] - math.log(2)
     assert abs(found[0.0]) < 0.25, found
     assert 1.5 - 0.5 < found[1.5] < 1.5 + 0.1, found
+
+
+def test_the_fused_pair_critic_equals_the_eager_form_in_scores_and_gradients():
+    torch.manual_seed(0)
+    a, b = torch.randn(160, 64), torch.randn(128, 64)  # 160 x 128 pairs: on the fused path; uneven on purpose
+    fused, eager = ConcatCritic(64, 64, hidden=96), ConcatCritic(64, 64, hidden=96, fused=False)
+    eager.load_state_dict(fused.state_dict())
+    results = []
+    for critic in (fused, eager):
+        x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+        scores = critic(x, y)
+        (scores * torch.linspace(-1, 1, scores.numel()).view_as(scores)).sum().backward()
+        results.append([scores, x.grad, y.grad, *(p.grad for p in critic.parameters())])
+    assert mi.FUSED.available, "the fused kernel should compile on this machine"
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_without_a_compiler_the_eager_form_runs_and_says_so_once(monkeypatch, caplog):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(mi, "FUSED", mi._FusedPairKernels())
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    critic = ConcatCritic(8, 8, hidden=16)
+    a, b = torch.randn(128, 8), torch.randn(128, 8)
+    with caplog.at_level("INFO", logger="methods.common.mi"):
+        first, second = critic(a, b), critic(a, b)
+    critic.fused = False
+    assert torch.equal(first, critic(a, b)) and torch.equal(second, first)
+    assert mi.FUSED.available is False
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "eager" in caplog.records[0].message

@@ -63,8 +63,50 @@ def test_a_nan_loss_stops_training_with_a_clear_error():
         def loss(self, batch):
             return super().loss(batch) * float("nan")
 
-    with pytest.raises(DivergedError, match="loss became nan at epoch 1, step 1"):
+    with pytest.raises(DivergedError, match="loss became non-finite at epoch 1, step 1 "):
         fit(Exploding(task, {}), task.load(), CPU, torch.Generator().manual_seed(0))
+
+
+def test_a_loss_that_turns_nan_mid_epoch_is_named_with_its_step_at_the_epoch_end():
+    task = TinySynthetic()
+    steps = []
+
+    class LateNaN(WithCritic):
+        def loss(self, batch):
+            steps.append(len(steps))
+            return super().loss(batch) * (float("inf") if len(steps) == 3 else 1.0)
+
+    with pytest.raises(DivergedError, match="loss became non-finite at epoch 1, step 3 "):
+        fit(LateNaN(task, {}), task.load(), CPU, torch.Generator().manual_seed(0))
+    assert len(steps) > 3, "the epoch runs to its end before the check"
+
+
+def test_the_loop_reads_values_back_once_per_epoch_not_per_step(monkeypatch):
+    task = TinySynthetic()
+    reads = []
+    for read in ("__float__", "__int__", "__bool__", "item", "tolist"):
+        original = getattr(torch.Tensor, read)
+        monkeypatch.setattr(torch.Tensor, read, lambda t, *a, _original=original: reads.append(1) or _original(t, *a))
+    config = TrainConfig(**{**CPU.__dict__, "epochs": 2, "batch_size": 8})
+    stats = fit(WithCritic(task, {}), task.load(), config, torch.Generator().manual_seed(0))
+    steps = -(-len(task.load().train) // 8)
+    logged = len(stats.history[0])  # train_loss and the critic's loss; both also checked for NaN
+    assert steps > 4 * logged
+    assert len(reads) <= 2 * 2 * logged  # per epoch: each mean and each NaN check read once; none per step
+
+
+def test_logged_means_are_the_means_of_the_steps():
+    task = TinySynthetic()
+    seen = []
+
+    class Recording(WithCritic):
+        def loss(self, batch):
+            loss = super().loss(batch)
+            seen.append(loss.item())
+            return loss
+
+    stats = fit(Recording(task, {}), task.load(), CPU, torch.Generator().manual_seed(0))
+    assert stats.history[0]["train_loss"] == pytest.approx(sum(seen) / len(seen), rel=1e-6)
 
 
 def test_on_epoch_sees_every_epoch_and_may_stop_training():

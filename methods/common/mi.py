@@ -3,7 +3,10 @@
 * `ConcatCritic`: f(a, b) = MLP([a, b]) scored on all B x B pairs of a batch.
   Its first linear layer is split into one projection per side, so a pair's
   first hidden layer is proj_a(a_i) + proj_b(b_j): a broadcast add of two
-  B x H tensors instead of a B x B x (d_a + d_b) concatenated input.
+  B x H tensors instead of a B x B x (d_a + d_b) concatenated input. With one
+  hidden layer the pair scores go through `pair_relu_dot`: a kernel compiled by
+  inductor (forward and backward reduce over the hidden units as they go) where
+  a compiler works, else the blockwise eager `_PairReLUDot`, the reference.
 * `info_nce`: the InfoNCE lower bound from a B x B score matrix (never above log B).
 * `nce_club`: the NCE-CLUB upper bound, CLUB evaluated with an InfoNCE-trained
   critic: mean positive score minus mean score over all B x B pairs.
@@ -20,7 +23,9 @@ All estimates are in nats.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +33,8 @@ from torch import nn
 from torch.func import functional_call
 
 from methods.common.encoders import mlp
+
+log = logging.getLogger(__name__)
 
 PAPER_CRITIC_HIDDEN = 512
 PAPER_CRITIC_DEPTH = 1  # the paper's critics; the public code builds 2 hidden layers
@@ -75,14 +82,105 @@ def _block_rows(hb: torch.Tensor) -> int:
     return max(1, BLOCK_FLOATS // max(1, hb.numel()))
 
 
+# Fewer pairs than this (a label critic's B x K, a test's small batch) are cheap in eager form and not worth
+# a compilation.
+FUSED_MIN_PAIRS = 128 * 128
+
+
+def _pair_scores(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return (torch.relu(ha[:, None, :] + hb[None]) * w).sum(-1)
+
+
+def _pair_grads(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, grad: torch.Tensor):
+    active = (ha[:, None, :] + hb[None]) > 0
+    routed = torch.where(active, grad[:, :, None], 0.0)
+    through_a, through_b = routed.sum(1), routed.sum(0)
+    return through_a * w, through_b * w, (ha * through_a).sum(0) + (hb * through_b).sum(0)
+
+
+class _FusedPairKernels:
+    """`_PairReLUDot`'s forward and backward compiled by inductor into loops over (i, j, h) that
+    reduce as they go, so no B x B x H block is ever written to memory.
+
+    Compiled once per process for each (B, B', H) (an epoch's last, shorter batch is a second
+    shape); each compilation is logged with its time. Where no compiler works the first call
+    fails, one line says so, and every later call takes the eager path.
+    """
+
+    def __init__(self) -> None:
+        self.available: bool | None = None  # None: not tried yet in this process
+        self.shapes: set[tuple[int, ...]] = set()
+        self._forward = self._backward = None
+
+    def usable(self, ha: torch.Tensor, hb: torch.Tensor) -> bool:
+        return self.available is not False and ha.shape[0] * hb.shape[0] >= FUSED_MIN_PAIRS
+
+    def __call__(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        """The fused scores with autograd, or None when this process has no working compiler."""
+        shape = (*ha.shape, hb.shape[0], str(ha.device), str(ha.dtype))
+        if shape in self.shapes:
+            return _FusedPairReLUDot.apply(ha, hb, w)
+        started = time.perf_counter()
+        try:
+            if self._forward is None:
+                self._forward = torch.compile(_pair_scores, dynamic=False)
+                self._backward = torch.compile(_pair_grads, dynamic=False)
+            with torch.enable_grad():
+                probe_ha, probe_hb, probe_w = (t.detach().requires_grad_() for t in (ha, hb, w))
+                _FusedPairReLUDot.apply(probe_ha, probe_hb, probe_w).sum().backward()
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: use the eager form
+            self.available = False
+            log.warning("fused pair critic unavailable (%s: %s); critics run in eager form",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return None
+        self.available = True
+        self.shapes.add(shape)
+        log.info("fused pair critic compiled for %d x %d pairs, hidden %d, in %.1f s (once per process)",
+                 ha.shape[0], hb.shape[0], ha.shape[1], time.perf_counter() - started)
+        return _FusedPairReLUDot.apply(ha, hb, w)
+
+
+class _FusedPairReLUDot(torch.autograd.Function):
+    """The same function as `_PairReLUDot`, through the compiled kernels."""
+
+    @staticmethod
+    def forward(ctx, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ha, hb, w)
+        return FUSED._forward(ha, hb, w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return FUSED._backward(*ctx.saved_tensors, grad.contiguous())
+
+
+FUSED = _FusedPairKernels()
+
+
+def pair_relu_dot(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """out[i, j] = sum_h w_h relu(ha[i, h] + hb[j, h]): compiled where possible, else `_PairReLUDot`.
+
+    At least float32, also under bfloat16 autocast: each score sums H terms, where bfloat16's
+    8-bit mantissa would lose the small differences between pairs that InfoNCE ranks."""
+    dtype = torch.promote_types(torch.promote_types(ha.dtype, hb.dtype), torch.promote_types(w.dtype, torch.float32))
+    with torch.autocast(ha.device.type, enabled=False):
+        ha, hb, w = ha.to(dtype), hb.to(dtype), w.to(dtype)
+        if fused and FUSED.usable(ha, hb):
+            out = FUSED(ha, hb, w)
+            if out is not None:
+                return out
+        return _PairReLUDot.apply(ha, hb, w)
+
+
 class ConcatCritic(nn.Module):
     """f(a, b) = MLP([a, b]) with `depth` hidden layers of width `hidden`; calling it scores all pairs."""
 
-    def __init__(self, dim_a: int, dim_b: int, hidden: int = PAPER_CRITIC_HIDDEN, depth: int = PAPER_CRITIC_DEPTH):
+    def __init__(self, dim_a: int, dim_b: int, hidden: int = PAPER_CRITIC_HIDDEN, depth: int = PAPER_CRITIC_DEPTH,
+                 fused: bool = True):
         super().__init__()
         if depth < 1:
             raise ValueError(f"a concat critic needs at least one hidden layer, got depth {depth}")
         self.depth = depth
+        self.fused = fused  # False: the eager reference form (`_PairReLUDot`)
         self.side_a = nn.Linear(dim_a, hidden)
         # The first layer has one bias; side_a carries it, so side_b has none.
         self.side_b = nn.Linear(dim_b, hidden, bias=False)
@@ -93,7 +191,7 @@ class ConcatCritic(nn.Module):
         ha, hb = self.side_a(a), self.side_b(b)
         if self.depth == 1:
             last = self.tail[1][0]
-            return _PairReLUDot.apply(ha, hb, last.weight[0]) + last.bias[0]
+            return pair_relu_dot(ha, hb, last.weight[0], self.fused) + last.bias[0]
         # Deeper critics spend their time in the H x H layer over B x B rows; the plain form is as good.
         return self.tail(ha.unsqueeze(1) + hb.unsqueeze(0)).squeeze(-1)
 
