@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from harness.method import Method, Requirements
-from harness.space import Choice
+from harness.space import POSITIVE, SIZE, Choice
 from methods.common.encoders import ModalityEncoders
 from methods.common.losses import symmetric_info_nce
 
@@ -25,6 +25,7 @@ class CLIP(Method):
     requirements = Requirements(min_modalities=2)
     search_space = {"embed_dim": Choice((64, 128, 256))}
     defaults = {"embed_dim": 128, "init_temperature": 0.07}
+    domains = {"embed_dim": SIZE, "init_temperature": POSITIVE}
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)

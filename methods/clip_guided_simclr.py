@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from harness.errors import HarnessError
 from harness.method import Requirements
+from harness.space import POSITIVE, SIZE, Interval, OneOf
 from methods.common.guides import build_guide, image_modality
 from methods.common.losses import nt_xent_logits
 from methods.simclr import SimCLR
@@ -128,6 +129,11 @@ class ClipGuidedSimCLR(SimCLR):
     defaults = SimCLR.defaults | {
         "variant": "add-new-positive", "fraction": None, "guide": "clip",
         "guide_epochs": 10, "guide_lr": 1e-3, "guide_embed_dim": 128,
+    }
+    domains = SimCLR.domains | {
+        "variant": OneOf(VARIANTS), "fraction": Interval(low=0, high=1, high_open=True, optional=True),
+        "guide": OneOf(("clip",), prefixes=("embeddings:", "module:")),
+        "guide_epochs": SIZE, "guide_lr": POSITIVE, "guide_embed_dim": SIZE,
     }
 
     def __init__(self, task, hparams):
