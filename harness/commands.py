@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from tabulate import tabulate
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.environment import resolve_device
-from harness.records import record_path, write_record
+from harness.records import read_record, record_path, write_record
 from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.space import parse_overrides
@@ -52,8 +51,9 @@ def run_command(args, data_dir: Path | None) -> int:
     for pair in pairs:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     resolve_device(options.device)
+    storage = open_storage(args.storage, options.workdir)  # a database that is down fails before any store is made
     tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
-    runner = PairRunner(options, tracker, open_storage(args.storage, options.workdir))
+    runner = PairRunner(options, tracker, storage)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
         write_record(options.results, not_applicable_record(task, method_cls, reason))
@@ -99,13 +99,18 @@ def diagnose_command(args, data_dir: Path | None) -> int:
                          results=args.results, workdir=args.workdir, data_dir=data_dir,
                          progress=not args.no_progress)
     pairs, skipped = plan(args.method, args.task, data_dir)
+    diagnostics.check_side_variables([pair.task for pair in pairs], TASKS)
+    for pair in pairs:
+        resolve_hyperparameters(pair, options.overrides)  # an unknown or out-of-domain --set fails before any work
+    resolve_device(options.device)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); skipped", task.name, method_cls.name, reason)
     tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
     runner = PairRunner(options, tracker, storage=None)
     estimator = diagnostics.ClassifierMI()
-    for pair in pairs:
-        hparams, epochs, source = _scored_configuration(runner, pair, args.seed)
+    # Every configuration is read and checked before the first pair trains.
+    configurations = [(pair, *_scored_configuration(runner, pair, args.seed)) for pair in pairs]
+    for pair, hparams, epochs, source in configurations:
         data = pair.task.load()
         protocol = {"epochs": epochs, "seed": args.seed, "hparams_from": source}
         with tracker.parent_run(f"diagnostics/{pair.task.name}", pair.method_cls.name,
@@ -126,12 +131,12 @@ def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[di
     path = record_path(runner.options.results, pair.task.name, pair.method_cls.name, seed)
     _space, fixed = runner.hyperparameters(pair)
     if path.exists():
-        record = json.loads(path.read_text())
+        record = read_record(path)
         overrides = {k: fixed[k] for k in runner.options.overrides}
         # Defaults first: a record made before a hyperparameter existed ran at that default.
         # Named relative to the results folder: the published table must not carry this machine's paths.
         source = path.relative_to(runner.options.results).as_posix()
-        return fixed | record["hparams"] | overrides, int(record["protocol"]["epochs"]), source
+        return fixed | record.hparams | overrides, int(record.protocol["epochs"]), source
     return fixed, runner.epochs_for(pair.task), "defaults"
 
 

@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
+from harness.errors import HarnessError
 from harness.method import Method
-from harness.task import Split, TaskData
+from harness.registry import Registry
+from harness.task import Split, Task, TaskData
 
 log = logging.getLogger(__name__)
 DIAGNOSTICS_DIR = "diagnostics"
@@ -105,6 +107,15 @@ class MIRow:
     part: str
     extra: str
     bits: float
+
+
+def check_side_variables(tasks: list[Task], registry: Registry) -> None:
+    """Refuse, before any training, a task that declares no side variables, naming the tasks that do."""
+    lacking = [task.name for task in tasks if not task.extra_symbols]
+    if lacking:
+        having = [name for name in registry.names() if registry.get(name).extra_symbols]
+        raise HarnessError(f"task {lacking[0]} carries no per-row side variables to measure a representation "
+                           f"against; `diagnose` needs a task that does: {', '.join(having) or 'none registered'}")
 
 
 def estimate(method: Method, data: TaskData, device: torch.device, estimator: ClassifierMI) -> list[MIRow]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -31,7 +32,22 @@ def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage
         raise HarnessError(
             f"--storage {spec}: give a journal file (name.journal), sqlite:///path.db or postgresql://..."
         )
-    return spec
+    return _database(spec)
+
+
+def _database(url: str) -> optuna.storages.RDBStorage:
+    """Connect now, so a server that is down or a bad URL fails in one line before any work."""
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise HarnessError(f"--storage {url}: not a database URL; write sqlite:///path.db or "
+                           f"postgresql://user:password@host:port/database") from None
+    try:
+        return optuna.storages.RDBStorage(url)
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise HarnessError(f"--storage {shown}: cannot open the database ({reason}); start its server, "
+                           f"or fix the URL") from None
 
 
 def open_study(name: str, storage) -> optuna.Study:
