@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from tabulate import tabulate
 
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.environment import resolve_device
 from harness.records import read_record, record_path, write_record
-from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
+from harness.runner import (TRAIN_DOMAINS, Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.space import parse_overrides
-from harness.tracking import Tracker, default_uri
+from harness.tracking import Tracker, check_uri, default_uri
 from harness.tuning import open_storage
 
 log = logging.getLogger("harness")
@@ -51,8 +52,10 @@ def run_command(args, data_dir: Path | None) -> int:
     for pair in pairs:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     resolve_device(options.device)
+    tracking_uri = args.tracking_uri or default_uri(options.workdir)
+    check_uri(tracking_uri)
     storage = open_storage(args.storage, options.workdir)  # a database that is down fails before any store is made
-    tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
+    tracker = Tracker(tracking_uri, options.workdir / "artifacts")
     runner = PairRunner(options, tracker, storage)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
@@ -61,14 +64,22 @@ def run_command(args, data_dir: Path | None) -> int:
     for pair in pairs:
         try:
             log.info(runner.run(pair))
-        except (DivergedError, RunFailed) as exc:
+        except (DivergedError, RunFailed, MemoryError, torch.OutOfMemoryError) as exc:
             failures.append(pair.key)
-            log.error("%s failed: %s", pair.key, exc)
+            log.error("%s failed: %s", pair.key, _failure_line(exc))
     if failures:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
     log.info("done; `harness leaderboard` regenerates %s", options.results / "LEADERBOARD.md")
     return 0
+
+
+def _failure_line(exc: BaseException) -> str:
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        detail = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+        return (f"out of memory ({detail or type(exc).__name__}); the seeds it finished are kept; lower "
+                f"--set batch_size (or the model's sizes), or use a device with more memory")
+    return str(exc)
 
 
 def list_command(what: str, data_dir: Path | None) -> int:
@@ -100,16 +111,14 @@ def diagnose_command(args, data_dir: Path | None) -> int:
                          progress=not args.no_progress)
     pairs, skipped = plan(args.method, args.task, data_dir)
     diagnostics.check_side_variables([pair.task for pair in pairs], TASKS)
-    for pair in pairs:
-        resolve_hyperparameters(pair, options.overrides)  # an unknown or out-of-domain --set fails before any work
+    # Every configuration is read and checked (records, --set) before any store opens or any pair trains.
+    configurations = [(pair, *_scored_configuration(options, pair, args.seed)) for pair in pairs]
     resolve_device(options.device)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); skipped", task.name, method_cls.name, reason)
     tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
     runner = PairRunner(options, tracker, storage=None)
     estimator = diagnostics.ClassifierMI()
-    # Every configuration is read and checked before the first pair trains.
-    configurations = [(pair, *_scored_configuration(runner, pair, args.seed)) for pair in pairs]
     for pair, hparams, epochs, source in configurations:
         data = pair.task.load()
         protocol = {"epochs": epochs, "seed": args.seed, "hparams_from": source}
@@ -126,18 +135,25 @@ def diagnose_command(args, data_dir: Path | None) -> int:
     return 0
 
 
-def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[dict, int, str]:
+def _scored_configuration(options: RunOptions, pair: Pair, seed: int) -> tuple[dict, int, str]:
     """The hyperparameters and epochs of the scored run for this seed, if recorded; else defaults and --set."""
-    path = record_path(runner.options.results, pair.task.name, pair.method_cls.name, seed)
-    _space, fixed = runner.hyperparameters(pair)
-    if path.exists():
-        record = read_record(path)
-        overrides = {k: fixed[k] for k in runner.options.overrides}
-        # Defaults first: a record made before a hyperparameter existed ran at that default.
-        # Named relative to the results folder: the published table must not carry this machine's paths.
-        source = path.relative_to(runner.options.results).as_posix()
-        return fixed | record.hparams | overrides, int(record.protocol["epochs"]), source
-    return fixed, runner.epochs_for(pair.task), "defaults"
+    path = record_path(options.results, pair.task.name, pair.method_cls.name, seed)
+    _space, fixed = resolve_hyperparameters(pair, options.overrides)
+    if not path.exists():
+        return fixed, options.epochs or pair.task.default_epochs, "defaults"
+    record = read_record(path)
+    domains = TRAIN_DOMAINS | pair.method_cls.domains
+    stray = next((k for k, v in record.hparams.items() if k in domains and not domains[k].contains(v)), None)
+    epochs = record.protocol.get("epochs")
+    if stray is not None or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        problem = (f"hyperparameter {stray}={record.hparams[stray]!r} is not {domains[stray].describe()}"
+                   if stray is not None else f"protocol epochs {epochs!r} is not a whole number >= 0")
+        raise HarnessError(f"{path}: {problem}; regenerate it (`harness run ... --force`) or delete the file")
+    overrides = {k: fixed[k] for k in options.overrides}
+    # Defaults first: a record made before a hyperparameter existed ran at that default.
+    # Named relative to the results folder: the published table must not carry this machine's paths.
+    source = path.relative_to(options.results).as_posix()
+    return fixed | record.hparams | overrides, epochs, source
 
 
 def data_check_command(task_name: str, data_dir: Path | None) -> int:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.records import Record, has_record, read_records, record_path, write_record
 
 
@@ -29,5 +30,5 @@ def test_writing_leaves_no_temporary_file(tmp_path):
 def test_a_record_of_another_schema_is_refused(tmp_path):
     path = write_record(tmp_path, make_record())
     path.write_text(json.dumps(json.loads(path.read_text()) | {"schema": 99}))
-    with pytest.raises(ValueError, match="schema 99"):
+    with pytest.raises(HarnessError, match="schema 99"):
         list(read_records(tmp_path))
