@@ -24,6 +24,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value < 2**32:  # what every RNG the harness seeds accepts
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -64,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
     diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
     diagnose.add_argument("--task", required=True, type=_names, help="task name(s) whose splits carry extras")
-    diagnose.add_argument("--seed", type=int, default=0, help="train as the record of this seed did (default 0)")
+    diagnose.add_argument("--seed", type=_seed, default=0, help="train as the record of this seed did (default 0)")
     diagnose.add_argument("--epochs", type=_positive, help="epochs, where no record gives them (default: the task's)")
     diagnose.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="fix a hyperparameter (over the record's); repeatable")
@@ -117,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return list_command(args.what, _data_dir(args.data_dir))
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line even when the message quotes input that holds line breaks.
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)

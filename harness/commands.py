@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -39,7 +41,20 @@ def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[l
                            f"pick a task that offers this (see `harness list tasks`)")
     for task in {id(p.task): p.task for p in pairs}.values():
         check_data(task)
+        if task.source.kind == "files":
+            with _quiet():
+                task.load()  # a damaged file is refused before anything is written; the pair reads it again
     return pairs, skipped
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress lines while files are checked: a damaged file then gets its one error line alone."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def run_command(args, data_dir: Path | None) -> int:
@@ -161,5 +176,7 @@ def data_check_command(task_name: str, data_dir: Path | None) -> int:
     from harness.datacheck import check_task, report_lines
 
     task = TASKS.get(task_name)(data_dir=data_dir)
-    print("\n".join(report_lines(task, check_task(task))))
+    with _quiet():
+        summaries = check_task(task)
+    print("\n".join(report_lines(task, summaries)))
     return 0
