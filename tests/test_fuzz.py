@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import pickle
+import re
 import socket
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
@@ -134,6 +135,7 @@ MUTATIONS = {  # each is wrong on its own, so any mix of them is wrong too
                                      | TEXT.map(lambda t: f"file://{t}")),
     "missing data dir": _flag("--data-dir", TEXT.map(lambda t: f"/no/such/dir/{t}")),
     "unknown option": TEXT.map(lambda t: [f"--no-such-option-{t}"]),
+    "task the method cannot serve": st.just(["--method", "clip", "--task", "single-modality"]),
 }
 RUN_ONLY = {
     "bad trials": _flag("--trials", _not_a_count(1)),
@@ -359,3 +361,30 @@ def test_a_hostile_pickle_is_refused_and_its_payload_never_runs(where, command, 
         path.write_bytes(pickle.dumps(content))
     _assert_refused(command, "mosi", data, tmp_path)
     assert not marker.exists(), "the pickle's payload ran"
+
+
+# -- the README says what is checked, and this file checks it -------------------------------------
+
+# Each class the README's "Bad input" list names, and the generators and tests here that cover it.
+COVERAGE = {
+    "names": ["unknown method", "unknown task", "unknown option", "task the method cannot serve",
+              "task without side variables", "test_the_other_commands_refuse_bad_arguments_in_one_line"],
+    "budgets": ["bad trials", "bad seeds", "bad epochs", "bad seed"],
+    "hyperparameters": ["malformed --set", "unknown --set key", "out-of-domain --set"],
+    "places": ["bad device", "file-store tracking URI", "bad storage", "missing data dir"],
+    "damaged records": ["test_the_leaderboard_names_a_damaged_record_and_writes_nothing",
+                        "test_diagnose_names_a_damaged_seed_record_before_any_work",
+                        "test_a_record_that_cannot_be_read_is_named"],
+    "damaged data": ["test_a_pickle_with_wrong_keys_types_or_shapes_is_one_line", "test_a_truncated_pickle_is_one_line",
+                     "test_a_folder_in_place_of_the_pickle_is_one_line",
+                     "test_the_other_commands_refuse_bad_arguments_in_one_line"],  # data check on missing files
+}
+
+
+def test_the_readme_lists_exactly_the_classes_of_bad_input_this_suite_generates():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = re.search(r"### Bad input\n(.*?)\n(?=#)", readme, flags=re.S).group(1)
+    assert re.findall(r"^- \*\*(.+?)\*\*", section, flags=re.M) == list(COVERAGE)
+    generators = set(MUTATIONS) | set(RUN_ONLY) | set(DIAGNOSE_ONLY)
+    for covered_by in COVERAGE.values():
+        assert all(name in generators or name in globals() for name in covered_by), covered_by
