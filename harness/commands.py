@@ -126,6 +126,7 @@ def diagnose_command(args, data_dir: Path | None) -> int:
                          progress=not args.no_progress)
     pairs, skipped = plan(args.method, args.task, data_dir)
     diagnostics.check_side_variables([pair.task for pair in pairs], TASKS)
+    diagnostics.render_table(options.results, args.reference)  # a damaged result or --reference fails now
     # Every configuration is read and checked (records, --set) before any store opens or any pair trains.
     configurations = [(pair, *_scored_configuration(options, pair, args.seed)) for pair in pairs]
     resolve_device(options.device)

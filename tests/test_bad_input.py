@@ -3,7 +3,9 @@ and a run that fails after it started fails alone, in one line, keeping what the
 
 import json
 import logging
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +137,50 @@ def test_out_of_memory_in_one_pair_of_a_cross_product_fails_that_pair_alone(stor
     assert "\n" not in errors[0] and "lower --set batch_size" in errors[0]
     assert errors[1:] == ["1 of 4 runs failed: tiny-synthetic/oom-on-large-batches"]
     assert "Traceback" not in caplog.text
+
+
+REFERENCE_DAMAGES = {
+    "invalid TOML": ("sources.toml", lambda text: text.replace("[[source]]", "[[source]", 1), "TOMLDecodeError"),
+    "no sources": ("sources.toml", lambda text: "# emptied\n", "KeyError"),
+    "a number that is not one": ("factorcl_table2.csv", lambda text: text.replace("66.67", "n/a"), "ValueError"),
+    "a file it names is gone": ("factorcl_table2.csv", None, "FileNotFoundError"),
+}
+
+
+@pytest.mark.parametrize("damage", list(REFERENCE_DAMAGES))
+def test_damaged_reported_numbers_are_one_line_and_no_leaderboard(damage, tmp_path, capsys):
+    shutil.copytree(Path(__file__).resolve().parent.parent / "results" / "reference", tmp_path / "reference")
+    write_record(tmp_path, _record(0))
+    name, change, expected = REFERENCE_DAMAGES[damage]
+    path = tmp_path / "reference" / name
+    if change is None:
+        path.unlink()
+    else:
+        path.write_text(change(path.read_text()))
+    assert main(["leaderboard", "--results", str(tmp_path)]) == 2
+    line = one_error_line(capsys)
+    assert "reported numbers cannot be read" in line and expected in line
+    assert not (tmp_path / "LEADERBOARD.md").exists()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("reference without a latent column", "not a CSV of the paper's values with a 'latent' column"),
+    ("reference missing", "not a CSV of the paper's values"),
+    ("result not JSON", "not a diagnostics result (JSONDecodeError"),
+    ("result without estimates", "not a diagnostics result (KeyError"),
+])
+def test_diagnose_refuses_a_damaged_reference_or_earlier_result_before_training(damage, expected, stores, capsys):
+    results, work = stores.roots
+    reference = results.parent / "reference.csv"
+    previous = results / "diagnostics" / "tiny-synthetic" / "clip.json"
+    previous.parent.mkdir(parents=True)
+    previous.write_text("{" if damage == "result not JSON" else
+                        json.dumps({"symbols": {}, "method": {"display_name": "CLIP"}, "protocol": {}}))
+    if damage.startswith("reference"):
+        previous.unlink()
+        if damage == "reference without a latent column":
+            reference.write_text("part,bits\nZ,1.0\n")
+    argv = ["diagnose", "--method", "clip", "--task", "tiny-synthetic", *stores]
+    assert main(argv + (["--reference", str(reference)] if damage.startswith("reference") else [])) == 2
+    assert expected in one_error_line(capsys)
+    assert written(work) == [] and not (results / "MI_DIAGNOSTICS.md").exists()
