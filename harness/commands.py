@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,9 +80,15 @@ def run_command(args, data_dir: Path | None) -> int:
     for pair in pairs:
         try:
             log.info(runner.run(pair))
-        except (DivergedError, RunFailed, MemoryError, torch.OutOfMemoryError) as exc:
+        except (DivergedError, RunFailed) as exc:
             failures.append(pair.key)
-            log.error("%s failed: %s", pair.key, _failure_line(exc))
+            log.error("%s failed: %s", pair.key, exc)
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise  # a defect: its traceback is what its fix needs
+            failures.append(pair.key)
+            log.error("%s failed: out of memory (%s); the seeds it finished are kept; lower --set batch_size "
+                      "(or the model's sizes), or use a device with more memory", pair.key, _memory_detail(exc))
     if failures:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
@@ -89,12 +96,17 @@ def run_command(args, data_dir: Path | None) -> int:
     return 0
 
 
-def _failure_line(exc: BaseException) -> str:
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
-        detail = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
-        return (f"out of memory ({detail or type(exc).__name__}); the seeds it finished are kept; lower "
-                f"--set batch_size (or the model's sizes), or use a device with more memory")
-    return str(exc)
+def out_of_memory(exc: BaseException) -> bool:
+    """torch raises OutOfMemoryError on CUDA, but a plain RuntimeError when the CPU allocator fails."""
+    text = str(exc).lower()
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+
+
+def _memory_detail(exc: BaseException) -> str:
+    """What it tried to allocate, as both of torch's messages say it; their other lines are advice or codes."""
+    found = re.search(r"tried to allocate [^.;)]+", str(exc), flags=re.IGNORECASE)
+    return found.group(0) if found else type(exc).__name__
 
 
 def list_command(what: str, data_dir: Path | None) -> int:

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
 from harness.errors import HarnessError
@@ -133,7 +134,8 @@ def test_out_of_memory_in_one_pair_of_a_cross_product_fails_that_pair_alone(stor
                     ("single-modality", "untrained", 0), ("single-modality", "untrained", 1),
                     ("tiny-synthetic", "untrained", 0), ("tiny-synthetic", "untrained", 1)]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors[0].startswith("tiny-synthetic/oom-on-large-batches failed: out of memory (CUDA out of memory)")
+    assert errors[0].startswith("tiny-synthetic/oom-on-large-batches failed: out of memory (Tried to allocate "
+                                "2.00 GiB)")
     assert "\n" not in errors[0] and "lower --set batch_size" in errors[0]
     assert errors[1:] == ["1 of 4 runs failed: tiny-synthetic/oom-on-large-batches"]
     assert "Traceback" not in caplog.text
@@ -184,3 +186,16 @@ def test_diagnose_refuses_a_damaged_reference_or_earlier_result_before_training(
     assert main(argv + (["--reference", str(reference)] if damage.startswith("reference") else [])) == 2
     assert expected in one_error_line(capsys)
     assert written(work) == [] and not (results / "MI_DIAGNOSTICS.md").exists()
+
+
+@pytest.mark.parametrize("error, expected", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB."), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 40000000000000 bytes. Error code 12 (Cannot allocate memory)"), True),
+    (MemoryError(), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"), False),  # a defect, not memory
+])
+def test_out_of_memory_is_recognised_on_cuda_and_on_cpu_and_nothing_else_is(error, expected):
+    from harness.commands import out_of_memory
+
+    assert out_of_memory(error) is expected
