@@ -105,7 +105,7 @@ def out_of_memory(exc: BaseException) -> bool:
 
 def _memory_detail(exc: BaseException) -> str:
     """What it tried to allocate, as both of torch's messages say it; their other lines are advice or codes."""
-    found = re.search(r"tried to allocate [^.;)]+", str(exc), flags=re.IGNORECASE)
+    found = re.search(r"tried to allocate (?:[^.;)]|\.(?=\d))+", str(exc), flags=re.IGNORECASE)
     return found.group(0) if found else type(exc).__name__
 
 
