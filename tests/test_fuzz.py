@@ -136,6 +136,8 @@ MUTATIONS = {  # each is wrong on its own, so any mix of them is wrong too
     "missing data dir": _flag("--data-dir", TEXT.map(lambda t: f"/no/such/dir/{t}")),
     "unknown option": TEXT.map(lambda t: [f"--no-such-option-{t}"]),
     "task the method cannot serve": st.just(["--method", "clip", "--task", "single-modality"]),
+    "store folder on a file": st.tuples(st.sampled_from(["--results", "--workdir"]), ARGUMENT.filter(
+        lambda t: "/" not in t and t not in (".", ".."))).map(lambda ft: [ft[0], str(Path(__file__) / ft[1])]),
 }
 RUN_ONLY = {
     "bad trials": _flag("--trials", _not_a_count(1)),
@@ -371,7 +373,7 @@ COVERAGE = {
               "task without side variables", "test_the_other_commands_refuse_bad_arguments_in_one_line"],
     "budgets": ["bad trials", "bad seeds", "bad epochs", "bad seed"],
     "hyperparameters": ["malformed --set", "unknown --set key", "out-of-domain --set"],
-    "places": ["bad device", "file-store tracking URI", "bad storage", "missing data dir"],
+    "places": ["bad device", "file-store tracking URI", "bad storage", "missing data dir", "store folder on a file"],
     "damaged records": ["test_the_leaderboard_names_a_damaged_record_and_writes_nothing",
                         "test_diagnose_names_a_damaged_seed_record_before_any_work",
                         "test_a_record_that_cannot_be_read_is_named"],
