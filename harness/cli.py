@@ -36,7 +36,7 @@ def _seed(text: str) -> int:
 
 def _folder(text: str) -> Path:
     """A folder to write into: it need not exist yet, but the nearest part of it that does must be a
-    writable folder."""
+    writable folder. (Defaults are given as text, so argparse checks them this way too.)"""
     path = Path(text)
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
@@ -75,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a hyperparameter instead of tuning it; repeatable")
     run.add_argument("--force", action="store_true", help="rerun seeds whose records already exist")
-    run.add_argument("--results", type=_folder, default=Path("results"), help="records folder (default results/)")
-    run.add_argument("--workdir", type=_folder, default=Path(".harness"), help="working stores (default .harness/)")
+    run.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    run.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
-    board.add_argument("--results", type=_folder, default=Path("results"))
+    board.add_argument("--results", type=_folder, default="results")
     board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
 
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     diagnose.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     diagnose.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
-    diagnose.add_argument("--results", type=_folder, default=Path("results"), help="records folder (default results/)")
-    diagnose.add_argument("--workdir", type=_folder, default=Path(".harness"), help="working stores (default .harness/)")
+    diagnose.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    diagnose.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     diagnose.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     listing = sub.add_parser("list", help="what is registered")

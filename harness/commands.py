@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from tabulate import tabulate
 
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
+from harness.failures import out_of_memory, out_of_memory_line
 from harness.environment import resolve_device
 from harness.records import read_record, record_path, write_record
 from harness.runner import (TRAIN_DOMAINS, Pair, PairRunner, RunOptions, check_data, not_applicable_record,
@@ -87,26 +86,12 @@ def run_command(args, data_dir: Path | None) -> int:
             if not out_of_memory(exc):
                 raise  # a defect: its traceback is what its fix needs
             failures.append(pair.key)
-            log.error("%s failed: out of memory (%s); the seeds it finished are kept; lower --set batch_size "
-                      "(or the model's sizes), or use a device with more memory", pair.key, _memory_detail(exc))
+            log.error("%s failed: %s", pair.key, out_of_memory_line(exc))
     if failures:
         log.error("%d of %d runs failed: %s", len(failures), len(pairs), ", ".join(failures))
         return 1
     log.info("done; `harness leaderboard` regenerates %s", options.results / "LEADERBOARD.md")
     return 0
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """torch raises OutOfMemoryError on CUDA, but a plain RuntimeError when the CPU allocator fails."""
-    text = str(exc).lower()
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
-
-
-def _memory_detail(exc: BaseException) -> str:
-    """What it tried to allocate, as both of torch's messages say it; their other lines are advice or codes."""
-    found = re.search(r"tried to allocate (?:[^.;)]|\.(?=\d))+", str(exc), flags=re.IGNORECASE)
-    return found.group(0) if found else type(exc).__name__
 
 
 def list_command(what: str, data_dir: Path | None) -> int:

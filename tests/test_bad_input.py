@@ -12,6 +12,7 @@ import torch
 
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.failures import out_of_memory
 from harness.records import Record, read_records, record_path, write_record
 
 
@@ -196,6 +197,4 @@ def test_diagnose_refuses_a_damaged_reference_or_earlier_result_before_training(
     (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"), False),  # a defect, not memory
 ])
 def test_out_of_memory_is_recognised_on_cuda_and_on_cpu_and_nothing_else_is(error, expected):
-    from harness.commands import out_of_memory
-
     assert out_of_memory(error) is expected
