@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness import fingerprints
 from harness.catalog import METHODS, TASKS
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.failures import out_of_memory, out_of_memory_line
@@ -41,10 +42,19 @@ def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[l
                            f"pick a task that offers this (see `harness list tasks`)")
     for task in {id(p.task): p.task for p in pairs}.values():
         check_data(task)
-        if task.source.kind == "files":
-            with _quiet():
-                task.load()  # a damaged file is refused before anything is written; the pair reads it again
     return pairs, skipped
+
+
+def check_files(pairs: list[Pair], workdir: Path) -> None:
+    """Load each file-backed task whose files changed since they last loaded cleanly (no fingerprint is
+    cached for them as they are now), so a damaged file is refused before anything is written."""
+    for task in {id(p.task): p.task for p in pairs}.values():
+        if task.source.kind != "files":
+            continue
+        key = fingerprints.data_key(task.identity(), [task.data_dir / f for f in task.source.files])
+        if fingerprints.cached(workdir, key) is None:
+            with _quiet():  # the pair loads them again, and says what it drops, when it trains
+                task.load()
 
 
 @contextlib.contextmanager
@@ -60,7 +70,7 @@ def _quiet() -> Iterator[None]:
 def run_command(args, data_dir: Path | None) -> int:
     options = RunOptions(
         trials=args.trials, seeds=args.seeds, epochs=args.epochs, device=args.device,
-        overrides=parse_overrides(args.overrides), force=args.force, results=args.results,
+        overrides=parse_overrides(args.overrides), force=args.force, keep_old=args.keep_old, results=args.results,
         workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress,
     )
     pairs, skipped = plan(args.method, args.task, data_dir)
@@ -69,6 +79,7 @@ def run_command(args, data_dir: Path | None) -> int:
     resolve_device(options.device)
     tracking_uri = args.tracking_uri or default_uri(options.workdir)
     check_uri(tracking_uri)
+    check_files(pairs, options.workdir)
     storage = open_storage(args.storage, options.workdir)  # a database that is down fails before any store is made
     tracker = Tracker(tracking_uri, options.workdir / "artifacts")
     runner = PairRunner(options, tracker, storage)
@@ -127,6 +138,7 @@ def diagnose_command(args, data_dir: Path | None) -> int:
     # Every configuration is read and checked (records, --set) before any store opens or any pair trains.
     configurations = [(pair, *_scored_configuration(options, pair, args.seed)) for pair in pairs]
     resolve_device(options.device)
+    check_files(pairs, options.workdir)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); skipped", task.name, method_cls.name, reason)
     tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
