@@ -198,3 +198,21 @@ def test_diagnose_refuses_a_damaged_reference_or_earlier_result_before_training(
 ])
 def test_out_of_memory_is_recognised_on_cuda_and_on_cpu_and_nothing_else_is(error, expected):
     assert out_of_memory(error) is expected
+
+
+def test_a_data_file_damaged_after_a_clean_run_is_refused_before_anything_is_written(stores, capsys):
+    from tests.datafiles import write_affect
+
+    data = stores.roots[0].parent / "data"
+    data.mkdir()
+    path = write_affect(data, "mosi")
+    # clip cannot serve single-modality: each run writes that pair's n/a record before any pair trains.
+    argv = ["run", "--method", "clip,untrained", "--task", "mosi,single-modality", "--data-dir", str(data),
+            "--seeds", "1", "--trials", "1", "--epochs", "1", "--no-progress", *stores]
+    assert main(argv) == 0  # loads cleanly: its fingerprint is now cached for the file as it is
+    before = {p: Path(p).stat().st_mtime_ns for p in written(*stores.roots)}
+    capsys.readouterr()
+    path.write_bytes(path.read_bytes()[:-100])  # damaged since: the cached fingerprint no longer applies
+    assert main(argv + ["--force"]) == 2
+    assert "mosi_data.pkl: not a readable pickle (truncated)" in one_error_line(capsys)
+    assert {p: Path(p).stat().st_mtime_ns for p in written(*stores.roots)} == before
