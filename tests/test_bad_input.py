@@ -144,7 +144,8 @@ def test_out_of_memory_in_one_pair_of_a_cross_product_fails_that_pair_alone(stor
 
 REFERENCE_DAMAGES = {
     "invalid TOML": ("sources.toml", lambda text: text.replace("[[source]]", "[[source]", 1), "TOMLDecodeError"),
-    "no sources": ("sources.toml", lambda text: "# emptied\n", "KeyError"),
+    "a source without its file": ("sources.toml", lambda text: text.replace("file = ", "filename = ", 1),
+                                  "KeyError"),
     "a number that is not one": ("factorcl_table2.csv", lambda text: text.replace("66.67", "n/a"), "ValueError"),
     "a file it names is gone": ("factorcl_table2.csv", None, "FileNotFoundError"),
 }
