@@ -55,8 +55,6 @@ class DataFiles:
             cut_short = isinstance(exc, EOFError) or "truncated" in str(exc)
             reason = "truncated" if cut_short else f"{type(exc).__name__}: {_first_line(exc)}"
             raise self.fail(path, f"not a readable pickle ({reason}); download it again") from None
-        except OSError as exc:  # a folder in its place, no permission to read it
-            raise self.fail(path, f"cannot be read ({exc.strerror}); replace it with the downloaded file") from None
 
     def key(self, path: Path, mapping: Any, key: str, where: str = "") -> Any:
         """mapping[key], or an error naming the keys that are there."""
