@@ -26,6 +26,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value < 2**32:  # what every RNG the harness seeds accepts
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
+
+def _folder(text: str) -> Path:
+    """A folder to write into: it need not exist yet, but the nearest part of it that does must be a
+    writable folder. (Defaults are given as text, so argparse checks them this way too.)"""
+    path = Path(text)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{existing} is not writable; give a folder you can write to")
+    return path
+
+
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -61,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "instead of retraining them")
     run.add_argument("--allow-dirty", action="store_true",
                      help="run from a working tree with uncommitted changes (its records are marked)")
-    run.add_argument("--results", type=Path, default=Path(RUNS_DIR),
+    run.add_argument("--results", type=_folder, default=RUNS_DIR,
                      help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
-    run.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    run.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--workers", type=_positive, default=1,
                      help="worker processes on this machine sharing the sweep (default 1)")
@@ -71,18 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bfloat16 autocast for training's forward passes (for GPUs); the records say so")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
-    board.add_argument("--results", type=Path, default=Path("results"))
+    board.add_argument("--results", type=_folder, default="results")
     board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
 
     collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
-    collect.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
-    collect.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    collect.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    collect.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
 
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
     diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
     diagnose.add_argument("--task", required=True, type=_names, help="task name(s) whose splits carry extras")
-    diagnose.add_argument("--seed", type=int, default=0, help="train as the record of this seed did (default 0)")
+    diagnose.add_argument("--seed", type=_seed, default=0, help="train as the record of this seed did (default 0)")
     diagnose.add_argument("--epochs", type=_positive, help="epochs, where no record gives them (default: the task's)")
     diagnose.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="fix a hyperparameter (over the record's); repeatable")
@@ -90,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     diagnose.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     diagnose.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
-    diagnose.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
-    diagnose.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    diagnose.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    diagnose.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     diagnose.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     again = sub.add_parser("reproduce", help="rerun one record's exact configuration; old and new metrics side by side")
@@ -101,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     again.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     again.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
-    again.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
+    again.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     again.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     listing = sub.add_parser("list", help="what is registered")
@@ -153,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return list_command(args.what, _data_dir(args.data_dir))
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line even when the message quotes input that holds line breaks.
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)

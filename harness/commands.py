@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 
-from harness import environment, workers
+from harness import environment, fingerprints, workers
 from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
 from harness.environment import resolve_device
-from harness.records import record_path, write_record
-from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
+from harness.records import read_record, record_path, write_record
+from harness.runner import (TRAIN_DOMAINS, Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.publishing.run_report import PairOutcome, summary_table
 from harness.space import parse_overrides
-from harness.tracking import Tracker, default_uri
+from harness.tracking import Tracker, check_uri, default_uri
 from harness.tuning import open_storage
 
 log = logging.getLogger("harness")
@@ -43,6 +44,28 @@ def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[l
     return pairs, skipped
 
 
+def check_files(pairs: list[Pair], workdir: Path) -> None:
+    """Load each file-backed task whose files changed since they last loaded cleanly (no fingerprint is
+    cached for them as they are now), so a damaged file is refused before anything is written."""
+    for task in {id(p.task): p.task for p in pairs}.values():
+        if task.source.kind != "files":
+            continue
+        key = fingerprints.data_key(task.identity(), [task.data_dir / f for f in task.source.files])
+        if fingerprints.cached(workdir, key) is None:
+            with _quiet():  # the pair loads them again, and says what it drops, when it trains
+                task.load()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress lines while files are checked: a damaged file then gets its one error line alone."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def run_command(args, data_dir: Path | None) -> int:
     options = RunOptions(
         trials=args.trials, seeds=args.seeds, epochs=args.epochs, device=args.device,
@@ -54,6 +77,8 @@ def run_command(args, data_dir: Path | None) -> int:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     resolve_device(options.device)
     tracking_uri = args.tracking_uri or default_uri(options.workdir)
+    check_uri(tracking_uri)
+    check_files(pairs, options.workdir)
     # Stores are created here, once, before any worker starts; a worker elsewhere finds them made.
     runner = workers.build_runner(options, tracking_uri, args.storage)
     refuse_dirty_tree(args.allow_dirty)
@@ -116,13 +141,18 @@ def diagnose_command(args, data_dir: Path | None) -> int:
                          results=args.results, workdir=args.workdir, data_dir=data_dir,
                          progress=not args.no_progress)
     pairs, skipped = plan(args.method, args.task, data_dir)
+    diagnostics.check_side_variables([pair.task for pair in pairs], TASKS)
+    diagnostics.render_table(options.results, args.reference)  # a damaged result or --reference fails now
+    # Every configuration is read and checked (records, --set) before any store opens or any pair trains.
+    configurations = [(pair, *_scored_configuration(options, pair, args.seed)) for pair in pairs]
+    resolve_device(options.device)
+    check_files(pairs, options.workdir)
     for task, method_cls, reason in skipped:
         log.warning("%s/%s: not applicable (%s); skipped", task.name, method_cls.name, reason)
     tracker = Tracker(args.tracking_uri or default_uri(options.workdir), options.workdir / "artifacts")
     runner = PairRunner(options, tracker, storage=None)
     estimator = diagnostics.ClassifierMI()
-    for pair in pairs:
-        hparams, epochs, source = _scored_configuration(runner, pair, args.seed)
+    for pair, hparams, epochs, source in configurations:
         data = pair.task.load()
         protocol = {"epochs": epochs, "seed": args.seed, "hparams_from": source}
         with tracker.parent_run(f"diagnostics/{pair.task.name}", pair.method_cls.name,
@@ -138,18 +168,25 @@ def diagnose_command(args, data_dir: Path | None) -> int:
     return 0
 
 
-def _scored_configuration(runner: PairRunner, pair: Pair, seed: int) -> tuple[dict, int, str]:
+def _scored_configuration(options: RunOptions, pair: Pair, seed: int) -> tuple[dict, int, str]:
     """The hyperparameters and epochs of the scored run for this seed, if recorded; else defaults and --set."""
-    path = record_path(runner.options.results, pair.task.name, pair.method_cls.name, seed)
-    _space, fixed = runner.hyperparameters(pair)
-    if path.exists():
-        record = json.loads(path.read_text())
-        overrides = {k: fixed[k] for k in runner.options.overrides}
-        # Defaults first: a record made before a hyperparameter existed ran at that default.
-        # Named relative to the results folder: the published table must not carry this machine's paths.
-        source = path.relative_to(runner.options.results).as_posix()
-        return fixed | record["hparams"] | overrides, int(record["protocol"]["epochs"]), source
-    return fixed, runner.epochs_for(pair.task), "defaults"
+    path = record_path(options.results, pair.task.name, pair.method_cls.name, seed)
+    _space, fixed = resolve_hyperparameters(pair, options.overrides)
+    if not path.exists():
+        return fixed, options.epochs or pair.task.default_epochs, "defaults"
+    record = read_record(path)
+    domains = TRAIN_DOMAINS | pair.method_cls.domains
+    stray = next((k for k, v in record.hparams.items() if k in domains and not domains[k].contains(v)), None)
+    epochs = record.protocol.get("epochs")
+    if stray is not None or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        problem = (f"hyperparameter {stray}={record.hparams[stray]!r} is not {domains[stray].describe()}"
+                   if stray is not None else f"protocol epochs {epochs!r} is not a whole number >= 0")
+        raise HarnessError(f"{path}: {problem}; regenerate it (`harness run ... --force`) or delete the file")
+    overrides = {k: fixed[k] for k in options.overrides}
+    # Defaults first: a record made before a hyperparameter existed ran at that default.
+    # Named relative to the results folder: the published table must not carry this machine's paths.
+    source = path.relative_to(options.results).as_posix()
+    return fixed | record.hparams | overrides, epochs, source
 
 
 def data_check_command(task_name: str, data_dir: Path | None) -> int:
@@ -157,5 +194,7 @@ def data_check_command(task_name: str, data_dir: Path | None) -> int:
     from harness.datacheck import check_task, report_lines
 
     task = TASKS.get(task_name)(data_dir=data_dir)
-    print("\n".join(report_lines(task, check_task(task))))
+    with _quiet():
+        summaries = check_task(task)
+    print("\n".join(report_lines(task, summaries)))
     return 0

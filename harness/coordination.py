@@ -98,8 +98,9 @@ class PostgresMutex:
             try:
                 self._connection = psycopg.connect(self.conninfo, autocommit=True)
             except psycopg.Error as exc:
-                raise HarnessError(f"--storage: cannot reach PostgreSQL ({exc}); check the URL and the server") \
-                    from None
+                reason = " ".join(str(exc).split())  # psycopg's message spans lines; the CLI prints one
+                raise HarnessError(f"--storage postgresql://{_host_of(self.conninfo)}: cannot open the database "
+                                   f"({reason}); start its server, or fix the URL") from None
         return self._connection
 
 
@@ -376,3 +377,8 @@ def settled_records(storage: optuna.storages.BaseStorage) -> Iterator[dict[str, 
         for key, claim in storage.get_study_system_attrs(study._study_id).items():
             if key.startswith(SEED_PREFIX) and claim.get("state") == "ok" and claim.get("record"):
                 yield claim["record"]
+
+
+def _host_of(conninfo: str) -> str:
+    """host:port/database of a PostgreSQL URL, without the user and password."""
+    return conninfo.split("://", 1)[-1].rpartition("@")[2]

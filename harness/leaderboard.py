@@ -104,6 +104,14 @@ def refuse_mixed_identities(root: Path, records: list[Record]) -> None:
 
 def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
     """(task, method table name) -> reported score, and task -> suite for the reported tasks."""
+    try:
+        return _read_reported(reference_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # TOML and number errors are ValueErrors
+        raise HarnessError(f"{reference_dir}: the papers' reported numbers cannot be read ({type(exc).__name__}: "
+                           f"{exc}); restore them (git checkout {reference_dir}) or fix sources.toml") from None
+
+
+def _read_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
     config_path = reference_dir / "sources.toml"
     if not config_path.exists():
         return {}, {}

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, get_args
 import torch
 from torch import nn
 
-from harness.space import Param
+from harness.space import Domain, Param
 from harness.task import Batch, ModalityKind, Task
 
 
@@ -137,6 +137,8 @@ class Method(nn.Module):
     requirements: ClassVar[Requirements] = Requirements()
     search_space: ClassVar[dict[str, Param]] = {}
     defaults: ClassVar[dict[str, Any]] = {}
+    # Every value each key of search_space and defaults may take (harness.space); checked before any work.
+    domains: ClassVar[dict[str, Domain]] = {}
     trains: ClassVar[bool] = True  # False for reference rows that score a fixed representation
 
     def __init__(self, task: Task, hparams: dict[str, Any]):

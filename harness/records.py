@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.identity import run_identity
 
 SCHEMA = 2
@@ -73,15 +74,66 @@ def read_records(root: Path) -> Iterator[Record]:
 
 
 def read_record(path: Path) -> Record:
-    data = json.loads(Path(path).read_text())
-    return Record(**migrate(data, path))
+    return Record(**migrate(_checked_fields(Path(path)), path))
+
+
+# The types each field may hold, as json.loads gives them back.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "task": (dict,), "method": (dict,), "seed": (int, type(None)), "status": (str,), "hparams": (dict,),
+    "protocol": (dict,), "metrics": (dict,), "environment": (dict,), "wall_time_s": (int, float),
+    "peak_memory_mb": (int, float), "finished_at": (str,), "reason": (str,), "mlflow_run_id": (str, type(None)),
+    "checks": (dict,), "identity": (dict,), "schema": (int,),
+}
+_REQUIRED = {f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING} | {"schema"}
+
+
+def _checked_fields(path: Path) -> dict[str, Any]:
+    """A record file's fields, or one line naming the file, what is wrong with it and the fix."""
+    fix = "regenerate it (`harness run ... --force`) or delete the file"
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read this record ({exc.strerror}); fix its permissions or delete it") \
+            from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise HarnessError(f"{path}: not valid JSON{where} (truncated or damaged); {fix}") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: a record is a JSON object, not a {type(data).__name__}; {fix}")
+    missing = sorted(_REQUIRED - set(data))
+    unknown = sorted(set(data) - {f.name for f in fields(Record)})
+    if missing or unknown:
+        problem = f"lacks field(s) {', '.join(missing)}" if missing else f"has unknown field(s) {', '.join(unknown)}"
+        raise HarnessError(f"{path}: the record {problem}; {fix}")
+    for name, value, expected in _typed_entries(data):
+        if not (bool in expected if isinstance(value, bool) else isinstance(value, expected)):
+            found = "nothing" if value is MISSING else f"a {type(value).__name__}"
+            raise HarnessError(f"{path}: record field '{name}' holds {found}; {fix}")
+    return data
+
+
+def _typed_entries(data: dict[str, Any]) -> Iterator[tuple[str, Any, tuple[type, ...]]]:
+    """(name, value, accepted types): the fields first, then what readers take from inside them.
+
+    Lazy, so an entry inside a field is only looked at once that field's own type has passed.
+    """
+    for name, value in data.items():
+        if name in _FIELD_TYPES:
+            yield name, value, _FIELD_TYPES[name]
+    for part, key in (("task", "name"), ("method", "name"), ("method", "display_name")):
+        yield f"{part}.{key}", data[part].get(key, MISSING), (str,)
+    for key, value in data.get("metrics", {}).items():
+        yield f"metrics.{key}", value, (int, float)
+    for key, value in data.get("checks", {}).items():
+        yield f"checks.{key}", value, (dict,)
+        yield f"checks.{key}.held", value.get("held", MISSING), (bool,)
 
 
 def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """The record's fields in the current schema, through each migration from its own."""
     schema = data.get("schema")
     if schema not in MIGRATIONS and schema != SCHEMA:
-        raise ValueError(f"{path}: record schema {schema} is not one this harness reads (1 to {SCHEMA}); "
+        raise HarnessError(f"{path}: record schema {schema} is not one this harness reads (1 to {SCHEMA}); "
                          f"upgrade the harness, or regenerate the record with `harness run ... --force`")
     while data["schema"] != SCHEMA:
         data = MIGRATIONS[data["schema"]](data)

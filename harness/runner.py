@@ -25,7 +25,7 @@ from harness.publishing import run_report
 from harness.publishing.history import history_path
 from harness.records import Record, write_record
 from harness.resume import plan_resume
-from harness.space import Float, Param, typed_overrides
+from harness.space import NON_NEGATIVE, POSITIVE, Float, Interval, Param, check_domains, typed_overrides
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
 from harness.train import TrainConfig, extract_features, fit
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # Every trained method tunes its learning rate; methods add their own entries.
 TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
+# A contrastive batch of one row holds no negative (and batch norm cannot train on it).
+TRAIN_DOMAINS = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "batch_size": Interval(low=2, integer=True)}
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
 CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 
@@ -404,11 +406,13 @@ class PairRunner:
 
 
 def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:
-    """The space still to tune, and every value fixed by defaults or --set (an unknown key fails here)."""
+    """The space still to tune, and every value fixed by defaults or --set (an unknown key or a value
+    outside its domain fails here)."""
     method, task = pair.method_cls, pair.task
     space = {**TRAIN_SPACE, **method.search_space} if method.trains else {}
     defaults = {**TRAIN_DEFAULTS, "batch_size": task.default_batch_size, **method.defaults}
     fixed = typed_overrides(overrides, space, defaults)
+    check_domains(f"method {method.name}", space, defaults, fixed, TRAIN_DOMAINS | method.domains)
     return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
 
 

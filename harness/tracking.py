@@ -39,13 +39,18 @@ def default_uri(workdir: Path) -> str:
     return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
 
 
+def check_uri(uri: str) -> None:
+    """Refuse a URI MLflow cannot use, before anything is opened or created."""
+    if uri.startswith("file:") or "://" not in uri:
+        raise HarnessError(
+            f"--tracking-uri {uri}: MLflow no longer accepts a file store; "
+            "give a sqlite:///path.db or http://server URI"
+        )
+
+
 class Tracker:
     def __init__(self, uri: str, artifact_root: Path):
-        if uri.startswith("file:") or "://" not in uri:
-            raise HarnessError(
-                f"--tracking-uri {uri}: MLflow no longer accepts a file store; "
-                "give a sqlite:///path.db or http://server URI"
-            )
+        check_uri(uri)
         self.uri = uri
         self.artifact_root = Path(artifact_root)
         mlflow.set_tracking_uri(uri)

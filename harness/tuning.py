@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy.exc import SQLAlchemyError
 
 from harness.coordination import counts_against_budget, mutex_for
 from harness.errors import HarnessError, RunFailed
@@ -19,6 +19,18 @@ from harness.space import Choice, Float, Int, Param
 SAMPLER_SEED = 0
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Optuna logs a trial's error with its traceback, then re-raises it. The harness reports what reaches
+    it in one line (an out-of-memory pair, a bad input) and Python prints a defect's traceback once, so
+    Optuna's copy only buries that line."""
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+# The logger Optuna reports failed trials on; a test fails if a traceback gets through again.
+logging.getLogger("optuna.study._optimize").addFilter(_without_traceback)
 
 
 def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage:
@@ -36,12 +48,26 @@ def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage
         )
     if spec.startswith("sqlite:///"):
         Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    url = spec.replace("postgresql://", "postgresql+psycopg://", 1)  # the driver we install, on any SQLAlchemy
     with mutex_for(spec, workdir).hold():
-        try:
-            return optuna.storages.RDBStorage(url)
-        except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
-            raise HarnessError(f"--storage {spec}: cannot open the Optuna storage ({exc}); check the URL") from None
+        return _database(spec)
+
+
+def _database(url: str) -> optuna.storages.RDBStorage:
+    """Connect now, so a server that is down or a bad URL fails in one line before any work."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise HarnessError(f"--storage {url}: not a database URL; write sqlite:///path.db or "
+                           f"postgresql://user:password@host:port/database") from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver we install, on any SQLAlchemy
+    try:
+        return optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False))
+    except (ImportError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise HarnessError(f"--storage {shown}: cannot open the database ({reason}); start its server, "
+                           f"or fix the URL") from None
 
 
 def open_study(name: str, storage) -> optuna.Study:

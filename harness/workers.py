@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from harness.coordination import POLL_S, SEED_PREFIX, Coordinator, mutex_for
 from harness.environment import divide_threads
 from harness.errors import DivergedError, HarnessError, RunFailed
+from harness.failures import out_of_memory, out_of_memory_line
 from harness.publishing.run_report import PairOutcome
 from harness.runner import Pair, PairRunner, RunOptions, Step
 from harness.tracking import Tracker
@@ -44,9 +45,10 @@ class WorkerSpec:
 
 
 def build_runner(options: RunOptions, tracking_uri: str, storage_spec: str | None) -> PairRunner:
+    storage = open_storage(storage_spec, options.workdir)  # a database that is down fails before any store is made
     tracker = Tracker(tracking_uri, options.workdir / "artifacts")
     coordinator = Coordinator(mutex_for(storage_spec, options.workdir), force=options.force)
-    return PairRunner(options, tracker, open_storage(storage_spec, options.workdir), coordinator)
+    return PairRunner(options, tracker, storage, coordinator)
 
 
 def sweep(runner: PairRunner, pairs: list[Pair]) -> tuple[list[str], list[PairOutcome]]:
@@ -63,11 +65,11 @@ def sweep(runner: PairRunner, pairs: list[Pair]) -> tuple[list[str], list[PairOu
                     if step is Step.DONE:
                         outcomes.append(runner.finish(pair))
                         log.info(outcomes[-1].message)
-                except (DivergedError, RunFailed) as exc:
+                except (DivergedError, RunFailed, MemoryError, RuntimeError) as exc:
                     step = Step.DONE
                     failures.append(pair.key)
-                    outcomes.append(PairOutcome(pair.task.name, pair.method_cls.name, str(exc)))
-                    log.error("%s failed: %s", pair.key, exc)
+                    outcomes.append(PairOutcome(pair.task.name, pair.method_cls.name, _failure_line(exc)))
+                    log.error("%s failed: %s", pair.key, outcomes[-1].message)
                 if step is Step.DONE:
                     pending.remove(pair)
                 if step is Step.WORKED:
@@ -78,6 +80,15 @@ def sweep(runner: PairRunner, pairs: list[Pair]) -> tuple[list[str], list[PairOu
     finally:
         runner.coordinator.close()
     return failures, outcomes
+
+
+def _failure_line(exc: BaseException) -> str:
+    """A pair's failure in one line; anything else that reaches here is a defect, re-raised with its traceback."""
+    if isinstance(exc, (DivergedError, RunFailed)):
+        return str(exc)
+    if out_of_memory(exc):
+        return out_of_memory_line(exc)
+    raise exc
 
 
 def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri: str,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from harness.method import InputModalities, Method, Requirements
-from harness.space import Choice
+from harness.space import POSITIVE, SIZE, Choice, OneOf
 from methods.common.encoders import ModalityEncoders
 from methods.common.losses import symmetric_info_nce
 from methods.common.vision_text import crop_and_flip, image_modalities
@@ -30,6 +30,7 @@ class CLIP(Method):
     requirements = Requirements(min_modalities=2)
     search_space = {"embed_dim": Choice((64, 128, 256))}
     defaults = {"embed_dim": 128, "init_temperature": 0.07, "image_crops": False}
+    domains = {"embed_dim": SIZE, "init_temperature": POSITIVE, "image_crops": OneOf((False, True))}
 
     @classmethod
     def input_modalities(cls, task) -> InputModalities:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from harness.errors import HarnessError
 from harness.method import AssumptionCheck, InputModalities, Requirements
+from harness.space import POSITIVE, SIZE, Interval, OneOf
 from harness.task import Split, Task
 from methods.common.guides import GUIDE_SEED_OFFSET, build_guide, image_modality
 from methods.common.losses import nt_xent_logits
@@ -203,6 +204,12 @@ class ClipGuidedSimCLR(SimCLR):
     defaults = SimCLR.defaults | {
         "variant": "add-new-positive", "fraction": None, "guide": "clip", "guide_gate": GUIDE_GATE,
         "guide_epochs": 40, "guide_lr": 1e-3, "guide_embed_dim": 128,
+    }
+    domains = SimCLR.domains | {
+        "variant": OneOf(VARIANTS), "fraction": Interval(low=0, high=1, high_open=True, optional=True),
+        "guide": OneOf(("clip", "oracle"), prefixes=("embeddings:", "module:")),
+        "guide_gate": Interval(low=0, high=1),  # a share of nearest neighbours that must have the class
+        "guide_epochs": SIZE, "guide_lr": POSITIVE, "guide_embed_dim": SIZE,
     }
 
     @classmethod

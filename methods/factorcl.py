@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from harness.method import Auxiliary, Method, Requirements
-from harness.space import Choice
+from harness.space import POSITIVE, SIZE, Choice
 from harness.task import Batch
 from methods.common.encoders import ModalityEncoders
 from methods.common.mi import CLUBBound, LabelNCEBound, NCEBound, condition, one_hot
@@ -65,6 +65,8 @@ class FactorCL(Method):
     # the CLUB bounds against critics held fixed in that step, so critics that learn too slowly get
     # outrun: their InfoNCE falls below zero and the "upper bound" stops bounding anything.
     defaults = {"embed_dim": 128, "factor_dim": 64, "critic_hidden": 512, "critic_depth": 1, "club_lr_scale": 1.0}
+    domains = {"embed_dim": SIZE, "factor_dim": SIZE, "critic_hidden": SIZE, "critic_depth": SIZE,
+               "club_lr_scale": POSITIVE}
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)

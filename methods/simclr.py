@@ -9,7 +9,7 @@ the embeddings before the projection head, as in SimCLR.
 """
 
 from harness.method import InputModalities, Method, Requirements
-from harness.space import Choice, Float
+from harness.space import POSITIVE, SIZE, Choice, Float
 from methods.common.encoders import ModalityEncoders, mlp
 from methods.common.losses import nt_xent
 from methods.common.vision_text import image_modalities
@@ -23,6 +23,7 @@ class SimCLR(Method):
     requirements = Requirements(needs_augmentations=True)
     search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
     defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
+    domains = {"temperature": POSITIVE, "embed_dim": SIZE, "projection_dim": SIZE}
 
     @classmethod
     def input_modalities(cls, task) -> InputModalities:

@@ -3,6 +3,7 @@
 import torch
 
 from harness.method import Method
+from harness.space import SIZE
 from methods.common.encoders import ModalityEncoders
 
 
@@ -12,6 +13,7 @@ class Untrained(Method):
     description = "Probe on randomly initialized default encoders; what training must add to."
     trains = False
     defaults = {"embed_dim": 128}
+    domains = {"embed_dim": SIZE}
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)

@@ -79,6 +79,22 @@ class FailsItsCheckOnOddSeeds(DivergesOnOddSeeds):
         return [AssumptionCheck("even_seed", held, f"seed parity {torch.initial_seed() % 2}", float(len(history)))]
 
 
+class OutOfMemoryOnLargeBatches(DivergesOnOddSeeds):
+    """Raises torch's out-of-memory error on batches over 32 rows, as a device too small for them would."""
+
+    name = "oom-on-large-batches"
+    display_name = "Out of memory"
+
+    def loss(self, batch):
+        if len(batch.labels) > 32:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                                         "capacity of 1 GiB of which 0 bytes is free.")
+        return self.encoders.joint(batch.inputs).pow(2).mean()
+
+
+TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a clean one
+
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
-                "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds"}
+                "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
+                "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches"}

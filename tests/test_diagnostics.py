@@ -59,21 +59,18 @@ def test_diagnose_writes_estimates_and_the_table_beside_the_paper(tmp_path, trac
 
 
 def test_diagnose_retrains_an_older_record_with_defaults_for_hyperparameters_it_predates(tmp_path):
-    from types import SimpleNamespace
-
     from harness.catalog import METHODS, TASKS
     from harness.commands import _scored_configuration
-    from harness.records import record_path
-    from harness.runner import Pair, resolve_hyperparameters
+    from harness.records import Record, write_record
+    from harness.runner import Pair, RunOptions
 
     pair = Pair(TASKS.get("tiny-synthetic")(), METHODS.get("factorcl-sup"))
     old_hparams = {"lr": 0.01, "batch_size": 64, "embed_dim": 16}  # recorded before club_lr_scale existed
-    path = record_path(tmp_path, "tiny-synthetic", "factorcl-sup", 0)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"hparams": old_hparams, "protocol": {"epochs": 3}}))
-    runner = SimpleNamespace(options=SimpleNamespace(results=tmp_path, overrides={"factor_dim": "8"}),
-                             hyperparameters=lambda p: resolve_hyperparameters(p, {"factor_dim": "8"}))
-    hparams, epochs, source = _scored_configuration(runner, pair, 0)
+    write_record(tmp_path, Record(task={"name": "tiny-synthetic"}, seed=0, status="ok", hparams=old_hparams,
+                                  method={"name": "factorcl-sup", "display_name": "FactorCL-SUP"},
+                                  protocol={"epochs": 3}))
+    options = RunOptions(results=tmp_path, overrides={"factor_dim": "8"})
+    hparams, epochs, source = _scored_configuration(options, pair, 0)
     assert epochs == 3 and source == "records/tiny-synthetic/factorcl-sup/seed0.json"  # no machine paths
     assert hparams["club_lr_scale"] == 1.0 and hparams["factor_dim"] == 8
     assert {k: hparams[k] for k in old_hparams} == old_hparams  # recorded values win over defaults

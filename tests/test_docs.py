@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from harness.runner import Pair, resolve_hyperparameters
 from harness.task import Batch
 from tests.fixtures import TinySynthetic
 
@@ -34,3 +35,4 @@ def test_the_readme_example_method_trains():
     loss = method.loss(Batch(inputs, labels, rows))
     loss.backward()
     assert torch.isfinite(loss) and method.encode(inputs).shape == (32, 256)
+    resolve_hyperparameters(Pair(task, namespace["MyMethod"]), {})  # its domains hold its defaults and space

@@ -4,6 +4,7 @@ from dataclasses import asdict
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.identity import differences, run_identity, study_name
 from harness.records import SCHEMA, Record, has_record, read_records, record_path, write_record
 
@@ -32,7 +33,7 @@ def test_writing_leaves_no_temporary_file(tmp_path):
 def test_a_record_of_another_schema_is_refused(tmp_path):
     path = write_record(tmp_path, make_record())
     path.write_text(json.dumps(json.loads(path.read_text()) | {"schema": 99}))
-    with pytest.raises(ValueError, match="schema 99"):
+    with pytest.raises(HarnessError, match="schema 99"):
         list(read_records(tmp_path))
 
 
@@ -66,7 +67,7 @@ def test_a_migrated_record_matches_a_request_whose_fixed_values_it_holds(tmp_pat
 def test_a_record_of_a_newer_schema_says_how_to_regenerate_it(tmp_path):
     path = write_record(tmp_path, make_record())
     path.write_text(json.dumps(json.loads(path.read_text()) | {"schema": 3}))
-    with pytest.raises(ValueError, match="schema 3 is not one this harness reads .1 to 2.; upgrade the harness"):
+    with pytest.raises(HarnessError, match="schema 3 is not one this harness reads .1 to 2.; upgrade the harness"):
         list(read_records(tmp_path))
 
 

@@ -91,4 +91,5 @@ def test_reproduce_reruns_a_record_exactly_and_refuses_one_that_no_longer_matche
 def test_reproducing_something_that_is_not_a_record_is_one_line(tmp_path, capsys):
     (tmp_path / "x.json").write_text("{}")
     assert main(["reproduce", str(tmp_path / "x.json")]) == 2
-    assert "not a result record" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "x.json") in err[0] and "the record lacks field(s)" in err[0]

@@ -28,3 +28,60 @@ def test_unknown_key_lists_the_known_ones():
 def test_value_of_the_wrong_type_is_rejected(pair):
     with pytest.raises(HarnessError, match="--set"):
         typed_overrides(parse_overrides([pair]), SPACE, {})
+
+
+# -- domains: every value a hyperparameter may take, checked before any work -------------------------
+
+from harness.catalog import METHODS  # noqa: E402
+from harness.runner import TRAIN_DOMAINS, Pair, resolve_hyperparameters  # noqa: E402
+from harness.space import NON_NEGATIVE, POSITIVE, SIZE, Interval, OneOf, check_domains  # noqa: E402
+from tests.fixtures import TinySynthetic  # noqa: E402
+
+
+@pytest.mark.parametrize("domain, inside, outside", [
+    (POSITIVE, [1e-9, 3.0], [0, -1e-3, float("inf"), True, "0.1", None]),
+    (NON_NEGATIVE, [0, 1e-5], [-1e-12]),
+    (SIZE, [1, 64, 128.0], [0, -3, 1.5, False]),
+    (Interval(low=0, high=1, high_open=True, optional=True), [0, 0.5, None], [1, 1.0, -0.1]),
+    (OneOf(("clip",), prefixes=("module:",)), ["clip", "module:pkg.mod:f"], ["clap", "module:", 1]),
+])
+def test_a_domain_holds_what_it_says_and_nothing_else(domain, inside, outside):
+    assert all(domain.contains(v) for v in inside)
+    assert not any(domain.contains(v) for v in outside)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_declares_a_domain_that_holds_its_defaults_and_its_search_space(name):
+    resolve_hyperparameters(Pair(TinySynthetic(), METHODS.get(name)), {})  # raises on any gap or stray value
+
+
+@pytest.mark.parametrize("pair, expected", [
+    ("lr=-1", "--set lr=-1.0: lr must be a number > 0; pass one, for example --set lr=0.001"),
+    ("weight_decay=-0.5", "weight_decay must be a number >= 0"),
+    ("embed_dim=0", "--set embed_dim=0: embed_dim must be a whole number >= 1; pass one, for example "
+                    "--set embed_dim=128"),
+    ("embed_dim=1.5", "embed_dim must be a whole number >= 1"),
+    ("batch_size=0", "batch_size must be a whole number >= 2"),
+    ("init_temperature=0", "init_temperature must be a number > 0"),
+])
+def test_a_value_outside_its_domain_names_the_key_the_value_the_range_and_the_fix(pair, expected):
+    with pytest.raises(HarnessError) as caught:
+        resolve_hyperparameters(Pair(TinySynthetic(), METHODS.get("clip")), parse_overrides([pair]))
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_choice_outside_its_options_is_refused_with_the_options():
+    method = METHODS.get("clip-guided-simclr")
+    with pytest.raises(HarnessError, match="variant must be one of add-new-positive, drop-false-negative"):
+        check_domains("m", {}, method.defaults, {"variant": "drop-everything"}, TRAIN_DOMAINS | method.domains)
+    with pytest.raises(HarnessError, match=r"fraction must be a number in \[0, 1\), or None"):
+        check_domains("m", {}, method.defaults, {"fraction": 1.0}, TRAIN_DOMAINS | method.domains)
+
+
+def test_a_method_whose_declarations_leave_their_domain_is_named():
+    with pytest.raises(HarnessError, match="method m declares no domain for hyperparameter 'depth'"):
+        check_domains("method m", SPACE, {}, {}, {"lr": POSITIVE, "dim": SIZE})
+    with pytest.raises(HarnessError, match="method m: default lr=-0.1 is outside its domain"):
+        check_domains("method m", {}, {"lr": -0.1}, {}, {"lr": POSITIVE})
+    with pytest.raises(HarnessError, match="the search space lr=Float.* leaves its domain"):
+        check_domains("method m", {"lr": Float(0.0, 1.0)}, {}, {}, {"lr": POSITIVE})

@@ -16,7 +16,7 @@ import mlflow
 import optuna
 import pytest
 
-from harness.cli import main
+from harness.cli import RUNS_DIR, main
 from harness.coordination import ABANDONED_KEY, LEASE_ENV, LEASE_KEY, SEED_PREFIX, counts_against_budget
 from harness.records import read_records
 from tests.servers import mlflow_server, postgres_bindir, postgres_server
@@ -76,7 +76,7 @@ def test_copies_of_one_command_started_at_once_share_the_default_stores(copies, 
     codes = wait_all(start_copies(copies, tmp_path))
     assert codes == [0] * copies
     work = tmp_path / ".harness"
-    assert_exact_sweep(journal(work), f"sqlite:///{work / 'mlflow.db'}", tmp_path / "results")
+    assert_exact_sweep(journal(work), f"sqlite:///{work / 'mlflow.db'}", tmp_path / RUNS_DIR)  # the default
 
 
 def test_workers_share_one_sweep_and_match_a_single_process(tmp_path, caplog):
@@ -113,7 +113,7 @@ def test_four_workers_on_postgresql_and_an_mlflow_server_survive_a_sigkill(tmp_p
         kill_a_worker_holding(storage, workers, seed_holder)
         codes = wait_all(workers)
         assert codes.count(-signal.SIGKILL) == 2 and codes.count(0) == 2, codes
-        assert_exact_sweep(storage, tracking, tmp_path / "results")  # the killed seed kept one MLflow run
+        assert_exact_sweep(storage, tracking, tmp_path / RUNS_DIR)  # the killed seed kept one MLflow run
         clip = next(s for s in optuna.get_all_study_summaries(storage) if "/clip@" in s.study_name)
         trials = optuna.load_study(study_name=clip.study_name, storage=storage).trials
         assert [t.number for t in trials if t.system_attrs.get(ABANDONED_KEY)] == [victim]  # retried, not counted

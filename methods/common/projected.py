@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from harness.method import Method
-from harness.space import Choice, Float
+from harness.space import POSITIVE, SIZE, Choice, Float
 from methods.common.encoders import ModalityEncoders, mlp
 
 
@@ -16,6 +16,7 @@ class ProjectedModalities(Method):
 
     search_space = {"temperature": Float(0.05, 0.5, log=True), "embed_dim": Choice((64, 128, 256))}
     defaults = {"temperature": 0.1, "embed_dim": 128, "projection_dim": 128}
+    domains = {"temperature": POSITIVE, "embed_dim": SIZE, "projection_dim": SIZE}
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
