@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import DivergedError
-from harness.method import Method
+from harness.method import Auxiliary, Method
 from harness.task import Batch, Split, TaskData
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,7 @@ def fit(
             if main is not None:
                 _step(main, loss, main_params, cfg.max_grad_norm)
             for objective, optimizer in aux:
-                aux_loss = objective.loss(batch)
-                terms[f"{objective.name}_loss"] = aux_loss
-                _finite(aux_loss, f"{objective.name} loss", epoch, step)
-                _step(optimizer, aux_loss, objective.parameters, cfg.max_grad_norm)
+                terms.update(_auxiliary_steps(objective, optimizer, batch, cfg.max_grad_norm, epoch, step))
             for key, value in terms.items():
                 sums.setdefault(f"train_{key}", []).append(float(value.detach()))
         metrics = {key: float(np.mean(values)) for key, values in sums.items()}
@@ -107,6 +104,20 @@ def fit(
             on_epoch(method, epoch, metrics)
     stats.wall_time_s = time.perf_counter() - started
     return stats
+
+
+def _auxiliary_steps(objective: Auxiliary, optimizer: torch.optim.Optimizer, batch: Batch, max_norm: float,
+                     epoch: int, step: int) -> dict[str, torch.Tensor]:
+    """Step one auxiliary objective `objective.steps` times; its logged scalars, averaged over the steps."""
+    logged: dict[str, list[torch.Tensor]] = {}
+    for _ in range(objective.steps):
+        out = objective.loss(batch)
+        terms = out if isinstance(out, dict) else {"loss": out}
+        _finite(terms["loss"], f"{objective.name} loss", epoch, step)
+        _step(optimizer, terms["loss"], objective.parameters, max_norm)
+        for key, value in terms.items():
+            logged.setdefault(f"{objective.name}_{key}", []).append(value.detach())
+    return {key: torch.stack(values).mean() for key, values in logged.items()}
 
 
 def _to(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
