@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a hyperparameter instead of tuning it; repeatable")
-    run.add_argument("--force", action="store_true", help="rerun seeds whose records already exist")
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--force", action="store_true", help="rerun seeds whose records already exist")
+    resume.add_argument("--keep-old", action="store_true",
+                        help="keep records made under another identity (epochs, budget, --set, versions, data) "
+                             "instead of retraining them")
     run.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
     run.add_argument("--workdir", type=Path, default=Path(".harness"), help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")

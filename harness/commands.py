@@ -45,7 +45,7 @@ def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[l
 def run_command(args, data_dir: Path | None) -> int:
     options = RunOptions(
         trials=args.trials, seeds=args.seeds, epochs=args.epochs, device=args.device,
-        overrides=parse_overrides(args.overrides), force=args.force, results=args.results,
+        overrides=parse_overrides(args.overrides), force=args.force, keep_old=args.keep_old, results=args.results,
         workdir=args.workdir, data_dir=data_dir, progress=not args.no_progress,
     )
     pairs, skipped = plan(args.method, args.task, data_dir)

@@ -3,7 +3,8 @@
 One table per suite: a row per method, a column per task with mean ± std (n)
 of test accuracy over seeds, the best mean bolded, the papers' reported
 numbers in a column beside ours where they exist, and an average rank only
-for methods that have every task of the suite.
+for methods that have every task of the suite. A cell takes the seeds of one
+run identity (harness.identity); records that mix two are refused, naming them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.errors import HarnessError
-from harness.records import read_records
+from harness.identity import differences
+from harness.records import Record, read_records, record_path
 
 METRIC = "test_acc"
 NO_RUN = "—"
@@ -33,7 +35,9 @@ class Reported:
 
 def load_results(root: Path) -> pd.DataFrame:
     rows = []
-    for r in read_records(root):
+    records = list(read_records(root))
+    refuse_mixed_identities(root, records)
+    for r in records:
         rows.append({
             "suite": r.task.get("suite", "misc"), "task": r.task["name"], "method": r.method["name"],
             "display": r.method["display_name"], "seed": r.seed, "status": r.status, "reason": r.reason,
@@ -47,6 +51,25 @@ def load_results(root: Path) -> pd.DataFrame:
             "check_failed": any(not check["held"] for check in r.checks.values()),
         })
     return pd.DataFrame(rows)
+
+
+def refuse_mixed_identities(root: Path, records: list[Record]) -> None:
+    """A cell's seeds must all stand for one run identity; a cell that mixes two is refused, naming the files."""
+    cells: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            cells.setdefault((r.task["name"], r.method["name"]), []).append(r)
+    for (task, method), cell in sorted(cells.items()):
+        # Compare with a record that stored its fixed values, if any: a migrated one is compared by its values.
+        reference = next((r for r in cell if r.identity.get("fixed") is not None), cell[0])
+        for r in cell:
+            found = differences(r.identity, reference.identity, r.hparams)
+            if found:
+                a, b = (record_path(root, task, method, x.seed) for x in (r, reference))
+                raise HarnessError(
+                    f"{a} and {b} were made under different run identities ({found[0].between(a.name, b.name)}); "
+                    f"a leaderboard cell takes one: rerun `harness run --method {method} --task {task}` to "
+                    f"replace the stale seeds, or remove them")
 
 
 def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:

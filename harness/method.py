@@ -10,35 +10,48 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import torch
 from torch import nn
 
 from harness.space import Param
-from harness.task import Batch, Task
+from harness.task import Batch, ModalityKind, Task
 
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a task must offer for the method to run on it."""
+    """What a task must offer for the method to run on it. Every field is checked by `unmet`."""
 
     min_modalities: int = 1
-    needs_labels: bool = False
+    needs_labels: bool = False  # trains on the training split's labels
     needs_augmentations: bool = False
     modality_kinds: frozenset[str] | None = None  # every modality must be one of these kinds
+    # A guide model embeds the task's images. Whether the default guide can be trained on the task (it needs a
+    # paired modality) depends on the --set guide value, so the method checks that when it builds it.
     needs_guide: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.modality_kinds or ()) - set(get_args(ModalityKind)))
+        if unknown:  # a misspelt kind would silently rule out every task
+            raise ValueError(f"Requirements: unknown modality kind(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(get_args(ModalityKind))}")
 
     def unmet(self, task: Task) -> str | None:
         """Why the task does not qualify, as the leaderboard prints it, or None if it does."""
-        if len(task.modalities) < self.min_modalities:
+        kinds = [m.kind for m in task.modalities]
+        if len(kinds) < self.min_modalities:
             return f"needs {self.min_modalities} modalities"
+        if self.needs_labels and not task.labels_for_training:
+            return "needs labels to train on"
         if self.needs_augmentations and not task.offers_augmentations():
             return "needs augmentations"
         if self.modality_kinds is not None:
-            other = sorted({m.kind for m in task.modalities} - self.modality_kinds)
+            other = sorted(set(kinds) - self.modality_kinds)
             if other:
                 return f"needs {' or '.join(sorted(self.modality_kinds))} inputs, not {', '.join(other)}"
+        if self.needs_guide and "image" not in kinds:
+            return "needs an image modality for its guide to embed"
         return None
 
     def describe(self) -> str:
@@ -52,7 +65,7 @@ class Requirements:
         if self.modality_kinds is not None:
             parts.append("/".join(sorted(self.modality_kinds)) + " inputs")
         if self.needs_guide:
-            parts.append("a guide model")
+            parts.append("a guide model (on an image modality)")
         return ", ".join(parts) or "-"
 
 

@@ -1,6 +1,19 @@
 """Result records: one JSON file per (task, method, seed), the published truth.
 
 This module imports no torch, so the leaderboard can read records anywhere.
+
+Schema versions. A record of an older schema is read through the migrations
+below, one version at a time, and rewritten in the current schema only when
+its seed is trained again:
+
+- 1 -> 2: schema 2 adds `identity` (see `harness.identity`). The migration
+  rebuilds it from the record's own task, method and protocol fields. It
+  cannot know which hyperparameters were fixed (defaults or --set) and which
+  tuned, so it sets `fixed` to None; such a record is reused when every value
+  a request fixes equals the value the record holds.
+
+A record of a newer schema than this harness knows is refused with one line
+saying to upgrade the harness or regenerate the record.
 """
 
 from __future__ import annotations
@@ -12,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+from harness.identity import run_identity
+
+SCHEMA = 2
 
 
 @dataclass
@@ -32,6 +47,8 @@ class Record:
     mlflow_run_id: str | None = None
     # Assumptions the number rests on, as the method checked them: name -> {held, detail, value}.
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What must be equal for this record to stand for a requested run (harness.identity.run_identity).
+    identity: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
 
 
@@ -52,10 +69,31 @@ def write_record(root: Path, record: Record) -> Path:
 
 def read_records(root: Path) -> Iterator[Record]:
     for path in sorted((Path(root) / "records").glob("*/*/*.json")):
-        data = json.loads(path.read_text())
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: record schema {data.get('schema')} is not {SCHEMA}; regenerate it")
-        yield Record(**data)
+        yield read_record(path)
+
+
+def read_record(path: Path) -> Record:
+    data = json.loads(Path(path).read_text())
+    return Record(**migrate(data, path))
+
+
+def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The record's fields in the current schema, through each migration from its own."""
+    schema = data.get("schema")
+    if schema not in MIGRATIONS and schema != SCHEMA:
+        raise ValueError(f"{path}: record schema {schema} is not one this harness reads (1 to {SCHEMA}); "
+                         f"upgrade the harness, or regenerate the record with `harness run ... --force`")
+    while data["schema"] != SCHEMA:
+        data = MIGRATIONS[data["schema"]](data)
+    return data
+
+
+def _schema_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    identity = run_identity(data["task"], data["method"], data.get("protocol") or {}, fixed=None)
+    return data | {"identity": identity, "schema": 2}
+
+
+MIGRATIONS = {1: _schema_1_to_2}  # schema -> the function that lifts a record of it to the next
 
 
 def has_record(root: Path, task: str, method: str, seed: int) -> bool:

@@ -26,16 +26,23 @@ class Registry(Generic[T]):
         self._loaded: dict[str, type[T]] = {}
 
     def register(self, name: str, target: str) -> None:
-        """Add an entry by its "module:attribute" path; the module is imported on first use."""
+        """Add an entry by its "module:attribute" path; the module is imported on first use.
+
+        Registering a name again with the same target is harmless; with another target it is refused,
+        so neither a plugin nor a test ever silently replaces or loses an entry.
+        """
+        known = self._targets.get(name)
+        if known is not None and known != target:
+            raise HarnessError(f"{self.kind} '{name}' is registered twice, to {known} and to {target}; "
+                               f"rename one of them")
         self._targets[name] = target
-        self._loaded.pop(name, None)
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
         for ep in entry_points(group=self._group):
-            self._targets.setdefault(ep.name, ep.value)
+            self.register(ep.name, ep.value)
+        self._plugins_loaded = True  # only once all were accepted: a clash is reported on every use
 
     def names(self) -> list[str]:
         self._load_plugins()

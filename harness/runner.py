@@ -13,10 +13,12 @@ from typing import Any
 import optuna
 import torch
 
-from harness import environment, probe
+from harness import environment, fingerprints, probe
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
-from harness.records import Record, has_record, write_record
+from harness.identity import run_identity, study_name
+from harness.records import Record, write_record
+from harness.resume import plan_resume
 from harness.space import Float, Param, typed_overrides
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
@@ -39,6 +41,7 @@ class RunOptions:
     device: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
     force: bool = False
+    keep_old: bool = False  # keep records made under another identity instead of retraining them
     results: Path = Path("results")
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
@@ -70,12 +73,50 @@ class PairRunner:
     def hyperparameters(self, pair: Pair) -> tuple[dict[str, Param], dict[str, Any]]:
         return resolve_hyperparameters(pair, self.options.overrides)
 
-    def seeds_to_run(self, pair: Pair) -> list[int]:
-        root = self.options.results
-        return [
-            s for s in range(self.options.seeds)
-            if self.options.force or not has_record(root, pair.task.name, pair.method_cls.name, s)
-        ]
+    def seeds_to_run(self, pair: Pair, identity: dict[str, Any]) -> list[int]:
+        """The seeds whose records do not stand for this identity; says in one line what differs."""
+        plan = plan_resume(self.options.results, identity, force=self.options.force, keep_old=self.options.keep_old)
+        plan.apply()
+        return plan.train
+
+    def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
+        # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
+        epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
+        return {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds,
+                "batch_size": fixed.get("batch_size")}
+
+    def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
+        """This request's run identity; the tuned keys' defaults are not fixed values and stay out of it."""
+        return run_identity(pair.task.identity() | {"fingerprint": fingerprint},
+                            {"name": pair.method_cls.name, "version": pair.method_cls.version},
+                            self.protocol(pair, space, fixed), {k: v for k, v in fixed.items() if k not in space})
+
+    def decide(self, pair: Pair, space, fixed) -> tuple[dict[str, Any], list[int], TaskData | None]:
+        """The requested identity and the seeds to train. Data are loaded only to fingerprint them when
+        no fingerprint is cached, or when there is training to do (then the cached one is verified)."""
+        cached, key = self.cached_fingerprint(pair.task)
+        data = None
+        if cached is None:
+            data = pair.task.load()
+            cached = data.fingerprint()
+            fingerprints.remember(self.options.workdir, key, cached)
+        identity = self.identity(pair, space, fixed, cached)
+        seeds = self.seeds_to_run(pair, identity)
+        if seeds and data is None:
+            data = pair.task.load()
+            actual = data.fingerprint()
+            if actual != cached:  # only if a generator changed without a new task version
+                log.warning("%s: the data's fingerprint is %s, not the cached %s; deciding again", pair.key, actual,
+                            cached)
+                fingerprints.remember(self.options.workdir, key, actual)
+                identity = self.identity(pair, space, fixed, actual)
+                seeds = self.seeds_to_run(pair, identity)
+        return identity, seeds, data
+
+    def cached_fingerprint(self, task: Task) -> tuple[str | None, str]:
+        files = [task.data_dir / f for f in task.source.files] if task.source.kind == "files" and task.data_dir else []
+        key = fingerprints.data_key(task.identity(), files)
+        return fingerprints.cached(self.options.workdir, key), key
 
     def epochs_for(self, task: Task) -> int:
         return self.options.epochs or task.default_epochs
@@ -83,30 +124,29 @@ class PairRunner:
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, pair: Pair) -> str:
-        seeds = self.seeds_to_run(pair)
-        if not seeds:
-            return f"{pair.key}: all {self.options.seeds} seed records exist; nothing to train (--force reruns)"
         space, fixed = self.hyperparameters(pair)
-        data = pair.task.load()
-        fingerprint = data.fingerprint()
-        # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
-        epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
-        protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds}
+        identity, seeds, data = self.decide(pair, space, fixed)
+        if not seeds:
+            return f"{pair.key}: nothing to train (its seed records stand for this run; --force reruns)"
+        fingerprint = identity["task"]["fingerprint"]
+        protocol = self.protocol(pair, space, fixed)
         with self.tracker.parent_run(f"harness/{pair.task.name}", pair.method_cls.name, {
             "task": pair.task.identity(), "method": pair.method_cls.name, "fingerprint": fingerprint, **protocol,
         }):
-            tuned = self.tune(pair, data, space, fixed, epochs) if space and self.options.trials > 0 else {}
-            hparams = fixed | tuned
+            tuned = self.tune(pair, data, space, fixed, identity) if space and self.options.trials > 0 else {}
+            # Only what is still in the space is taken from the study: a value fixed with --set always wins.
+            hparams = fixed | {k: v for k, v in tuned.items() if k in space}
             self.tracker.log_dict({"best": hparams}, "best_hparams.json")
-            diverged = [seed for seed in seeds if not self.run_seed(pair, data, fingerprint, hparams, seed, protocol)]
+            diverged = [seed for seed in seeds
+                        if not self.run_seed(pair, data, identity, hparams, seed, protocol)]
         if diverged:
             raise RunFailed(f"seed(s) {diverged} diverged; the other seeds were recorded")
         return f"{pair.key}: {len(seeds)} seed(s) trained and recorded"
 
-    def tune(self, pair: Pair, data: TaskData, space, fixed, epochs) -> dict[str, Any]:
-        name = (f"{pair.task.name}@{pair.task.version}/{pair.method_cls.name}@{pair.method_cls.version}"
-                f"/e{epochs}")
-        study = open_study(name, self.storage)
+    def tune(self, pair: Pair, data: TaskData, space, fixed, identity: dict[str, Any]) -> dict[str, Any]:
+        # Named by the identity without seeds and budget: another space, fixed value or data never shares a study.
+        study = open_study(study_name(identity), self.storage)
+        epochs = identity["protocol"]["epochs"]
         remaining = self.options.trials - spent_trials(study)
         if remaining > 0:
             log.info("%s: tuning, %d of %d trials to go", pair.key, remaining, self.options.trials)
@@ -114,7 +154,7 @@ class PairRunner:
                            n_trials=remaining)
         else:
             log.info("%s: the study already has its %d trials", pair.key, self.options.trials)
-        return best_params(study)
+        return best_params(study, self.options.trials)
 
     def _objective(self, trial: optuna.Trial, pair: Pair, data: TaskData, space, fixed, epochs) -> float:
         hparams = fixed | suggest(trial, space)
@@ -166,7 +206,7 @@ class PairRunner:
         test = extract_features(method, data.test, self.device) if with_test else None
         return probe.linear_probe(*features, test), method, stats
 
-    def run_seed(self, pair: Pair, data: TaskData, fingerprint: str, hparams, seed: int, protocol) -> bool:
+    def run_seed(self, pair: Pair, data: TaskData, identity: dict[str, Any], hparams, seed: int, protocol) -> bool:
         """Train, score and record one seed; False if it diverged (then nothing is recorded)."""
         started = time.perf_counter()
         if self.device.type == "cuda":
@@ -185,7 +225,7 @@ class PairRunner:
             peak = environment.peak_memory_mb(self.device)
             self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
         record = Record(
-            task=pair.task.identity() | {"fingerprint": fingerprint},
+            task=pair.task.identity() | {"fingerprint": identity["task"]["fingerprint"]}, identity=identity,
             method={"name": method.name, "display_name": method.display_name, "version": method.version},
             seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
             metrics=scores.as_metrics(),
@@ -221,9 +261,9 @@ def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict
 
 
 def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:
-    return Record(task=task.identity(), seed=None, status="n/a", reason=reason,
-                  method={"name": method_cls.name, "display_name": method_cls.display_name,
-                          "version": method_cls.version})
+    method = {"name": method_cls.name, "display_name": method_cls.display_name, "version": method_cls.version}
+    return Record(task=task.identity(), seed=None, status="n/a", reason=reason, method=method,
+                  identity=run_identity(task.identity(), method, {}, {}))
 
 
 def check_data(task: Task) -> None:

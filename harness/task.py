@@ -143,6 +143,7 @@ class Task(ABC):
     suite: ClassVar[str] = "misc"  # tasks of one suite share a leaderboard table
     description: ClassVar[str] = ""
     label_kind: ClassVar[Literal["binary", "multiclass"]] = "binary"
+    labels_for_training: ClassVar[bool] = True  # False where labels are for the probe only, not for training
     default_epochs: ClassVar[int] = 10
     default_batch_size: ClassVar[int] = 256
     extra_symbols: ClassVar[dict[str, str]] = {}  # how papers write the splits' extras, for reports

@@ -68,8 +68,12 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
     return values
 
 
-def best_params(study: optuna.Study) -> dict[str, Any]:
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def best_params(study: optuna.Study, budget: int | None = None) -> dict[str, Any]:
+    """The best completed trial among the study's first `budget` spent ones: a study that ran more
+    trials for a larger budget gives a smaller budget exactly what it would have run itself."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    spent = sorted(study.get_trials(deepcopy=False, states=done), key=lambda t: t.number)[:budget]
+    completed = [t for t in spent if t.state == TrialState.COMPLETE]
     if not completed:
         raise RunFailed(f"study {study.study_name}: no trial completed (all diverged or were pruned)")
-    return dict(study.best_trial.params)
+    return dict(max(completed, key=lambda t: t.value).params)

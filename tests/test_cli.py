@@ -31,6 +31,8 @@ def one_error_line(capsys) -> str:
     (["run", "--method", "clip", "--task", "synthetic", "--device", "tpu"], "--device tpu: choose auto, cpu or cuda"),
     (["run", "--method", "clip", "--task", "synthetic", "--tracking-uri", "./mlruns"],
      "MLflow no longer accepts a file store"),
+    (["run", "--method", "clip", "--task", "synthetic", "--force", "--keep-old"],
+     "argument --keep-old: not allowed with argument --force"),
     (["list", "widgets"], "invalid choice: 'widgets'"),
 ])
 def test_bad_input_gets_one_line_and_exit_code_2(argv, expected, capsys, tmp_path):

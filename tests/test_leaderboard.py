@@ -6,8 +6,9 @@ import pytest
 
 from harness.cli import main
 from harness.leaderboard import render
-from harness.records import write_record
-from tests.test_records import make_record
+from harness.identity import run_identity
+from harness.records import record_path, write_record
+from tests.test_records import make_record, schema_1_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,3 +105,33 @@ def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
             seed=seed, status="ok", metrics={"test_acc": 0.5}, checks={"bound": {"held": held, "detail": "x"}}))
     row = next(line for line in render(tmp_path).splitlines() if line.startswith("| M "))
     assert CHECK_FAILED in row
+
+
+def test_a_record_of_the_previous_schema_is_read_and_shown(results):
+    schema_1_record(record_path(results, "t2", "partial", 0), seed=0, metrics={"test_acc": 0.6},
+                    task={"name": "t2", "version": "1", "suite": "s", "fingerprint": "f", "params": {}},
+                    method={"name": "partial", "display_name": "PARTIAL", "version": "1"})
+    assert row(render(results), "PARTIAL")[2] == "60.00 ± 0.00 (1)"
+
+
+def identified(task, method, seed, acc, epochs, fixed):
+    r = record(task, method, seed, acc, hparams={"lr": 0.001}, protocol={"epochs": epochs, "trials": 3, "seeds": 2})
+    r.identity = run_identity(r.task, r.method, r.protocol, fixed)
+    return r
+
+
+def test_a_cell_that_mixes_run_identities_is_refused_naming_both_files(tmp_path, capsys):
+    write_record(tmp_path, identified("t", "m", 0, 0.5, 6, {"lr": 0.001}))
+    write_record(tmp_path, identified("t", "m", 1, 0.6, 1, {"lr": 0.001}))
+    assert main(["leaderboard", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "t/m/seed1.json and " in err and "t/m/seed0.json were made under different run identities" in err
+    assert "(seed1.json has 1 epochs, seed0.json 6 epochs)" in err and not (tmp_path / "LEADERBOARD.md").exists()
+
+
+def test_a_migrated_record_shares_a_cell_with_a_new_one_whose_fixed_values_it_holds(tmp_path):
+    schema_1_record(record_path(tmp_path, "t", "m", 0), **vars(identified("t", "m", 0, 0.5, 6, None)) | {
+        "identity": {}})
+    write_record(tmp_path, identified("t", "m", 1, 0.7, 6, {"lr": 0.001}))
+    assert row(render(tmp_path), "M")[1] == "**60.00 ± 14.14 (2)**"

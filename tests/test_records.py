@@ -1,8 +1,11 @@
+import copy
 import json
+from dataclasses import asdict
 
 import pytest
 
-from harness.records import Record, has_record, read_records, record_path, write_record
+from harness.identity import differences, run_identity, study_name
+from harness.records import SCHEMA, Record, has_record, read_records, record_path, write_record
 
 
 def make_record(seed=0, **overrides) -> Record:
@@ -31,3 +34,69 @@ def test_a_record_of_another_schema_is_refused(tmp_path):
     path.write_text(json.dumps(json.loads(path.read_text()) | {"schema": 99}))
     with pytest.raises(ValueError, match="schema 99"):
         list(read_records(tmp_path))
+
+
+def schema_1_record(path, **fields) -> None:
+    """A record as the harness wrote it before run identities were stored."""
+    data = asdict(make_record(**fields))
+    del data["identity"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data | {"schema": 1}))
+
+
+def test_a_schema_1_record_is_read_through_its_migration(tmp_path):
+    schema_1_record(record_path(tmp_path, "t", "m", 0))
+    (loaded,) = read_records(tmp_path)
+    assert loaded.schema == SCHEMA == 2
+    assert loaded.identity == {"task": {"name": "t", "version": "1", "params": {}, "fingerprint": "abc"},
+                               "method": {"name": "m", "version": "1"},
+                               "protocol": {"epochs": 2, "trials": 3, "seeds": 1, "batch_size": None},
+                               "fixed": None}  # which values were fixed, schema 1 never said
+
+
+def test_a_migrated_record_matches_a_request_whose_fixed_values_it_holds(tmp_path):
+    schema_1_record(record_path(tmp_path, "t", "m", 0), hparams={"lr": 0.001, "embed_dim": 64})
+    (old,) = read_records(tmp_path)
+    asked = run_identity(old.task, old.method, old.protocol, {"embed_dim": 64})
+    assert differences(old.identity, asked, old.hparams) == []
+    found = differences(old.identity, asked | {"fixed": {"embed_dim": 128}}, old.hparams)
+    assert [str(d) for d in found] == ["recorded with embed_dim=64, asked for embed_dim=128"]
+
+
+def test_a_record_of_a_newer_schema_says_how_to_regenerate_it(tmp_path):
+    path = write_record(tmp_path, make_record())
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"schema": 3}))
+    with pytest.raises(ValueError, match="schema 3 is not one this harness reads .1 to 2.; upgrade the harness"):
+        list(read_records(tmp_path))
+
+
+def test_identities_differ_in_every_part_they_hold():
+    base = run_identity({"name": "t", "version": "1", "params": {"setting": {"n": 10}}, "fingerprint": "f"},
+                        {"name": "m", "version": "1"}, {"epochs": 6, "trials": 6, "seeds": 3, "batch_size": 256},
+                        {"lr": 0.001})
+    assert differences(base, base) == []
+    cases = {
+        "recorded with 6 epochs, asked for 1": ("protocol", "epochs", 1),
+        "recorded with 6 trials, asked for 2": ("protocol", "trials", 2),
+        "recorded with 3 seeds, asked for 5": ("protocol", "seeds", 5),
+        "recorded with batch size 256, asked for batch size 64": ("protocol", "batch_size", 64),
+        "recorded with task version 1, asked for task version 2": ("task", "version", "2"),
+        "recorded with method version 1, asked for method version 2": ("method", "version", "2"),
+        "recorded with data fingerprint f, asked for data fingerprint g": ("task", "fingerprint", "g"),
+        "recorded with task parameter setting.n=10, asked for task parameter setting.n=11":
+            ("task", "params", {"setting": {"n": 11}}),
+        "recorded with lr=0.001, asked for lr=0.002": ("fixed", "lr", 0.002),
+    }
+    for says, (part, key, value) in cases.items():
+        asked = copy.deepcopy(base)
+        asked[part][key] = value
+        assert [str(d) for d in differences(base, asked)] == [says]
+
+
+def test_the_study_name_leaves_out_seeds_and_budget_but_not_fixed_values():
+    base = run_identity({"name": "t", "version": "1"}, {"name": "m", "version": "1"},
+                        {"epochs": 6, "trials": 6, "seeds": 3, "batch_size": 256}, {"lr": 0.001})
+    more = copy.deepcopy(base)
+    more["protocol"] |= {"seeds": 5, "trials": 9}
+    assert study_name(more) == study_name(base) and study_name(base).startswith("t@1/m@1/e6/")
+    assert study_name(base | {"fixed": {"lr": 0.002}}) != study_name(base)

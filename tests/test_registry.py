@@ -44,3 +44,21 @@ def test_every_task_declares_its_identity(name):
     task = TASKS.get(name)()
     assert task.name == name and task.modalities and task.num_classes >= 2
     assert len({m.name for m in task.modalities}) == len(task.modalities)
+
+
+def test_a_name_registered_to_another_target_is_refused_naming_both():
+    registry = Registry("method", {"clip": "methods.clip:CLIP"}, "harness.none")
+    registry.register("clip", "methods.clip:CLIP")  # the same entry again is harmless
+    with pytest.raises(HarnessError, match="method 'clip' is registered twice, to methods.clip:CLIP and to "
+                                           "my_pkg.m:Other; rename one of them"):
+        registry.register("clip", "my_pkg.m:Other")
+    assert registry.get("clip").__name__ == "CLIP"
+
+
+def test_a_plugin_under_a_builtin_name_is_refused_not_ignored(monkeypatch):
+    plugin = EntryPoint(name="clip", value="my_pkg.m:Other", group="harness.methods")
+    monkeypatch.setattr("harness.registry.entry_points", lambda group: [plugin])
+    registry = Registry("method", {"clip": "methods.clip:CLIP"}, "harness.methods")
+    for _ in range(2):  # on every use, not only the first
+        with pytest.raises(HarnessError, match="registered twice, to methods.clip:CLIP and to my_pkg.m:Other"):
+            registry.names()

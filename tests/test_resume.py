@@ -1,0 +1,126 @@
+"""What a run reuses is decided by its full identity: a record made otherwise is retrained, or kept on request."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from harness.catalog import METHODS, TASKS
+from harness.records import read_records
+from tests.datafiles import write_affect
+
+CLIP = ("--method", "clip", "--task", "tiny-synthetic", "--trials", "1", "--seeds", "1")
+
+
+def seed0(harness_run, task="tiny-synthetic", method="clip") -> dict:
+    return json.loads((harness_run.results / "records" / task / method / "seed0.json").read_text())
+
+
+def studies(harness_run) -> list[str]:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(harness_run.workdir / "optuna.journal")))
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+
+
+@pytest.mark.parametrize("change, says", [
+    (("--epochs", "2"), "recorded with 1 epochs, asked for 2"),
+    (("--trials", "2"), "recorded with 1 trials, asked for 2"),
+    (("--set", "weight_decay=0.001"), "recorded with weight_decay=1e-05, asked for weight_decay=0.001"),
+    (("--set", "lr=0.0001234"), "recorded with lr tuned, asked for lr=0.0001234"),
+])
+def test_a_changed_protocol_or_fixed_value_retrains_and_says_what_differs(harness_run, caplog, change, says):
+    assert harness_run(*CLIP) == 0
+    first = seed0(harness_run)["finished_at"], seed0(harness_run)["mlflow_run_id"]
+    caplog.clear()
+    assert harness_run(*CLIP, *change) == 0
+    notes = [r.message for r in caplog.records if "another identity" in r.message]
+    assert len(notes) == 1 and says in notes[0] and "retraining and replacing" in notes[0]
+    record = seed0(harness_run)
+    assert (record["finished_at"], record["mlflow_run_id"]) != first
+    assert record["identity"]["protocol"]["epochs"] == (2 if "--epochs" in change else 1)
+    caplog.clear()
+    assert harness_run(*CLIP, *change) == 0  # the same command again: its record now stands for it
+    assert "nothing to train" in caplog.text and "another identity" not in caplog.text
+
+
+def test_keep_old_keeps_the_records_and_says_so(harness_run, caplog):
+    assert harness_run(*CLIP) == 0
+    before = seed0(harness_run)
+    caplog.clear()
+    assert harness_run(*CLIP, "--epochs", "2", "--keep-old") == 0
+    assert "keeping 1 seed record(s) made under another identity (recorded with 1 epochs, asked for 2)" in caplog.text
+    assert seed0(harness_run) == before
+
+
+def test_a_value_given_with_set_is_the_recorded_value_even_beside_an_old_study(harness_run):
+    assert harness_run(*CLIP) == 0  # tunes lr: this pair's study now exists in the work folder
+    tuned_lr = seed0(harness_run)["hparams"]["lr"]
+    assert harness_run(*CLIP, "--set", "lr=0.0001234") == 0  # embed_dim is still tuned: a study runs
+    record = seed0(harness_run)
+    assert record["hparams"]["lr"] == 0.0001234 != tuned_lr and record["identity"]["fixed"]["lr"] == 0.0001234
+    assert len(studies(harness_run)) == 2  # another search space, another study: the old one was not read
+
+
+def test_a_new_method_or_task_version_retrains(harness_run, caplog, monkeypatch):
+    args = ("--method", "untrained", "--task", "tiny-synthetic", "--seeds", "1")
+    assert harness_run(*args) == 0
+    monkeypatch.setattr(METHODS.get("untrained"), "version", "99")
+    caplog.clear()
+    assert harness_run(*args) == 0
+    assert "recorded with method version 1, asked for method version 99" in caplog.text
+    monkeypatch.setattr(TASKS.get("tiny-synthetic"), "version", "7")
+    caplog.clear()
+    assert harness_run(*args) == 0
+    assert "recorded with task version 1, asked for task version 7" in caplog.text
+    assert seed0(harness_run, method="untrained")["identity"]["method"]["version"] == "99"
+
+
+def test_new_data_retrain_and_an_unchanged_run_loads_no_data(harness_run, tmp_path, caplog, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_affect(data, "mosi")
+    args = ("--method", "raw-features", "--task", "mosi", "--seeds", "1", "--data-dir", str(data))
+    assert harness_run(*args) == 0
+    recorded = seed0(harness_run, "mosi", "raw-features")["identity"]["task"]["fingerprint"]
+
+    def no_loading(self):
+        raise AssertionError("an unchanged run loaded the data")
+
+    with monkeypatch.context() as patch:  # the fingerprint comes from the work folder's cache
+        patch.setattr(TASKS.get("mosi"), "load", no_loading)
+        caplog.clear()
+        assert harness_run(*args) == 0
+        assert "nothing to train" in caplog.text
+    write_affect(data, "mosi", arrays={("test", "vision"): np.ones((12, 50, 20), np.float32)})
+    caplog.clear()
+    assert harness_run(*args) == 0
+    assert f"recorded with data fingerprint {recorded}, asked for data fingerprint" in caplog.text
+    assert seed0(harness_run, "mosi", "raw-features")["identity"]["task"]["fingerprint"] != recorded
+
+
+def test_fewer_seeds_retrain_and_remove_the_seeds_beyond(harness_run, caplog):
+    args = ("--method", "untrained", "--task", "tiny-synthetic")
+    assert harness_run(*args, "--seeds", "3") == 0
+    caplog.clear()
+    assert harness_run(*args, "--seeds", "2") == 0
+    assert "recorded with 3 seeds, asked for 2" in caplog.text
+    assert sorted(r.seed for r in read_records(harness_run.results)) == [0, 1]
+    assert {r.identity["protocol"]["seeds"] for r in read_records(harness_run.results)} == {2}
+
+
+def test_force_retrains_records_that_stand_for_the_run(harness_run, caplog):
+    args = ("--method", "untrained", "--task", "tiny-synthetic", "--seeds", "1")
+    assert harness_run(*args) == 0
+    first = seed0(harness_run, method="untrained")["mlflow_run_id"]
+    assert harness_run(*args, "--force") == 0
+    assert seed0(harness_run, method="untrained")["mlflow_run_id"] != first
+
+
+def test_deciding_what_to_resume_imports_no_torch():
+    code = ("import sys, harness.identity, harness.resume, harness.fingerprints, harness.records; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
