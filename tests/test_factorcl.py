@@ -217,12 +217,12 @@ def test_training_raises_the_label_terms_on_the_tiny_task():
 
 def test_both_variants_run_through_the_harness(harness_run):
     # Every tuned hyperparameter fixed: no tuning trials, one seed each, so the test stays short.
-    fixed = ["--set", "lr=0.001", "--set", "embed_dim=64", "--set", "factor_dim=32", "--set", "critic_hidden=64",
-             "--set", "normalize_factors=true"]
+    fixed = ["--set", "lr=0.001", "--set", "embed_dim=64", "--set", "factor_dim=32", "--set", "critic_hidden=64"]
     code = harness_run("--method", "factorcl-sup,factorcl-ssl", "--task", "tiny-synthetic", "--seeds", "1", *fixed)
     assert code == 0
     for name in ("factorcl-sup", "factorcl-ssl"):
         record = json.loads((harness_run.results / "records" / "tiny-synthetic" / name / "seed0.json").read_text())
         assert record["status"] == "ok" and record["hparams"]["critic_depth"] == 1
         assert set(record["checks"]) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
+        assert record["hparams"]["normalize_factors"] == (name == "factorcl-ssl")  # each variant's default
         assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
