@@ -308,3 +308,10 @@ def test_the_conditional_club_bound_moves_embeddings_not_its_critic_and_reports_
     assert torch.allclose(own, critic, atol=1e-6)
     own.backward()
     assert all(p.grad is not None for p in bound.parameters())
+
+
+def test_a_sample_outside_the_anchors_class_never_counts_however_high_it_scores():
+    scores = torch.zeros(4, 4)
+    scores[0, 2] = 500.0  # sample 2 is of another class than sample 0
+    weights = same_condition_weights(torch.tensor([0, 0, 1, 1]))
+    assert conditional_info_nce(scores, weights).item() == pytest.approx(0.0, abs=1e-6)

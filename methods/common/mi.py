@@ -194,7 +194,9 @@ def conditional_info_nce(scores: torch.Tensor, weights: torch.Tensor | None = No
     """
     if weights is None:
         return info_nce(scores)
-    return (scores.diagonal() - (scores + weights.clamp_min(1e-30).log()).logsumexp(dim=1)).mean()
+    # A zero weight must exclude its pair however large its score: -inf, not the log of a tiny number.
+    log_weights = torch.where(weights > 0, weights.log(), float("-inf"))
+    return (scores.diagonal() - (scores + log_weights).logsumexp(dim=1)).mean()
 
 
 def conditional_nce_club(scores: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
