@@ -28,7 +28,7 @@ def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[l
     pairs, skipped = [], []
     for task in task_objects:
         for method_cls in method_classes:
-            reason = method_cls.requirements.unmet(task)
+            reason = method_cls.requirements.unmet(task) or method_cls.input_modalities(task).unmet(task)
             if reason:
                 skipped.append((task, method_cls, reason))
             else:

@@ -87,6 +87,28 @@ class AssumptionCheck:
         return {"held": self.held, "detail": self.detail, "value": self.value}
 
 
+@dataclass(frozen=True)
+class InputModalities:
+    """Which of a task's modalities a method trains on, and which its probed representation reads.
+
+    The harness hands `loss` batches holding only `train`, and `encode` inputs holding only
+    `probe`, so a method that declares images alone cannot read a caption even by mistake.
+    `prepare` still receives the whole training split: a guide may be built from the rest.
+    """
+
+    train: tuple[str, ...]
+    probe: tuple[str, ...]
+
+    def unmet(self, task: Task) -> str | None:
+        offered = {m.name for m in task.modalities}
+        missing = sorted((set(self.train) | set(self.probe)) - offered)
+        if missing:
+            return f"needs modality {', '.join(missing)}"
+        if not self.train or not self.probe:
+            return "needs an input modality it can train on and probe"
+        return None
+
+
 @dataclass
 class Auxiliary:
     """A separate objective with its own optimizer, stepped `steps` times after each main step.
@@ -135,6 +157,12 @@ class Method(nn.Module):
     def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The representation the linear probe scores, one row per sample."""
         raise NotImplementedError
+
+    @classmethod
+    def input_modalities(cls, task: Task) -> InputModalities:
+        """The modalities this method trains on and probes; all of the task's by default."""
+        names = tuple(m.name for m in task.modalities)
+        return InputModalities(names, names)
 
     def auxiliaries(self) -> list[Auxiliary]:
         return []

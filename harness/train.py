@@ -80,12 +80,13 @@ def fit(
     main, aux = _optimizers(method, cfg)
     main_params = [p for group in main.param_groups for p in group["params"]] if main else []
     augment = method.task.augment if method.task.offers_augmentations() else None
+    modalities = method.input_modalities(method.task)
     bar = tqdm(range(cfg.epochs), desc=f"{method.name}", unit="epoch", disable=not cfg.progress, leave=False)
     for epoch in bar:
         method.train()
         sums: dict[str, list[float]] = {}
         for step, (inputs, labels, rows) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, generator=generator)):
-            batch = Batch(_to(inputs, cfg.device), labels.to(cfg.device), rows, augment)
+            batch = Batch(_to(inputs, cfg.device, modalities.train), labels.to(cfg.device), rows, augment)
             out = method.loss(batch)
             terms = out if isinstance(out, dict) else {"loss": out}
             loss = terms["loss"]
@@ -120,8 +121,9 @@ def _auxiliary_steps(objective: Auxiliary, optimizer: torch.optim.Optimizer, bat
     return {key: torch.stack(values).mean() for key, values in logged.items()}
 
 
-def _to(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+def _to(inputs: dict[str, torch.Tensor], device: torch.device, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The named modalities of a batch, on the device: what the method declared it reads, nothing more."""
+    return {name: inputs[name].to(device, non_blocking=True) for name in names}
 
 
 @torch.no_grad()
@@ -129,7 +131,8 @@ def extract_features(method: Method, split: Split, device: torch.device, batch_s
     """Frozen representation of a whole split, in row order."""
     method.to(device)
     method.eval()
+    probed = method.input_modalities(method.task).probe
     features = []
     for inputs, _labels, _rows in split.batches(batch_size):
-        features.append(method.encode(_to(inputs, device)).float().cpu())
+        features.append(method.encode(_to(inputs, device, probed)).float().cpu())
     return torch.cat(features).numpy(), split.labels.numpy()

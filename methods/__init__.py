@@ -7,6 +7,7 @@ BUILTIN = {
     "simclr": "methods.simclr:SimCLR",
     "clip-guided-simclr": "methods.clip_guided_simclr:ClipGuidedSimCLR",
     "cgs-add-new-positive": "methods.clip_guided_simclr:AddNewPositive",
+    "cgs-oracle-add-new-positive": "methods.clip_guided_simclr:OracleAddNewPositive",
     "cgs-drop-false-negative": "methods.clip_guided_simclr:DropFalseNegative",
     "cgs-drop-easy-negative": "methods.clip_guided_simclr:DropEasyNegative",
     "cgs-drop-false-positive": "methods.clip_guided_simclr:DropFalsePositive",

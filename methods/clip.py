@@ -1,7 +1,10 @@
 """CLIP: symmetric InfoNCE between the embeddings of two modalities, with a learnable logit scale.
 
 With more than two modalities, every pair of modalities contributes one term.
-The probe sees all modalities' embeddings side by side.
+On a task with images the probe reads the image encoder alone, as CLIP's
+linear-probe evaluations do; elsewhere it sees all modalities' embeddings side
+by side. `image_crops` trains on random crops and flips of the images (the
+geometry only), as CLIP-guided SimCLR's guide is trained.
 """
 
 import itertools
@@ -10,10 +13,11 @@ import math
 import torch
 from torch import nn
 
-from harness.method import Method, Requirements
+from harness.method import InputModalities, Method, Requirements
 from harness.space import Choice
 from methods.common.encoders import ModalityEncoders
 from methods.common.losses import symmetric_info_nce
+from methods.common.vision_text import crop_and_flip, image_modalities
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the scale so the softmax cannot collapse
 
@@ -21,18 +25,26 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the scale so the softmax cannot
 class CLIP(Method):
     name = "clip"
     display_name = "CLIP"
+    version = "2"  # 2: probed on the image encoder alone on tasks with images (1 probed image and caption)
     description = "Cross-modal symmetric InfoNCE with a learnable temperature (Radford et al. 2021)."
     requirements = Requirements(min_modalities=2)
     search_space = {"embed_dim": Choice((64, 128, 256))}
-    defaults = {"embed_dim": 128, "init_temperature": 0.07}
+    defaults = {"embed_dim": 128, "init_temperature": 0.07, "image_crops": False}
+
+    @classmethod
+    def input_modalities(cls, task) -> InputModalities:
+        every = tuple(m.name for m in task.modalities)
+        return InputModalities(every, image_modalities(task) or every)
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
         self.encoders = ModalityEncoders(task, int(hparams["embed_dim"]))
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1 / float(hparams["init_temperature"]))))
+        self.cropped = image_modalities(task) if hparams.get("image_crops") else ()
 
     def loss(self, batch):
-        embeddings = self.encoders(batch.inputs)
+        inputs = {name: crop_and_flip(x) if name in self.cropped else x for name, x in batch.inputs.items()}
+        embeddings = self.encoders(inputs)
         scale = self.log_logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
         terms = [symmetric_info_nce(embeddings[a], embeddings[b], scale)
                  for a, b in itertools.combinations(embeddings, 2)]
@@ -43,4 +55,4 @@ class CLIP(Method):
         return self.encoders.parts(inputs)
 
     def encode(self, inputs):
-        return self.encoders.joint(inputs)
+        return self.encoders.joint(inputs, self.input_modalities(self.task).probe)

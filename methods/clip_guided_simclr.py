@@ -1,9 +1,11 @@
-"""CLIP-guided SimCLR (Liu, Wang et al., ICML 2023): a frozen guide reshapes SimCLR's positives and negatives.
+"""CLIP-guided SimCLR (Zhang, Wang and Wang, ICML 2023): a frozen guide reshapes SimCLR's positives and negatives.
 
-SimCLR exactly as the `simclr` row (same encoders, views, projector and
-NT-Xent), plus a frozen guide (methods.common.guides) that embeds the same
-augmented image views each step. The cosine similarities of those guide
-embeddings within the batch drive one variant:
+SimCLR exactly as the `simclr` row (same image encoder, views, projector and
+NT-Xent; the student trains on and is probed on images alone, so a caption
+reaches it only through the guide), plus a frozen guide
+(methods.common.guides) that embeds the same augmented image views each step.
+The cosine similarities of those guide embeddings within the batch drive one
+variant:
 
 - add-new-positive: each view's nearest guide neighbour (not itself, not its
   own partner) is an extra positive; the loss is the mean of the usual term
@@ -15,30 +17,54 @@ embeddings within the batch drive one variant:
   lowest `fraction` (10%) of the batch are dropped from the loss. (The public
   code computes this mask and never applies it; this applies it.)
 
-Labels never enter the loss. They only feed diagnostics, logged per epoch:
-how often a guide-chosen positive has another class, how diverse chosen
-positives are, and how often dropped negatives share the anchor's class.
+How many negatives the drop variants remove follows the public code: it ranks
+a view's whole row of 2B guide similarities, itself and its partner included,
+and drops the negatives among the top (or bottom) k = int(fraction * 2B). With
+B = 256 and 5%, k = 25 and, as itself and its partner almost always rank
+first, 23 negatives go (not 25, which counting only negatives would give).
+
+Before training, `prepare` measures the guide (how often a view's nearest
+guide neighbour in a training-size batch of augmented views has its class,
+against the base rate) and `check_assumptions` reports it on every record; a
+guide below the `guide_gate` fails the check, so its run is marked, never
+silently used.
+
+Labels never enter the loss (except through the `oracle` guide, an upper
+bound). They only feed diagnostics, logged per epoch: how often a
+guide-chosen positive has another class, how diverse chosen positives are,
+and how often dropped negatives share the anchor's class.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
-from harness.method import Requirements
-from methods.common.guides import build_guide, image_modality
+from harness.method import AssumptionCheck, InputModalities, Requirements
+from harness.task import Split, Task
+from methods.common.guides import GUIDE_SEED_OFFSET, build_guide, image_modality
 from methods.common.losses import nt_xent_logits
+from methods.common.vision_text import image_modalities
 from methods.simclr import SimCLR
 
 VARIANTS = ("add-new-positive", "drop-false-negative", "drop-easy-negative", "drop-false-positive")
 DEFAULT_FRACTION = {"drop-false-negative": 0.05, "drop-easy-negative": 0.10, "drop-false-positive": 0.10}
+GUIDE_GATE = 0.5  # a guide whose chosen positives have the wrong class more often than not is not a guide
+QUALITY_ROWS = 2048  # training rows the guide's quality is measured on
 
 
 def guide_similarity(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
     """Cosine similarity between all 2B guide embeddings, in nt_xent_logits' row order."""
     g = F.normalize(torch.cat([g1, g2]).float(), dim=1)
     return g @ g.T
+
+
+def partners(n: int, device: torch.device) -> torch.Tensor:
+    """Each view's augmentation partner among the 2n views, in nt_xent_logits' row order."""
+    return torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(device)
 
 
 def negative_candidates(positives: torch.Tensor) -> torch.Tensor:
@@ -61,11 +87,13 @@ def add_new_positive(logits, positives, sim, candidates, same_class):
 
 
 def dropped_negatives(sim: torch.Tensor, candidates: torch.Tensor, fraction: float, most_similar: bool):
-    """Each row's `fraction` of negatives with the highest (or lowest) guide similarity, as a mask."""
-    k = max(1, int(fraction * int(candidates[0].sum())))
-    fill = float("-inf") if most_similar else float("inf")
-    chosen = sim.masked_fill(~candidates, fill).topk(k, dim=1, largest=most_similar).indices
-    return torch.zeros_like(candidates).scatter_(1, chosen, True)
+    """The negatives among each row's k = int(fraction * 2B) highest (or lowest) guide similarities, as a mask.
+
+    The whole row is ranked, the view itself and its partner included, as the public code counts k.
+    """
+    k = max(1, int(fraction * sim.shape[1]))
+    chosen = sim.topk(k, dim=1, largest=most_similar).indices
+    return torch.zeros_like(candidates).scatter_(1, chosen, True) & candidates
 
 
 def drop_negatives(logits, positives, sim, candidates, same_class, fraction: float, most_similar: bool):
@@ -119,16 +147,67 @@ def guided_nt_xent(z1: torch.Tensor, z2: torch.Tensor, g1: torch.Tensor, g2: tor
     return {"loss": loss, **{k: v.detach() for k, v in diagnostics.items()}}
 
 
+@dataclass(frozen=True)
+class GuideQuality:
+    """How often a view's nearest guide neighbour (not itself, not its partner) shares its class."""
+
+    same_class: float
+    base_rate: float  # the same share among all the candidates: what a guide at chance scores
+    rows: int
+
+    def check(self, gate: float) -> AssumptionCheck:
+        held = self.same_class >= gate
+        detail = (f"the guide's nearest neighbour on augmented views shares the class {100 * self.same_class:.1f}% "
+                  f"of the time (chance {100 * self.base_rate:.1f}%, gate {100 * gate:.0f}%, {self.rows} rows)"
+                  + ("" if held else "; below the gate: its positives are wrong more often than right"))
+        return AssumptionCheck("guide_quality", held, detail, round(self.same_class, 4))
+
+
+@torch.no_grad()
+def measure_guide(guide, task: Task, train: Split, image: str, batch_size: int, seed: int,
+                  device: torch.device) -> GuideQuality:
+    """The guide's nearest-neighbour precision, as add-new-positive would use it, before any training.
+
+    Batches of the training size, two fresh augmented views per row, neighbours within the batch;
+    in a forked RNG, so the run's own augmentations and weights stay what they would be without it.
+    """
+    hits, chance, views = 0.0, 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        order = torch.Generator().manual_seed(seed)
+        for inputs, labels, rows in train.batches(batch_size, shuffle=True, generator=order):
+            if views >= 2 * QUALITY_ROWS:
+                break
+            if len(labels) < 2:
+                continue
+            x = inputs[image].to(device)
+            g1, g2 = guide(task.augment(image, x), rows), guide(task.augment(image, x), rows)
+            sim = guide_similarity(g1, g2)
+            both = torch.cat([labels, labels]).to(device)
+            same_class = both[:, None] == both[None, :]
+            candidates = negative_candidates(partners(len(labels), device))
+            neighbour = sim.masked_fill(~candidates, float("-inf")).argmax(dim=1)
+            hits += float(same_class[torch.arange(len(both), device=device), neighbour].float().sum())
+            chance += float((same_class & candidates).sum(1).float().div(candidates.sum(1)).sum())
+            views += len(both)
+    return GuideQuality(hits / views, chance / views, views // 2)
+
+
 class ClipGuidedSimCLR(SimCLR):
     name = "clip-guided-simclr"
     display_name = "CLIP-guided SimCLR"
-    description = "SimCLR whose positives/negatives a frozen CLIP guide reshapes (Liu, Wang et al. 2023)."
+    version = "2"  # 2: image-only student, public k counting, crop-trained guide, measured guide quality
+    description = "SimCLR whose positives/negatives a frozen CLIP guide reshapes (Zhang, Wang and Wang 2023)."
     requirements = Requirements(needs_augmentations=True, needs_guide=True,
                                 modality_kinds=frozenset({"image", "tokens"}))
     defaults = SimCLR.defaults | {
-        "variant": "add-new-positive", "fraction": None, "guide": "clip",
-        "guide_epochs": 10, "guide_lr": 1e-3, "guide_embed_dim": 128,
+        "variant": "add-new-positive", "fraction": None, "guide": "clip", "guide_gate": GUIDE_GATE,
+        "guide_epochs": 40, "guide_lr": 1e-3, "guide_embed_dim": 128,
     }
+
+    @classmethod
+    def input_modalities(cls, task) -> InputModalities:
+        return InputModalities(image_modalities(task), image_modalities(task))  # never all: captions stay out
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
@@ -139,6 +218,7 @@ class ClipGuidedSimCLR(SimCLR):
         self.fraction = float(fraction) if fraction is not None else DEFAULT_FRACTION.get(self.variant, 0.0)
         self.image = image_modality(task)
         self.guide = None
+        self.guide_quality: GuideQuality | None = None
 
     def prepare(self, train) -> None:
         device = next(self.parameters()).device
@@ -149,6 +229,13 @@ class ClipGuidedSimCLR(SimCLR):
         if self.variant == "drop-false-positive" and not self.guide.per_view:
             raise HarnessError("drop-false-positive ranks augmentation pairs, which a table of precomputed "
                                "embeddings cannot tell apart; give a guide encoder (clip or module:...)")
+        self.guide_quality = measure_guide(self.guide, self.task, train, self.image, int(recipe["batch_size"]),
+                                           torch.initial_seed() + GUIDE_SEED_OFFSET, device)
+
+    def check_assumptions(self, history):
+        if self.guide_quality is None:
+            return []
+        return [self.guide_quality.check(float(self.hparams.get("guide_gate", GUIDE_GATE)))]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -172,6 +259,17 @@ class AddNewPositive(ClipGuidedSimCLR):
     name = "cgs-add-new-positive"
     display_name = "AddNewPositive"
     defaults = ClipGuidedSimCLR.defaults | {"variant": "add-new-positive"}
+
+
+class OracleAddNewPositive(ClipGuidedSimCLR):
+    """add-new-positive with the labels as the guide: the upper bound of what any guide can add."""
+
+    name = "cgs-oracle-add-new-positive"
+    display_name = "AddNewPositive, label oracle (upper bound)"
+    description = "add-new-positive whose new positive is a random same-class sample: a perfect guide's bound."
+    requirements = Requirements(needs_augmentations=True, needs_labels=True,
+                                modality_kinds=frozenset({"image", "tokens"}))
+    defaults = ClipGuidedSimCLR.defaults | {"variant": "add-new-positive", "guide": "oracle"}
 
 
 class DropFalseNegative(ClipGuidedSimCLR):

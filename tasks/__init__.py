@@ -3,6 +3,7 @@
 BUILTIN = {
     "synthetic": "tasks.synthetic:Synthetic",
     "shapes-captions": "tasks.shapes:ShapesCaptions",
+    "shapes-superclasses": "tasks.superclasses:ShapeSuperclasses",
     "imagenet": "tasks.imagenet:ImageNet",
     "imagenet-100": "tasks.imagenet:ImageNet100",
     "synthetic-shared": "tasks.synthetic:SyntheticShared",

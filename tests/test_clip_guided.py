@@ -13,15 +13,19 @@ import torch.nn.functional as F
 
 from harness.catalog import METHODS, TASKS
 from harness.cli import main
+from harness.environment import seed_everything
 from harness.errors import HarnessError
-from harness.task import Batch
-from harness.train import TrainConfig, fit
-from methods.clip_guided_simclr import (VARIANTS, ClipGuidedSimCLR, dropped_negatives, dropped_pairs,
-                                        guide_similarity, guided_nt_xent, negative_candidates)
+from harness.method import InputModalities
+from harness.task import TaskData, TensorSplit
+from harness.train import TrainConfig, extract_features, fit
+from methods.clip_guided_simclr import (VARIANTS, ClipGuidedSimCLR, GuideQuality, dropped_negatives, dropped_pairs,
+                                        guide_similarity, guided_nt_xent, measure_guide, negative_candidates)
+from methods.common.guides import EncoderGuide, TableGuide
 from methods.common.losses import nt_xent_logits
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 TASKS.register("shapes-captions-tiny", "tests.image_tasks:TinyShapesCaptions")
+TASKS.register("shapes-superclasses-tiny", "tests.image_tasks:TinyShapeSuperclasses")
 B, DIM = 6, 5
 
 
@@ -75,21 +79,41 @@ def test_dropped_negatives_are_the_extremes_and_never_the_positive(most_similar)
     sim = guide_similarity(g1, g2)
     _, positives = nt_xent_logits(torch.randn(B, 2), torch.randn(B, 2), 1.0)
     candidates = negative_candidates(positives)
-    dropped = dropped_negatives(sim, candidates, 0.2, most_similar)
+    dropped = dropped_negatives(sim, candidates, 0.34, most_similar)
     assert not dropped[torch.arange(2 * B), positives].any() and not dropped.diagonal().any()
-    assert (dropped.sum(1) == 2).all()  # 20% of the 10 negatives
+    # k = int(0.34 * 12) = 4 of each row's 12 views; at the top, itself and its partner take two of them.
+    assert (dropped.sum(1) == (2 if most_similar else 4)).all()
     for row in range(2 * B):
         kept = sim[row][candidates[row] & ~dropped[row]]
         gone = sim[row][dropped[row]]
         assert (gone.min() >= kept.max()) if most_similar else (gone.max() <= kept.min())
 
 
+def public_false_negative_mask(sim: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The public code's rule, restated: mask every entry at or above the row's k-th largest, k = int(fraction * 2B)."""
+    threshold = sim.topk(int(sim.shape[1] * fraction), dim=1).values[:, -1:]
+    return sim >= threshold
+
+
+def test_drop_false_negative_counts_k_as_the_public_code_does():
+    """At B = 256 and 5%: k = int(0.05 * 512) = 25 slots, itself and its partner among them, so 23 negatives go."""
+    g = torch.Generator().manual_seed(0)
+    g1 = torch.randn(256, 16, generator=g)
+    g2 = g1 + 0.01 * torch.randn(256, 16, generator=g)
+    sim = guide_similarity(g1, g2)
+    _, positives = nt_xent_logits(torch.randn(256, 2), torch.randn(256, 2), 1.0)
+    candidates = negative_candidates(positives)
+    dropped = dropped_negatives(sim, candidates, 0.05, most_similar=True)
+    assert (dropped.sum(1) == 23).all()
+    assert torch.equal(dropped, public_false_negative_mask(sim, 0.05) & candidates)
+
+
 def test_drop_negative_variants_remove_exactly_the_masked_logits():
     z1, z2, g1, g2, labels = tiny_batch()
     for variant, most in (("drop-false-negative", True), ("drop-easy-negative", False)):
-        out = guided_nt_xent(z1, z2, g1, g2, labels, variant, 0.2, 0.1)
+        out = guided_nt_xent(z1, z2, g1, g2, labels, variant, 0.34, 0.1)
         logits, positives = nt_xent_logits(z1, z2, 0.1)
-        dropped = dropped_negatives(guide_similarity(g1, g2), negative_candidates(positives), 0.2, most)
+        dropped = dropped_negatives(guide_similarity(g1, g2), negative_candidates(positives), 0.34, most)
         expected = F.cross_entropy(logits.masked_fill(dropped, float("-inf")), positives)
         assert torch.allclose(out["loss"], expected)
         assert not torch.allclose(out["loss"], F.cross_entropy(logits, positives))
@@ -182,14 +206,129 @@ def test_guided_method_rejects_an_unknown_variant():
         ClipGuidedSimCLR(tiny_task(), hparams(variant="drop-everything"))
 
 
-IMAGE_METHODS = ["simclr", "clip", "clip-guided-simclr", "cgs-add-new-positive", "cgs-drop-false-negative",
-                 "cgs-drop-easy-negative", "cgs-drop-false-positive"]
+def with_noise_captions(data: TaskData, seed: int = 1) -> TaskData:
+    """The same splits with every caption replaced by random tokens."""
+    g = torch.Generator().manual_seed(seed)
+
+    def noisy(split: TensorSplit) -> TensorSplit:
+        caption = split.inputs["caption"]
+        noise = torch.randint(2, int(caption.max()) + 1, caption.shape, generator=g)
+        return TensorSplit(split.inputs | {"caption": noise}, split.labels, split.extras)
+
+    return TaskData(noisy(data.train), noisy(data.val), noisy(data.test))
 
 
-def test_cli_runs_every_image_method_on_the_tiny_task(tmp_path):
-    """One `harness run` over all of them: each gets its own ok record with its table name."""
-    code = main(["run", "--method", ",".join(IMAGE_METHODS), "--task", "shapes-captions-tiny", "--trials", "1",
-                 "--epochs", "1", "--seeds", "1", "--set", "batch_size=16",
+def train_then_encode(name: str, task, data: TaskData, **extra):
+    cls = METHODS.get(name)
+    seed_everything(0)
+    method = cls(task, {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 16, **cls.defaults, **extra})
+    history = fit(method, data, TrainConfig(2, 16, 1e-3, 0.0, torch.device("cpu"), progress=False),
+                  torch.Generator().manual_seed(0)).history
+    return history, extract_features(method, data.test, torch.device("cpu"))[0]
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("simclr", {}),
+    ("cgs-oracle-add-new-positive", {}),
+    ("cgs-add-new-positive", {"guide": "module:tests.test_clip_guided:frozen_pixel_mean"}),
+    ("cgs-drop-false-positive", {"guide": "module:tests.test_clip_guided:frozen_pixel_mean"}),
+], ids=["simclr", "oracle", "add-new-positive", "drop-false-positive"])
+def test_image_only_students_never_read_the_caption(name, extra):
+    """Noise in place of every caption: the same losses, step by step, and the same features."""
+    task = tiny_task()
+    data = task.load()
+    assert METHODS.get(name).input_modalities(task) == InputModalities(("image",), ("image",))
+    history, features = train_then_encode(name, task, data, **extra)
+    noisy_history, noisy_features = train_then_encode(name, task, with_noise_captions(data), **extra)
+    assert history == noisy_history and np.array_equal(features, noisy_features)
+    assert features.shape[1] == METHODS.get(name).defaults["embed_dim"]
+
+
+def test_clip_trains_on_captions_but_is_probed_on_its_image_encoder():
+    task = tiny_task()
+    data = task.load()
+    history, features = train_then_encode("clip", task, data)
+    noisy_history, _ = train_then_encode("clip", task, with_noise_captions(data))
+    assert history != noisy_history  # the captions are what CLIP learns from
+    cls = METHODS.get("clip")
+    seed_everything(0)
+    clip = cls(task, cls.defaults)
+    clean = extract_features(clip, data.test, torch.device("cpu"))[0]
+    assert np.array_equal(clean, extract_features(clip, with_noise_captions(data).test, torch.device("cpu"))[0])
+    assert clean.shape[1] == cls.defaults["embed_dim"]
+
+
+def test_simclr_keeps_every_modality_on_tasks_without_images():
+    task = TASKS.get("tiny-synthetic")()
+    names = tuple(m.name for m in task.modalities)
+    assert METHODS.get("simclr").input_modalities(task) == InputModalities(names, names)
+
+
+def test_a_declared_modality_the_task_lacks_is_unmet():
+    task = tiny_task()
+    assert InputModalities(("image",), ("image",)).unmet(task) is None
+    assert InputModalities(("image", "audio"), ("image",)).unmet(task) == "needs modality audio"
+    assert InputModalities((), ()).unmet(task) is not None
+
+
+def random_features():
+    """A module-path guide for the test: a fixed random projection that knows nothing of the classes."""
+    torch.manual_seed(123)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 8))
+
+
+def test_guide_quality_separates_the_oracle_from_chance(monkeypatch):
+    task = TASKS.get("shapes-superclasses-tiny")()
+    data = task.load()
+    device = torch.device("cpu")
+    labels = data.train.labels
+    oracle = TableGuide(torch.nn.functional.one_hot(labels, 4).float() + 1e-3 * torch.randn(len(labels), 4))
+    perfect = measure_guide(oracle, task, data.train, "image", 16, 0, device)
+    assert perfect.same_class == 1.0 and perfect.rows == len(data.train)
+    # Measured on part of the split, the guide must still be looked up by each row's place in the whole split.
+    monkeypatch.setattr("methods.clip_guided_simclr.QUALITY_ROWS", 20)
+    part = measure_guide(oracle, task, data.train, "image", 16, 0, device)
+    assert part.same_class == 1.0 and part.rows == 32
+    counts = torch.bincount(labels).float()
+    expected_chance = float((counts * (counts - 1)).sum() / (len(labels) * (len(labels) - 1)))
+    assert abs(perfect.base_rate - expected_chance) < 0.1  # batches of 16 drawn from 48 rows: near the whole-split rate
+    blind = measure_guide(EncoderGuide(random_features()), task, data.train, "image", 16, 0, device)
+    assert blind.same_class < 0.6
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    first = torch.rand(1)
+    torch.manual_seed(0)
+    measure_guide(oracle, task, data.train, "image", 16, 0, device)
+    assert torch.equal(torch.rand(1), first) and not torch.equal(before, first)  # the run's RNG is left alone
+
+
+def test_a_guide_below_the_gate_fails_its_check_with_the_figure():
+    low, high = GuideQuality(0.31, 0.24, 2048).check(0.5), GuideQuality(0.93, 0.24, 2048).check(0.5)
+    assert not low.held and low.value == 0.31 and "31.0%" in low.detail and "chance 24.0%" in low.detail
+    assert high.held and high.value == 0.93
+
+
+def test_prepared_guides_carry_their_quality_check():
+    task = TASKS.get("shapes-superclasses-tiny")()
+    data = task.load()
+    cls = METHODS.get("cgs-oracle-add-new-positive")
+    method = cls(task, hparams(guide="oracle"))
+    assert method.check_assumptions([]) == []  # nothing measured yet, nothing claimed
+    method.prepare(data.train)
+    (check,) = method.check_assumptions([])
+    assert check.name == "guide_quality" and check.held and check.value == 1.0
+
+
+IMAGE_METHODS = ["simclr", "clip-guided-simclr", "cgs-add-new-positive", "cgs-drop-false-negative",
+                 "cgs-drop-easy-negative", "cgs-drop-false-positive", "cgs-oracle-add-new-positive"]
+
+
+def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
+    """One `harness run` over SimCLR and every guided row, hyperparameters fixed as the record runs fix them:
+    each gets an ok record with its table name, and every guided record carries its guide's quality check."""
+    code = main(["run", "--method", ",".join(IMAGE_METHODS), "--task", "shapes-superclasses-tiny", "--trials", "1",
+                 "--epochs", "1", "--seeds", "1", "--set", "batch_size=16", "--set", "lr=0.001",
+                 "--set", "temperature=0.1", "--set", "embed_dim=64",
                  "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress"])
     assert code == 0
     records = {}
@@ -200,4 +339,44 @@ def test_cli_runs_every_image_method_on_the_tiny_task(tmp_path):
     for name, record in records.items():
         assert record["status"] == "ok" and 0.0 <= record["metrics"]["test_acc"] <= 1.0
         assert record["method"]["display_name"] == METHODS.get(name).display_name
+        assert record["protocol"]["trials"] == 0 and record["hparams"]["temperature"] == 0.1
+        if name == "simclr":
+            assert record["checks"] == {}
+            continue
+        check = record["checks"]["guide_quality"]
+        assert 0.0 <= check["value"] <= 1.0 and check["held"] == (check["value"] >= 0.5)
     assert records["cgs-drop-false-positive"]["hparams"]["variant"] == "drop-false-positive"
+    assert records["cgs-oracle-add-new-positive"]["checks"]["guide_quality"]["value"] == 1.0
+
+
+def documented_runs() -> list[list[str]]:
+    """Each `harness run` command in docs/clip_guided.md, as argument lists."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "clip_guided.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.strip().startswith("harness run"):
+                commands.append(shlex.split(command)[2:])
+    return commands
+
+
+def test_the_documented_record_runs_are_valid_and_tune_nothing():
+    """The docs' commands name real methods and keys, and fix every hyperparameter: rows differ only in the guide."""
+    from harness.commands import plan
+    from harness.runner import resolve_hyperparameters
+    from harness.space import parse_overrides
+
+    runs = documented_runs()
+    assert len(runs) == 3
+    for args in runs:
+        methods = args[args.index("--method") + 1].split(",")
+        task = args[args.index("--task") + 1]
+        overrides = parse_overrides([args[i + 1] for i, a in enumerate(args) if a == "--set"])
+        pairs, skipped = plan(methods, [task], None)
+        assert not skipped and len(pairs) == len(methods)
+        for pair in pairs:
+            space, fixed = resolve_hyperparameters(pair, overrides)
+            assert space == {} and fixed["lr"] == 0.001

@@ -17,6 +17,7 @@ from tasks.common.augment import augment_by_kind
 from tasks.common.image_augment import MASK_ID, PAD_ID
 from tasks.imagenet import ImageNet, ImageNet100
 from tasks.shapes import ShapesCaptions, ShapesSetting
+from tasks.superclasses import SHAPES, SUPERCLASSES, ShapeSuperclasses, SuperclassSetting, shape_mask
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 
@@ -211,3 +212,68 @@ def test_word_dropout_and_masking_touch_only_real_words():
     changed = out != tokens
     assert ((out[changed] == PAD_ID) | (out[changed] == MASK_ID)).all()
     assert 0.1 < changed[:, :7].float().mean() < 0.3  # 10% dropped + 10% masked
+
+
+def tiny_superclasses(seed: int = 0) -> ShapeSuperclasses:
+    task = ShapeSuperclasses()
+    task.setting = SuperclassSetting(n_train=240, n_val=12, n_test=12, seed=seed)
+    return task
+
+
+def test_superclass_task_is_deterministic_for_a_seed_and_its_published_size():
+    first, second = tiny_superclasses().load(), tiny_superclasses().load()
+    assert first.fingerprint() == second.fingerprint()
+    assert tiny_superclasses(seed=1).load().fingerprint() != first.fingerprint()
+    full = ShapeSuperclasses.setting
+    assert full.n_train >= 5000 and full.n_test >= 2000 and ShapeSuperclasses().num_classes == len(SUPERCLASSES)
+
+
+def test_superclass_captions_name_the_superclass_and_never_the_member_shape():
+    from tasks.superclasses import SUPERCLASS_WORDS, vocabulary
+
+    task = tiny_superclasses()
+    images, captions, labels, shapes = task.generate()
+    words = vocabulary()
+    assert not set(words) & set(SHAPES)  # no caption can name the member shape: the vocabulary lacks them
+    assert (labels == shapes // 3).all() and set(shapes.tolist()) == set(range(12))
+    named = 0
+    for ids, label in zip(captions, labels.tolist()):
+        caption = {words[i] for i in ids.tolist() if i != PAD_ID}
+        own = set(SUPERCLASS_WORDS[list(SUPERCLASSES)[label]])
+        others = {w for pair in SUPERCLASS_WORDS.values() for w in pair} - own
+        assert not caption & others
+        named += bool(caption & own)
+    assert 0.9 < named / len(labels) < 1.0  # almost always named, sometimes not
+    assert images.shape[1:] == (3, 32, 32) and 0 <= images.min() and images.max() <= 1
+
+
+def test_superclass_members_look_different_and_look_alikes_are_split():
+    """By mask overlap, the ten most alike shape pairs all straddle two superclasses, and members of one
+    superclass overlap less on average than shapes of different ones: pixels cannot find the classes."""
+    import itertools
+
+    u, v = np.meshgrid(np.linspace(-1.2, 1.2, 97), np.linspace(-1.2, 1.2, 97))
+    masks = {s: shape_mask(s, u, v) for s in SHAPES}
+    superclass = {s: c for c, members in SUPERCLASSES.items() for s in members}
+    overlap = {(a, b): float((masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum())
+               for a, b in itertools.combinations(SHAPES, 2)}
+    most_alike = sorted(overlap, key=overlap.get, reverse=True)[:10]
+    assert all(superclass[a] != superclass[b] for a, b in most_alike)
+    within = [o for (a, b), o in overlap.items() if superclass[a] == superclass[b]]
+    across = [o for (a, b), o in overlap.items() if superclass[a] != superclass[b]]
+    assert np.mean(within) < np.mean(across)
+
+
+def test_superclass_views_crop_at_least_a_quarter_and_vary():
+    from tasks.superclasses import CROP_SCALE, views_pipeline
+
+    assert CROP_SCALE[0] >= 0.25
+    torch.manual_seed(0)
+    boxes = views_pipeline(32, 32)[0].forward_parameters(torch.Size((2000, 3, 32, 32)))["src"]
+    area = (boxes[:, 1, 0] - boxes[:, 0, 0] + 1) * (boxes[:, 2, 1] - boxes[:, 1, 1] + 1) / 32**2
+    assert area.min() >= 0.24 and area.max() == 1.0  # a quarter of the image, up to pixel rounding
+    task = tiny_superclasses()
+    x = task.load().train.inputs["image"][:8]
+    torch.manual_seed(0)
+    a, b = task.augment("image", x), task.augment("image", x)
+    assert a.shape == x.shape and 0 <= a.min() and a.max() <= 1 and not torch.allclose(a, b)

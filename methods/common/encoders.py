@@ -58,18 +58,20 @@ def build_encoder(modality: Modality, embed_dim: int) -> nn.Module:
 
 
 class ModalityEncoders(nn.ModuleDict):
-    """One encoder per modality of a task."""
+    """One encoder per modality of a task (or per modality named in `names`)."""
 
-    def __init__(self, task: Task, embed_dim: int):
-        super().__init__({m.name: build_encoder(m, embed_dim) for m in task.modalities})
+    def __init__(self, task: Task, embed_dim: int, names: tuple[str, ...] | None = None):
+        super().__init__({m.name: build_encoder(m, embed_dim) for m in task.modalities
+                          if names is None or m.name in names})
         self.embed_dim = embed_dim
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: encoder(inputs[name]) for name, encoder in self.items()}
 
-    def joint(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """All modalities' embeddings side by side, in the task's modality order."""
-        return torch.cat(list(self(inputs).values()), dim=1)
+    def joint(self, inputs: dict[str, torch.Tensor], names: tuple[str, ...] | None = None) -> torch.Tensor:
+        """The embeddings of all modalities (or of `names`) side by side, in the task's modality order."""
+        chosen = [name for name in self.keys() if names is None or name in names]
+        return torch.cat([self[name](inputs[name]) for name in chosen], dim=1)
 
     def parts(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each modality's embedding as Z1, Z2, ... in the task's modality order (as the papers' tables name them)."""

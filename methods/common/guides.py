@@ -3,13 +3,16 @@
 A guide is named by a string (the method's `guide` hyperparameter):
 
     clip                      train the harness's `clip` method on this task's own training split
-                              (image + caption pairs), through harness.train.fit, and use its image encoder
+                              (image + caption pairs, the images randomly cropped and flipped), through
+                              harness.train.fit, and use its image encoder
+    oracle                    the labels themselves: a view's nearest neighbour is a random other sample of
+                              its class. Not a guide anyone has; the upper bound a perfect guide reaches
     embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
                               row i of the harness's training split; looked up by batch.index
     module:pkg.mod:factory    factory() returns any frozen module mapping image batches to embeddings
 
 Encoder guides embed the same augmented views SimCLR sees, as the paper does;
-an embeddings table can only embed the un-augmented images.
+an embeddings table (and the oracle) can only embed the un-augmented images.
 """
 
 from __future__ import annotations
@@ -59,13 +62,21 @@ def build_guide(spec: str, task: Task, train: Split, recipe: dict[str, Any], dev
     kind, _, target = spec.partition(":")
     if kind == "clip":
         guide: nn.Module = EncoderGuide(trained_clip_image_encoder(task, train, recipe, device))
+    elif kind == "oracle":
+        guide = TableGuide(label_oracle_table(train.labels, torch.initial_seed() + GUIDE_SEED_OFFSET))
     elif kind == "embeddings":
         guide = TableGuide(load_table(Path(target), len(train)))
     elif kind == "module":
         guide = EncoderGuide(load_factory(target)())
     else:
-        raise HarnessError(f"guide '{spec}': write clip, embeddings:PATH or module:pkg.mod:factory")
+        raise HarnessError(f"guide '{spec}': write clip, oracle, embeddings:PATH or module:pkg.mod:factory")
     return guide.to(device)
+
+
+def label_oracle_table(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """One-hot labels plus a little fixed noise, so that ties among a class fall to a random member."""
+    one_hot = torch.nn.functional.one_hot(labels.long(), int(labels.max()) + 1).float()
+    return one_hot + 1e-3 * torch.randn(one_hot.shape, generator=torch.Generator().manual_seed(seed))
 
 
 def load_table(path: Path, rows: int) -> torch.Tensor:
@@ -117,7 +128,7 @@ def _fit_clip(task: Task, train: Split, recipe: dict[str, Any], device: torch.de
     clip_cls = METHODS.get("clip")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        clip = clip_cls(task, clip_cls.defaults | {"embed_dim": int(recipe["embed_dim"])})
+        clip = clip_cls(task, clip_cls.defaults | {"embed_dim": int(recipe["embed_dim"]), "image_crops": True})
         config = TrainConfig(epochs=int(recipe["epochs"]), batch_size=int(recipe["batch_size"]),
                              lr=float(recipe["lr"]), weight_decay=1e-5, device=device, progress=False)
         fit(clip, TaskData(train, train, train), config, torch.Generator().manual_seed(seed))

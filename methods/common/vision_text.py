@@ -12,10 +12,12 @@ Transformer (family `text`) lives with the other sequence encoders.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
-from harness.task import Modality
+from harness.task import Modality, Task
 from methods.common.encoders import encoder_family, vocab_size
 
 PAD_ID = 0  # tasks with token modalities pad with 0; MASK_ID is reserved for masking augmentations
@@ -136,6 +138,28 @@ class BagOfWordsEncoder(nn.Module):
         return self.head(masked_mean(self.embedding(tokens), tokens))
 
 
+def image_modalities(task: Task) -> tuple[str, ...]:
+    """The names of the task's image modalities, in its order; empty for a task without images."""
+    return tuple(m.name for m in task.modalities if m.kind == "image")
+
+
+def crop_and_flip(images: torch.Tensor, min_scale: float = 0.25) -> torch.Tensor:
+    """A random resized crop (at least `min_scale` of the area) and a random horizontal flip, per image.
+
+    Only the geometry changes, never the colours: what a CLIP guide learns to ignore is where the
+    object sits and which way it faces. Draws from torch's global RNG.
+    """
+    pixels = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return _crop_and_flip_pipeline(tuple(pixels.shape[-2:]), min_scale)(pixels)
+
+
+@lru_cache(maxsize=8)
+def _crop_and_flip_pipeline(size: tuple[int, int], min_scale: float) -> nn.Sequential:
+    import kornia.augmentation as K  # here, so that building encoders never imports kornia
+
+    return nn.Sequential(K.RandomResizedCrop(size, scale=(min_scale, 1.0)), K.RandomHorizontalFlip())
+
+
 def _channels(modality: Modality) -> int:
     return modality.shape[0]
 
@@ -145,4 +169,5 @@ encoder_family("resnet18-small")(lambda m, d: resnet18(d, "small", _channels(m))
 encoder_family("resnet50")(lambda m, d: resnet50(d, "imagenet", _channels(m)))
 encoder_family("resnet50-small")(lambda m, d: resnet50(d, "small", _channels(m)))
 encoder_family("small-cnn")(lambda m, d: SmallCNN(d, _channels(m)))
+encoder_family("small-cnn-narrow")(lambda m, d: SmallCNN(d, _channels(m), width=16))  # a quarter of the work
 encoder_family("bag-of-words")(lambda m, d: BagOfWordsEncoder(vocab_size(m), d))
