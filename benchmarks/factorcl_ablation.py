@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import torch
 
@@ -80,8 +81,6 @@ def _drop_terms(method, dropped: list[str]) -> None:
 
 
 def _with_train(data, train):
-    from dataclasses import replace
-
     return replace(data, train=train)
 
 
