@@ -79,5 +79,8 @@ def report_lines(task: Task, summaries: dict[str, SplitSummary]) -> list[str]:
         counts = " ".join(f"{c}:{s.classes[c]}" for c in range(task.num_classes))
         majority = max(s.classes.values()) / s.rows
         lines.append(f"  {name:<5} {s.rows:>7} rows | {shapes} | classes {counts} (majority {majority:.1%})")
+    total = sum((s.classes for s in summaries.values()), Counter())
+    counts = " ".join(f"{c}:{total[c]}" for c in range(task.num_classes))
+    lines.append(f"  {'all':<5} {total.total():>7} rows | classes {counts}")
     lines.append("ok: files, keys, shapes, dtypes and labels as expected")
     return lines

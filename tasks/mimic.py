@@ -3,11 +3,12 @@
 Keys: `ep_tdata` (N, 24, 12) hourly measurements, `adm_features_all` (N, 5)
 static admission features, `y_icd9` (N, 20) binary ICD-9 group labels and
 `adm_labels_all` (mortality, unused here). FactorCL's task is ICD-9 group 7
-(codes 460-519, respiratory diseases). The rows are split 80/10/10 by a fixed
-random permutation; both modalities are standardized per feature with the
-training split's statistics (MultiBench uses the whole file's, which leaks
-the test split into the inputs). Non-finite values are set to 0 first, as
-MultiBench does.
+(codes 460-519, respiratory diseases). The rows are split exactly as
+MultiBench's loader splits them (Python's `random`, seed 10; validation, test,
+train in that order), so our test rows are MultiBench's. Both modalities are
+standardized per feature with the training split's statistics (MultiBench
+uses the whole file's, which leaks the test split into the inputs).
+Non-finite values are set to 0 first, as MultiBench does.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import torch
 
 from harness.task import DataSource, Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind, static_features
-from tasks.common.datafiles import DataFiles, finite, split_rows
+from tasks.common.datafiles import DataFiles, finite, multibench_split
 
 FILENAME = "im.pk"
 HOURS, SERIES = 24, 12
 STATIC = 5
 ICD9_GROUPS = 20
 ICD9_TASK = 7  # 460-519: diseases of the respiratory system
-SPLIT_SEED = 10  # MultiBench seeds its shuffle with 10; our generator differs, so the rows do too
+SPLIT_SEED = 10  # MultiBench's `random.seed(10)` before it shuffles the rows
 INSTRUCTIONS = ("MIMIC-III needs PhysioNet credentialed access (https://physionet.org/content/mimiciii/); "
                 "MultiBench's README (https://github.com/pliang279/MultiBench) explains how to request its "
                 "processed im.pk; see docs/benchmarks.md")
@@ -32,7 +33,7 @@ INSTRUCTIONS = ("MIMIC-III needs PhysioNet credentialed access (https://physione
 
 class Mimic(Task):
     name = "mimic"
-    version = "1"
+    version = "2"  # 2: MultiBench's own row split (1 drew its own permutation)
     suite = "multibench"
     description = "MIMIC-III (MultiBench im.pk): 24x12 time series + 5 static features, ICD-9 460-519."
     label_kind = "binary"
@@ -54,8 +55,8 @@ class Mimic(Task):
 
     def identity(self):
         encoders = {m.name: m.encoder for m in self.modalities}
-        return super().identity() | {"params": {**self.params, "icd9_column": ICD9_TASK, "split_seed": SPLIT_SEED,
-                                                "encoders": encoders}}
+        return super().identity() | {"params": {**self.params, "icd9_column": ICD9_TASK, "split": "multibench",
+                                                "split_seed": SPLIT_SEED, "encoders": encoders}}
 
     def load(self) -> TaskData:
         files = DataFiles(self.name, self.data_dir, INSTRUCTIONS)
@@ -67,7 +68,7 @@ class Mimic(Task):
         icd9 = files.array(path, files.key(path, content, "y_icd9"), "'y_icd9'", (n, ICD9_GROUPS))
         labels = icd9[:, ICD9_TASK]
         files.label_set(path, labels, f"'y_icd9' column {ICD9_TASK}", (0, 1))
-        rows = split_rows(n, (0.1, 0.1), SPLIT_SEED)
+        rows = multibench_split(n, SPLIT_SEED)
         series, static = finite(series), finite(static)
         series = standardized(series, series[rows["train"]].reshape(-1, SERIES))
         static = standardized(static, static[rows["train"]])

@@ -3,9 +3,12 @@
 Each pickle is a dict with splits `train`, `valid`, `test`; each split a dict
 of numpy arrays `vision` (N, 50, dv), `audio`, `text` (N, 50, 300: GloVe
 vectors), `labels` (N,), (N, 1) or (N, 1, 1), and `id`. FactorCL uses the
-vision and text streams and a binary label. As in MultiBench, entries whose
-text features are all zero carry no utterance and are dropped, and
-non-finite feature values are set to 0.
+vision and text streams and a binary label. As MultiBench's loader does:
+entries whose text features sum to zero carry no utterance and are dropped;
+sequences are zero-padded at the front, and the steps before the first word
+(the first text step that is not all zero) are padding in every modality
+(MultiBench crops them from all three), so they are zeroed here; non-finite
+feature values are set to 0.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class AffectTask(Task):
     """One MultiBench affect pickle; subclasses set the file, vision width and label rule."""
 
     suite = "multibench"
-    version = "1"
+    version = "2"  # 2: steps before the first word are padding in vision too; entries dropped by MultiBench's rule
     label_kind = "binary"
     # FactorCL's notebooks: batch 128, 100 epochs. Our default epochs are fewer for CPU budgets.
     default_epochs = 20
@@ -84,19 +87,27 @@ class AffectTask(Task):
         rows = len(text)
         vision = files.array(path, files.key(path, split, "vision", where), f"'{name}/vision'",
                              (rows, SEQ_LEN, self.vision_dim))
-        raw = files.array(path, files.key(path, split, "labels", where), f"'{name}/labels'",
-                          (rows,) + (None,) * (np.ndim(split["labels"]) - 1))
+        raw = files.array(path, files.key(path, split, "labels", where), f"'{name}/labels'", None)
         labels = self.binary_labels(files, path, flat_labels(path, files, raw, rows, f"'{name}/labels'"),
                                     f"'{name}/labels'")
-        keep = np.abs(text).reshape(rows, -1).sum(axis=1) > 0
+        keep = text.reshape(rows, -1).sum(axis=1) != 0  # MultiBench's drop_entry: `text.sum() == 0` is dropped
         if not keep.all():
             log.info("%s %s: dropped %d of %d entries without text, as MultiBench does", self.name, name,
                      int((~keep).sum()), rows)
-        inputs = {"vision": torch.from_numpy(finite(vision[keep])), "text": torch.from_numpy(finite(text[keep]))}
+        spoken = spoken_steps(text[keep])
+        inputs = {"vision": torch.from_numpy(finite(vision[keep]) * spoken[..., None]),
+                  "text": torch.from_numpy(finite(text[keep]))}
         return TensorSplit(inputs, torch.from_numpy(labels[keep]))
 
     def augment(self, modality, x):
         return augment_by_kind(self.modality(modality).kind, x)
+
+
+def spoken_steps(text: np.ndarray) -> np.ndarray:
+    """(N, T) float32 mask: 1 from each entry's first word on. MultiBench's aligned loader starts every
+    modality at the first text step holding a non-zero value (NaN included); what lies before is padding."""
+    spoken = (text != 0).any(axis=2)
+    return (np.cumsum(spoken, axis=1) > 0).astype(np.float32)
 
 
 class SentimentTask(AffectTask):

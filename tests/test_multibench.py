@@ -1,6 +1,7 @@
-"""The FactorCL benchmarks' loaders, on small files in the exact public formats, good and broken."""
+"""The FactorCL benchmarks' loaders, on small files in the public formats, good and broken (IRFL: test_irfl)."""
 
 import pickle
+import random
 
 import numpy as np
 import pytest
@@ -56,24 +57,44 @@ def _row(table: str, task: str) -> list[str]:
 def test_sentiment_is_binarized_at_zero_and_textless_entries_dropped(task_name, tmp_path):
     path = write_affect(tmp_path, task_name)
     raw = pickle.loads(path.read_bytes())["train"]
+    assert raw["labels"].shape == (AFFECT_ROWS["train"], 1, 1)  # as MultiBench's MOSI/MOSEI pickles hold them
     data = TASKS.get(task_name)(data_dir=tmp_path).load()
-    kept = np.abs(raw["text"]).reshape(len(raw["text"]), -1).sum(axis=1) > 0
+    kept = raw["text"].reshape(len(raw["text"]), -1).sum(axis=1) != 0  # MultiBench's drop_entry
     assert len(data.train) == kept.sum() == AFFECT_ROWS["train"] - 1
-    expected = (raw["labels"].reshape(-1)[kept] >= 0).astype(np.int64)
-    assert torch.equal(data.train.labels, torch.from_numpy(expected))
+    sentiment = raw["labels"].reshape(-1)[kept]
+    neutral = torch.from_numpy(sentiment == 0.0)
+    assert neutral.sum() >= 3 and (data.train.labels[neutral] == 1).all()  # exactly 0 counts as positive
+    assert torch.equal(data.train.labels, torch.from_numpy((sentiment >= 0).astype(np.int64)))
     assert torch.equal(data.train.inputs["vision"], torch.from_numpy(raw["vision"][kept]))
 
 
-def test_binary_labels_given_as_minus_one_and_one_map_to_zero_and_one(tmp_path):
-    path = write_affect(tmp_path, "mustard")
-    raw = pickle.loads(path.read_bytes())["test"]["labels"].reshape(-1)[:-1]  # the last entry has no text
-    labels = TASKS.get("mustard")(data_dir=tmp_path).load().test.labels
-    assert set(np.unique(raw)) == {-1.0, 1.0}
-    assert torch.equal(labels, torch.from_numpy((raw > 0).astype(np.int64)))
+def test_steps_before_the_first_word_are_padding_in_vision_too(tmp_path):
+    path = write_affect(tmp_path, "mosi")
+    content = pickle.loads(path.read_bytes())
+    train = content["train"]
+    padded = np.flatnonzero(np.abs(train["text"][:, 0]).sum(axis=1) == 0)[0]  # an entry with front padding
+    first_word = int(np.argmax(np.abs(train["text"][padded]).sum(axis=1) > 0))
+    train["vision"][padded, :first_word] = 5.0  # non-zero vision where MultiBench's aligned loader crops
+    path.write_bytes(pickle.dumps(content))
+    vision = TASKS.get("mosi")(data_dir=tmp_path).load().train.inputs["vision"][padded]
+    assert first_word > 0 and (vision[:first_word] == 0).all()
+    assert torch.equal(vision[first_word:], torch.from_numpy(train["vision"][padded, first_word:]))
+
+
+@pytest.mark.parametrize("task_name", ["ur-funny", "mustard"])
+@pytest.mark.parametrize("coding", ["0/1", "-1/1"])
+def test_binary_labels_map_to_zero_and_one(task_name, coding, tmp_path):
+    raw = (np.arange(12) % 2).astype(np.float32).reshape(12, 1)
+    if coding == "-1/1":
+        raw = 2 * raw - 1
+    write_affect(tmp_path, task_name, arrays={("test", "labels"): raw})
+    labels = TASKS.get(task_name)(data_dir=tmp_path).load().test.labels
+    assert torch.equal(labels, torch.from_numpy((raw.reshape(-1)[:-1] > 0).astype(np.int64)))  # last: no text
 
 
 def test_mimic_reads_icd9_group_7_and_standardizes_with_training_statistics(tmp_path):
     content = pickle.loads(write_mimic(tmp_path).read_bytes())
+    assert content["adm_labels_all"].shape[1] == 6  # MultiBench reads its columns 1-5
     data = TASKS.get("mimic")(data_dir=tmp_path).load()
     assert (len(data.train), len(data.val), len(data.test)) == (48, 6, 6)
     train_static = data.train.inputs["static"]
@@ -85,20 +106,32 @@ def test_mimic_reads_icd9_group_7_and_standardizes_with_training_statistics(tmp_
     assert torch.equal(labels, torch.from_numpy(np.sort(content["y_icd9"][:, 7]).astype(np.int64)))
     again = TASKS.get("mimic")(data_dir=tmp_path).load()
     assert data.fingerprint() == again.fingerprint()  # the split is fixed
-    assert len(data.train) + len(data.val) + len(data.test) == MIMIC_ROWS
 
 
-def test_irfl_pairs_each_caption_with_its_true_image_and_labels_the_figure(tmp_path):
-    write_irfl(tmp_path)
-    data = TASKS.get("irfl")(data_dir=tmp_path).load()
-    for split in (data.train, data.val, data.test):
-        images, labels = split.inputs["image"], split.labels
-        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 64, 64)
-        # The fixture's true images are saturated in the channel of their figure, the distractors are not.
-        lit = images[torch.arange(len(labels)), labels].float().mean(dim=(1, 2))
-        assert (lit > 200).all()  # JPEG blurs the 255s a little; a distractor would read near 0
-    tokens = data.train.inputs["caption"]
-    assert tokens.dtype == torch.long and tokens.shape[1] == 16 and (tokens[:, 0] > 1).all()
+def multibench_mimic_rows(n: int) -> dict[str, list[int]]:
+    """MultiBench's datasets/mimic/get_data.py split, restated: shuffle the list of row tuples with
+    Python's global `random` seeded 10, then the validation, test and train slices."""
+    state = random.getstate()
+    try:
+        datasets = [(f"static{i}", f"series{i}", i) for i in range(n)]
+        random.seed(10)
+        random.shuffle(datasets)
+    finally:
+        random.setstate(state)
+    ids = [row[2] for row in datasets]
+    return {"val": ids[0:n // 10], "test": ids[n // 10:n // 5], "train": ids[n // 5:]}
+
+
+@pytest.mark.parametrize("rows", [MIMIC_ROWS, 137])
+def test_mimic_splits_are_multibenchs_row_for_row(rows, tmp_path):
+    write_mimic(tmp_path, rows=rows)
+    data = TASKS.get("mimic")(data_dir=tmp_path).load()
+    expected = multibench_mimic_rows(rows)
+    train_ids = np.asarray(expected["train"], dtype=np.float64)
+    mean, std = train_ids.mean(), train_ids.std()  # static feature 0 is the row id, standardized on train
+    for name in ("train", "val", "test"):
+        ids = getattr(data, name).inputs["static"][:, 0].double() * std + mean
+        assert torch.round(ids).long().tolist() == expected[name], name
 
 
 # -- broken files: one line, exit code 2, nothing trained ---------------------------------------------
@@ -152,34 +185,6 @@ def test_broken_mimic_pickle_is_one_line(case, tmp_path, capsys):
     assert main(["data", "check", "mimic", "--data-dir", str(tmp_path)]) == 2
     line = one_error_line(capsys)
     assert expected in line and "im.pk" in line and "physionet" in line
-
-
-def _rewrite_csv(root, old: str, new: str):
-    path = root / "irfl" / "simile_understanding_task.csv"
-    path.write_text(path.read_text().replace(old, new))
-
-
-IRFL_BROKEN = {
-    "missing file": (lambda root: (root / "irfl" / "metaphor_understanding_task.csv").unlink(),
-                     "irfl/metaphor_understanding_task.csv missing"),
-    "wrong key": (lambda root: _rewrite_csv(root, "answer", "answers"), "missing column 'answer'"),
-    "missing image": (lambda root: (root / "irfl" / "images" / "simile3.jpeg").unlink(),
-                      "simile3.jpeg: image named in simile_understanding_task.csv not found"),
-    "truncated image": (lambda root: truncate(root / "irfl" / "images" / "idiom2.jpeg"),
-                        "idiom2.jpeg: not a readable image"),
-    "wrong labels": (lambda root: _rewrite_csv(root, ",simile,", ",hyperbole,"),
-                     "figurative_type 'hyperbole' is not one of idiom, simile, metaphor"),
-}
-
-
-@pytest.mark.parametrize("case", list(IRFL_BROKEN))
-def test_broken_irfl_files_are_one_line(case, tmp_path, capsys):
-    write_irfl(tmp_path)
-    breaker, expected = IRFL_BROKEN[case]
-    breaker(tmp_path)
-    assert main(["data", "check", "irfl", "--data-dir", str(tmp_path)]) == 2
-    line = one_error_line(capsys)
-    assert expected in line and "huggingface.co/datasets/lampent/IRFL" in line
 
 
 def test_a_run_on_bad_data_stops_before_training(harness_run, tmp_path, capsys):

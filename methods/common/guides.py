@@ -18,6 +18,7 @@ an embeddings table (and the oracle) can only embed the un-augmented images.
 from __future__ import annotations
 
 import importlib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,12 @@ def label_oracle_table(labels: torch.Tensor, seed: int) -> torch.Tensor:
 def load_table(path: Path, rows: int) -> torch.Tensor:
     if not path.exists():
         raise HarnessError(f"guide embeddings {path} not found; write one row per training-split row there")
-    table = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(path, map_location="cpu")
+    try:  # neither may run code: np.load refuses pickled objects, torch.load reads tensors only
+        table = (torch.from_numpy(np.load(path, allow_pickle=False)) if path.suffix == ".npy"
+                 else torch.load(path, map_location="cpu", weights_only=True))
+    except (pickle.UnpicklingError, ValueError, RuntimeError, OSError, EOFError) as exc:
+        raise HarnessError(f"guide embeddings {path}: not a readable tensor file ({type(exc).__name__}); "
+                           f"write a .npy array or a torch.save'd tensor") from None
     if not isinstance(table, torch.Tensor) or table.ndim != 2 or len(table) != rows:
         shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
         raise HarnessError(f"guide embeddings {path}: expected a ({rows}, dim) tensor, one row per training "

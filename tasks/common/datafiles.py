@@ -7,7 +7,7 @@ numpy, pickle or Pillow raise their own multi-line tracebacks.
 
 from __future__ import annotations
 
-import pickle
+import random
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
+from tasks.common import safe_pickle
 
 
 class DataFiles:
@@ -41,15 +42,18 @@ class DataFiles:
         return path
 
     def read_pickle(self, relative: str) -> Any:
+        """The file's content, through the restricted unpickler: a pickle that names code is refused unrun."""
         path = self.existing(relative)
         try:
             with path.open("rb") as handle:
-                # MultiBench's pickles were written by Python 2 era numpy; latin1 reads them either way.
-                return pickle.load(handle, encoding="latin1")
-        except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError,
-                IndexError, MemoryError) as exc:
+                return safe_pickle.load(handle)
+        except safe_pickle.RefusedGlobal as exc:
+            raise self.fail(path, f"refused to load: the pickle asks for {exc.qualified_name}, which a data file "
+                                  f"has no use for (the public files hold only {safe_pickle.ADMITTED_KINDS}) "
+                                  f"and which could run code; delete it and download the file again") from None
+        except Exception as exc:  # noqa: BLE001 - untrusted bytes make the unpickler and numpy raise any type
             cut_short = isinstance(exc, EOFError) or "truncated" in str(exc)
-            reason = "truncated" if cut_short else f"{type(exc).__name__}: {exc}"
+            reason = "truncated" if cut_short else f"{type(exc).__name__}: {_first_line(exc)}"
             raise self.fail(path, f"not a readable pickle ({reason}); download it again") from None
 
     def key(self, path: Path, mapping: Any, key: str, where: str = "") -> Any:
@@ -61,15 +65,17 @@ class DataFiles:
             raise self.fail(path, f"missing key '{key}'{where} (found: {found})")
         return mapping[key]
 
-    def array(self, path: Path, value: Any, what: str, shape: Iterable[int | None]) -> np.ndarray:
-        """`value` as a numeric array of the given shape; None in `shape` matches any length."""
-        expected = tuple(shape)
+    def array(self, path: Path, value: Any, what: str, shape: Iterable[int | None] | None) -> np.ndarray:
+        """`value` as a numeric array of the given shape (None: any); None in `shape` matches any length."""
         try:
             array = np.asarray(value)
         except (ValueError, TypeError):
             raise self.fail(path, f"{what} is not an array") from None
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise self.fail(path, f"{what} has dtype {array.dtype}, expected numbers")
+        if shape is None:
+            return array
+        expected = tuple(shape)
         if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
             pattern = "(" + ", ".join("N" if e is None else str(e) for e in expected) + ")"
             raise self.fail(path, f"{what} has shape {array.shape}, expected {pattern}")
@@ -92,7 +98,7 @@ def finite(array: np.ndarray) -> np.ndarray:
 
 def flat_labels(path: Path, files: DataFiles, labels: np.ndarray, rows: int, what: str) -> np.ndarray:
     """Labels stored as (N,), (N, 1) or (N, 1, 1) -> (N,)."""
-    if labels.shape[0] != rows or labels.size != rows:
+    if labels.ndim == 0 or labels.shape[0] != rows or labels.size != rows:
         raise files.fail(path, f"{what} has shape {labels.shape}, expected ({rows},) or ({rows}, 1) or ({rows}, 1, 1)")
     return labels.reshape(rows)
 
@@ -102,3 +108,17 @@ def split_rows(n: int, fractions: tuple[float, float], seed: int) -> dict[str, n
     order = np.random.default_rng(seed).permutation(n)
     n_val, n_test = int(n * fractions[0]), int(n * fractions[1])
     return {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+
+
+def multibench_split(n: int, seed: int = 10) -> dict[str, np.ndarray]:
+    """MultiBench's MIMIC rows: `random.seed(10); random.shuffle(rows)`, then val [0, n//10), test
+    [n//10, n//5), train [n//5, n). Shuffling indices with Python's generator moves them exactly as it
+    moves MultiBench's list of rows, whatever the rows hold."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    rows = np.asarray(order, dtype=np.int64)
+    return {"val": rows[:n // 10], "test": rows[n // 10:n // 5], "train": rows[n // 5:]}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
