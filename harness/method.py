@@ -111,20 +111,26 @@ class InputModalities:
 
 @dataclass
 class Auxiliary:
-    """A separate objective with its own optimizer, stepped after each main step.
+    """A separate objective with its own optimizer, stepped `steps` times after each main step.
 
-    FactorCL trains its CLUB critics this way. Its parameters are excluded from
-    the main optimizer; `loss` receives the same batch the main step saw.
+    FactorCL trains its CLUB critics this way: an adversary that must keep up
+    with the encoders may need several steps per main step. Its parameters are
+    excluded from the main optimizer; `loss` receives the same batch the main
+    step saw, and returns the loss or, like `Method.loss`, a dict with key
+    "loss" and further scalars to log (averaged over the steps).
     """
 
     name: str
     parameters: Iterable[nn.Parameter]
-    loss: Callable[[Batch], torch.Tensor]
+    loss: Callable[[Batch], torch.Tensor | dict[str, torch.Tensor]]
     lr_scale: float = 1.0
+    steps: int = 1
 
     def __post_init__(self) -> None:
         # `module.parameters()` is a generator; keep a list so it can be read more than once.
         self.parameters = list(self.parameters)
+        if self.steps < 1:
+            raise ValueError(f"auxiliary {self.name}: steps must be at least 1, got {self.steps}")
 
 
 class Method(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import DivergedError
-from harness.method import Method
+from harness.method import Auxiliary, Method
 from harness.task import Batch, Split, TaskData
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,7 @@ def fit(
             if main is not None:
                 _step(main, loss, main_params, cfg.max_grad_norm)
             for objective, optimizer in aux:
-                with autocast:
-                    aux_loss = objective.loss(batch)
-                terms[f"{objective.name}_loss"] = aux_loss
-                sums.watch(f"{objective.name} loss", aux_loss, step)
-                _step(optimizer, aux_loss, objective.parameters, cfg.max_grad_norm)
+                terms.update(_auxiliary_steps(objective, optimizer, batch, cfg.max_grad_norm, sums, step, autocast))
             sums.add(terms)
         metrics = sums.close(epoch)
         stats.history.append(metrics)
@@ -142,6 +138,21 @@ def fit(
             on_epoch(method, epoch, metrics)
     stats.wall_time_s = time.perf_counter() - started
     return stats
+
+
+def _auxiliary_steps(objective: Auxiliary, optimizer: torch.optim.Optimizer, batch: Batch, max_norm: float,
+                     sums: _EpochSums, step: int, autocast) -> dict[str, torch.Tensor]:
+    """Step one auxiliary objective `objective.steps` times; its logged scalars, averaged over the steps."""
+    logged: dict[str, list[torch.Tensor]] = {}
+    for _ in range(objective.steps):
+        with autocast:
+            out = objective.loss(batch)
+        terms = out if isinstance(out, dict) else {"loss": out}
+        sums.watch(f"{objective.name} loss", terms["loss"], step)
+        _step(optimizer, terms["loss"], objective.parameters, max_norm)
+        for key, value in terms.items():
+            logged.setdefault(f"{objective.name}_{key}", []).append(value.detach())
+    return {key: torch.stack(values).mean() for key, values in logged.items()}
 
 
 def _to(inputs: dict[str, torch.Tensor], device: torch.device, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from methods.common import mi
-from methods.common.mi import (CLUBBound, ConcatCritic, LabelNCEBound, NCEBound, _PairReLUDot, condition, info_nce,
-                               nce_club, one_hot)
+from methods.common.mi import (CLUBBound, ConcatCritic, ConditionalCLUBBound, ConditionalNCEBound, LabelNCEBound,
+                               NCEBound, _PairReLUDot, condition, conditional_info_nce, conditional_nce_club, info_nce,
+                               kernel_weights, nce_club, one_hot, same_condition_weights)
 
 DIM = 2
 BATCH = 64
@@ -175,3 +176,175 @@ def test_without_a_compiler_the_eager_form_runs_and_says_so_once(monkeypatch, ca
     assert torch.equal(first, critic(a, b)) and torch.equal(second, first)
     assert mi.FUSED.available is False
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "eager" in caplog.records[0].message
+
+
+# -- conditional bounds --------------------------------------------------------------------------
+
+COND_LEVELS = (0.0, 0.5, 1.0, 1.5)  # true I(X1; X2 | C) in nats; 32 negatives per class here
+
+
+def train_bound(bound, sample, steps: int = STEPS, seed: int = 0):
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(bound.parameters(), lr=5e-3)
+    for _ in range(steps):
+        loss = -bound(*sample())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return bound
+
+
+@torch.no_grad()
+def mean_of(estimate, sample) -> float:
+    return sum(float(estimate(*sample())) for _ in range(EVAL_BATCHES)) / EVAL_BATCHES
+
+
+def class_shifted(noise_mi: float, generator: torch.Generator):
+    """X_i = 3 (2C - 1) + N_i with C a fair coin and (N1, N2) Gaussian with I(N1; N2) = noise_mi.
+
+    C is independent of the noise, so I(X1; X2 | C) = noise_mi exactly, while I(X1; X2) adds
+    about H(C) = log 2 on top (the shift nearly reveals C from either side).
+    """
+
+    def sample():
+        c = torch.randint(0, 2, (BATCH,), generator=generator)
+        shift = 3.0 * (2 * c[:, None].float() - 1)
+        n1, n2 = correlated(BATCH, noise_mi, generator) if noise_mi > 0 else (
+            torch.randn(BATCH, DIM, generator=generator), torch.randn(BATCH, DIM, generator=generator))
+        return shift + n1, shift + n2, one_hot(c, 2), same_condition_weights(c)
+
+    return sample
+
+
+@pytest.fixture(scope="module")
+def within_class_estimates() -> dict[float, tuple[float, float, float]]:
+    """(conditional InfoNCE, conditional NCE-CLUB, unconditional InfoNCE) per true I(X1; X2 | C)."""
+    out = {}
+    for mi in COND_LEVELS:
+        sample = class_shifted(mi, torch.Generator().manual_seed(3))
+        bound = train_bound(ConditionalNCEBound(DIM, DIM, 2, hidden=HIDDEN), sample)
+        club = ConditionalCLUBBound(DIM, DIM, 2, hidden=HIDDEN)
+        club.critic.load_state_dict(bound.critic.state_dict())
+        plain = train_bound(NCEBound(DIM, DIM, hidden=HIDDEN), lambda: sample()[:2])
+        out[mi] = (mean_of(bound, sample), mean_of(lambda *s: club(*s)[0], sample),
+                   mean_of(plain, lambda: sample()[:2]))
+    return out
+
+
+def test_within_class_negatives_estimate_the_conditional_mi_at_every_level(within_class_estimates):
+    for mi, (conditional, _, _) in within_class_estimates.items():
+        assert mi - 0.3 < conditional < mi + 0.15, f"true I(X1; X2 | C) {mi}, estimate {conditional:.3f}"
+
+
+def test_the_unconditional_bound_also_counts_what_the_condition_explains(within_class_estimates):
+    for mi, (conditional, _, unconditional) in within_class_estimates.items():
+        assert unconditional > conditional + 0.4, f"true {mi}: unconditional {unconditional:.3f}, " \
+                                                  f"conditional {conditional:.3f}"
+
+
+def test_the_conditional_club_stays_above_the_conditional_mi(within_class_estimates):
+    for mi, (_, club, _) in within_class_estimates.items():
+        assert club > mi - 0.05, f"true {mi}, conditional NCE-CLUB {club:.3f}"
+
+
+def test_within_class_infonce_is_the_class_weighted_infonce_of_each_class_block():
+    torch.manual_seed(0)
+    scores, labels = torch.randn(12, 12), torch.tensor([0, 1, 2, 0, 1, 1, 0, 2, 2, 2, 1, 0])
+    by_block = sum((labels == k).sum() / 12 * info_nce(scores[labels == k][:, labels == k]) for k in range(3))
+    assert torch.allclose(conditional_info_nce(scores, same_condition_weights(labels)), by_block, atol=1e-6)
+    block_club = sum((labels == k).sum() / 12 * nce_club(scores[labels == k][:, labels == k]) for k in range(3))
+    assert torch.allclose(conditional_nce_club(scores, same_condition_weights(labels)), block_club, atol=1e-6)
+
+
+def test_uniform_weights_give_the_unconditional_bounds_and_identity_weights_give_zero():
+    torch.manual_seed(0)
+    scores = torch.randn(8, 8)
+    uniform = torch.full((8, 8), 1 / 8)
+    assert torch.allclose(conditional_info_nce(scores, uniform), info_nce(scores), atol=1e-6)
+    assert torch.allclose(conditional_nce_club(scores, uniform), nce_club(scores), atol=1e-6)
+    # A condition that determines every sample leaves no negatives: nothing is left to measure.
+    identity = kernel_weights(torch.randn(8, 3), bandwidth=1e-4)
+    assert torch.allclose(identity, torch.eye(8), atol=1e-6)
+    assert conditional_info_nce(scores, identity).abs() < 1e-5 and conditional_nce_club(scores, identity).abs() < 1e-5
+
+
+def test_kernel_weights_are_row_stochastic_and_carry_no_gradient():
+    c = torch.randn(10, 2, requires_grad=True)
+    weights = kernel_weights(c, bandwidth=0.5)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(10)) and not weights.requires_grad
+    assert (weights.argmax(dim=1) == torch.arange(10)).all()  # each sample shares its own condition most
+
+
+KERNEL_BANDWIDTH = 0.1
+KERNEL_BATCH = 256
+SHIFT = 2.0
+
+
+def continuous_condition(cond_mi: float, generator: torch.Generator):
+    """C ~ N(0, 1); X_i = 2 C + N_i on every axis, (N1, N2) with I(N1; N2) = cond_mi: I(X1; X2 | C) = cond_mi."""
+
+    def sample():
+        c = torch.randn(KERNEL_BATCH, 1, generator=generator)
+        n1, n2 = correlated(KERNEL_BATCH, cond_mi, generator) if cond_mi > 0 else (
+            torch.randn(KERNEL_BATCH, DIM, generator=generator), torch.randn(KERNEL_BATCH, DIM, generator=generator))
+        return SHIFT * c + n1, SHIFT * c + n2, c, kernel_weights(c, KERNEL_BANDWIDTH)
+
+    return sample
+
+
+def gaussian_mi(cov: torch.Tensor, dim: int) -> float:
+    """I(X; Y) of a joint Gaussian whose first `dim` coordinates are X: (log|S_xx| + log|S_yy| - log|S|) / 2."""
+    return 0.5 * float(torch.logdet(cov[:dim, :dim]) + torch.logdet(cov[dim:, dim:]) - torch.logdet(cov))
+
+
+def unconditional_mi(cond_mi: float) -> float:
+    rho = math.sqrt(1 - math.exp(-2 * cond_mi / DIM))
+    noise = torch.eye(2 * DIM, dtype=torch.float64)
+    noise[:DIM, DIM:] = noise[DIM:, :DIM] = rho * torch.eye(DIM, dtype=torch.float64)
+    return gaussian_mi(SHIFT**2 * torch.ones(2 * DIM, 2 * DIM, dtype=torch.float64) + noise, DIM)
+
+
+def test_kernel_weighted_negatives_track_the_conditional_mi_of_a_continuous_condition():
+    found = {}
+    for mi in (0.0, 0.5, 1.0):
+        sample = continuous_condition(mi, torch.Generator().manual_seed(4))
+        found[mi] = mean_of(train_bound(ConditionalNCEBound(DIM, DIM, 1, hidden=HIDDEN), sample), sample)
+    for mi, value in found.items():
+        assert mi - 0.3 < value < mi + 0.2, found
+        # Far below I(X1; X2), which also counts the shared 2C: the estimate is of the conditional MI.
+        assert value < unconditional_mi(mi) - 0.5, (mi, unconditional_mi(mi), value)
+    assert found[0.0] < found[0.5] < found[1.0], found
+
+
+def test_the_closed_form_gaussian_mi_matches_the_one_used_to_draw_the_samples():
+    assert unconditional_mi(0.0) == pytest.approx(-0.5 * math.log(1 - (4 / 4.5) ** 2), rel=1e-9)
+    # Given C, what is left is the noise pair, whose MI the sampler was built to have.
+    for mi in (0.5, 1.0):
+        rho = math.sqrt(1 - math.exp(-2 * mi / DIM))
+        noise = torch.eye(2 * DIM, dtype=torch.float64)
+        noise[:DIM, DIM:] = noise[DIM:, :DIM] = rho * torch.eye(DIM, dtype=torch.float64)
+        assert gaussian_mi(noise, DIM) == pytest.approx(mi, rel=1e-9)
+    one_axis = torch.tensor([[1.0, 0.6], [0.6, 1.0]], dtype=torch.float64)
+    assert gaussian_mi(one_axis, 1) == pytest.approx(-0.5 * math.log(1 - 0.36), rel=1e-9)
+
+
+def test_the_conditional_club_bound_moves_embeddings_not_its_critic_and_reports_its_critic():
+    torch.manual_seed(0)
+    bound = ConditionalCLUBBound(3, 3, 2, hidden=8)
+    a, b = torch.randn(6, 3, requires_grad=True), torch.randn(6, 3, requires_grad=True)
+    c, weights = torch.randn(6, 2), same_condition_weights(torch.tensor([0, 0, 1, 1, 1, 0]))
+    club, critic = bound(a, b, c, weights)
+    club.backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0 and not critic.requires_grad
+    assert all(p.grad is None for p in bound.parameters())
+    own = bound.critic_nce(a, b, c, weights)
+    assert torch.allclose(own, critic, atol=1e-6)
+    own.backward()
+    assert all(p.grad is not None for p in bound.parameters())
+
+
+def test_a_sample_outside_the_anchors_class_never_counts_however_high_it_scores():
+    scores = torch.zeros(4, 4)
+    scores[0, 2] = 500.0  # sample 2 is of another class than sample 0
+    weights = same_condition_weights(torch.tensor([0, 0, 1, 1]))
+    assert conditional_info_nce(scores, weights).item() == pytest.approx(0.0, abs=1e-6)

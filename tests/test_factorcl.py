@@ -9,7 +9,7 @@ from torch import nn
 from harness.catalog import METHODS
 from harness.task import Batch
 from harness.train import TrainConfig, _optimizers, fit
-from methods.common.mi import CLUBBound
+from methods.common.mi import ConditionalCLUBBound
 from tests.fixtures import TinySynthetic
 
 SMALL = {"embed_dim": 16, "factor_dim": 8, "critic_hidden": 32, "critic_depth": 1}
@@ -29,69 +29,81 @@ def batch_of(task, rows: int = 32, augment=None) -> Batch:
 class Recorder(nn.Module):
     """Stands in for a bound: records what it was given and returns a fixed value."""
 
-    def __init__(self, value: float):
+    def __init__(self, value: float, critic_nce: float | None = None):
         super().__init__()
         self.value = torch.tensor(value)
+        self.critic_nce = None if critic_nce is None else torch.tensor(critic_nce)
         self.seen = None
 
-    def forward(self, a, b):
-        self.seen = (a.detach(), b.detach())
-        return self.value
+    def forward(self, *args):
+        self.seen = tuple(None if a is None else a.detach() for a in args)
+        return self.value if self.critic_nce is None else (self.value, self.critic_nce)
+
+
+def replace_bounds(method, values: dict[str, float], relevance=(0.0, 0.0)):
+    for term, value in values.items():
+        setattr(method, term, Recorder(value, 0.5 if "club" in term else None))
+    method.relevance = nn.ModuleList([Recorder(relevance[0]), Recorder(relevance[1])])
 
 
 @pytest.mark.parametrize("name", ["factorcl-sup", "factorcl-ssl"])
 def test_the_objective_adds_the_nce_terms_and_subtracts_the_club_terms(name):
     method = build(name)
-    values = {"shared_nce": 2.0, "shared_club_given_y": 3.0, "unique_club": 11.0, "unique_nce_given_y": 13.0}
-    for term, value in values.items():
-        setattr(method, term, Recorder(value))
-    method.relevance = nn.ModuleList([Recorder(5.0), Recorder(7.0)])
+    replace_bounds(method, {"shared_nce": 2.0, "shared_club_given_y": 3.0, "unique_club": 11.0,
+                            "unique_nce_given_y": 13.0}, relevance=(5.0, 7.0))
     out = method.loss(batch_of(method.task))
     # maximize I_NCE(S) - I_CLUB(S | Y) + I_NCE(U1; Y) + I_NCE(U2; Y) - I_CLUB(U1; U2) + I_NCE(U1; U2 | Y)
     assert out["loss"].item() == pytest.approx(-(2 - 3 + 5 + 7 - 11 + 13))
     assert out["unique1_nce_y"].item() == 5.0 and out["unique_club"].item() == 11.0
+    assert out["shared_club_critic_nce"].item() == 0.5 and out["unique_club_critic_nce"].item() == 0.5
 
 
-def test_sup_conditions_both_sides_on_the_label_and_pairs_unique_parts_with_it():
+def test_sup_conditions_on_the_label_with_negatives_from_the_anchors_own_class():
     method = build("factorcl-sup")
-    for term in ("shared_club_given_y", "unique_nce_given_y", "unique_club"):
-        setattr(method, term, Recorder(0.0))
-    method.relevance = nn.ModuleList([Recorder(0.0), Recorder(0.0)])
+    replace_bounds(method, {"shared_club_given_y": 0.0, "unique_nce_given_y": 0.0, "unique_club": 0.0})
     batch = batch_of(method.task)
     method.loss(batch)
     expected = torch.nn.functional.one_hot(batch.labels, 2).float()
+    same_class = batch.labels[:, None] == batch.labels[None, :]
     factors = method.factors(batch.inputs)
-    for term in ("shared_club_given_y", "unique_nce_given_y"):
-        a, b = getattr(method, term).seen
-        assert torch.equal(a[:, -2:], expected) and torch.equal(b[:, -2:], expected), term
-    assert torch.allclose(method.shared_club_given_y.seen[0][:, :-2], factors.shared[0], atol=1e-6)
-    assert torch.allclose(method.unique_nce_given_y.seen[1][:, :-2], factors.unique[1], atol=1e-6)
-    assert torch.allclose(method.unique_club.seen[0], factors.unique[0], atol=1e-6)
+    for term, part in (("shared_club_given_y", factors.shared), ("unique_nce_given_y", factors.unique)):
+        a, b, given, weights = getattr(method, term).seen
+        assert torch.allclose(a, part[0], atol=1e-6) and torch.allclose(b, part[1], atol=1e-6), term
+        assert torch.equal(given, expected), term
+        assert torch.equal(weights > 0, same_class), f"{term}: negatives outside the anchor's class"
+        assert torch.allclose(weights.sum(dim=1), torch.ones(len(weights))), term
+    a, b = method.unique_club.seen
+    assert torch.allclose(a, factors.unique[0], atol=1e-6) and torch.allclose(b, factors.unique[1], atol=1e-6)
     assert torch.equal(method.relevance[0].seen[1], batch.labels)
 
 
-def test_ssl_conditions_each_modality_on_its_own_augmentation_not_on_itself():
+def test_ssl_conditions_each_term_on_both_augmented_views_of_its_part():
     method = build("factorcl-ssl")
-    for term in ("shared_club_given_y", "unique_nce_given_y"):
-        setattr(method, term, Recorder(0.0))
-    method.relevance = nn.ModuleList([Recorder(0.0), Recorder(0.0)])
+    replace_bounds(method, {"shared_club_given_y": 0.0, "unique_nce_given_y": 0.0})
     # A known, deterministic "augmentation", different for each modality.
     offsets = {"x1": 1.0, "x2": -2.0}
     batch = batch_of(method.task, augment=lambda m, x: x + offsets[m])
     method.loss(batch)
     factors = method.factors(batch.inputs)
     augmented = method.factors({m: x + offsets[m] for m, x in batch.inputs.items()})
-    k = SMALL["factor_dim"]
-    a, b = method.shared_club_given_y.seen
-    assert torch.allclose(a[:, :k], factors.shared[0], atol=1e-6)
-    assert torch.allclose(a[:, k:], augmented.shared[0], atol=1e-6)
-    assert torch.allclose(b[:, k:], augmented.shared[1], atol=1e-6)
-    assert not torch.allclose(a[:, k:], a[:, :k], atol=1e-3), "conditioned on itself, as the public code does"
-    a, b = method.unique_nce_given_y.seen
-    assert torch.allclose(a[:, k:], augmented.unique[0], atol=1e-6)
-    assert torch.allclose(b[:, k:], augmented.unique[1], atol=1e-6)
+    for term, part, views in (("shared_club_given_y", factors.shared, augmented.shared),
+                              ("unique_nce_given_y", factors.unique, augmented.unique)):
+        a, b, given, weights = getattr(method, term).seen
+        assert torch.allclose(a, part[0], atol=1e-6) and torch.allclose(b, part[1], atol=1e-6), term
+        assert torch.allclose(given, torch.cat(views, dim=1), atol=1e-6), term
+        assert not torch.allclose(given, torch.cat(part, dim=1), atol=1e-3), f"{term}: conditioned on itself"
+        assert (weights.argmax(dim=1) == torch.arange(len(weights))).all(), term
     z, target = method.relevance[1].seen
     assert torch.allclose(z, factors.unique[1], atol=1e-6) and torch.allclose(target, augmented.unique[1], atol=1e-6)
+
+
+def test_ssl_conditional_terms_vanish_when_the_augmentation_changes_nothing():
+    """A view identical to its sample determines it: no negative shares its condition, nothing is left to measure."""
+    method = build("factorcl-ssl")
+    out = method.loss(batch_of(method.task, augment=lambda m, x: x))
+    for term in ("shared_club_given_y", "unique_nce_given_y", "shared_club_critic_nce"):
+        assert abs(out[term].item()) < 1e-5, (term, out[term].item())
+    assert abs(out["unique_club"].item()) > 1e-4  # the unconditional CLUB term still measures something
 
 
 def test_club_critics_learn_at_their_own_scaled_rate():
@@ -113,7 +125,7 @@ def test_club_critics_are_trained_only_by_their_own_step(name):
     assert all(p.grad is None for b in (method.shared_club_given_y, method.unique_club) for p in b.parameters())
     assert method.shared_heads["x1"].weight.grad is not None
     method.zero_grad(set_to_none=True)
-    method.club_critic_loss(batch).backward()
+    method.club_critic_loss(batch)["loss"].backward()
     assert all(p.grad is not None for p in method.unique_club.parameters())
     assert method.shared_heads["x1"].weight.grad is None, "the critics' step must not move the encoders"
 
@@ -133,7 +145,60 @@ def test_critic_depth_is_a_hyperparameter():
     deep = build("factorcl-sup", critic_depth=2)
     linears = [m for m in deep.unique_club.critic.tail.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 2  # hidden x hidden, then hidden x 1
-    assert isinstance(deep.unique_club, CLUBBound)
+    assert isinstance(deep.unique_club, ConditionalCLUBBound)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_factor_embeddings_lie_on_a_sphere_of_radius_sqrt_dim_only_when_normalized(normalize):
+    method = build("factorcl-sup", normalize_factors=normalize)
+    norms = method.encode(batch_of(method.task).inputs).view(32, 4, -1).norm(dim=2)
+    on_sphere = torch.allclose(norms, torch.full_like(norms, SMALL["factor_dim"] ** 0.5), atol=1e-4)
+    assert on_sphere == normalize
+
+
+def test_the_club_critics_take_club_steps_steps_per_main_step_and_log_each_critic():
+    method = build("factorcl-sup", club_steps=3)
+    calls = []
+    original = method.club_critic_loss
+    method.club_critic_loss = lambda batch: calls.append(1) or original(batch)
+    data = method.task.load()
+    config = TrainConfig(epochs=1, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
+                         progress=False)
+    history = fit(method, data, config, torch.Generator().manual_seed(0)).history
+    batches = -(-len(data.train) // 64)
+    assert len(calls) == 3 * batches
+    for key in ("train_club_critics_loss", "train_club_critics_shared_nce", "train_club_critics_unique_nce",
+                "train_shared_club_critic_nce", "train_unique_club_critic_nce", "train_shared_club_given_y",
+                "train_unique_club", "train_shared_nce", "train_unique_nce_given_y", "train_unique1_nce_y"):
+        assert key in history[0], key
+    assert history[0]["train_club_critics_loss"] == pytest.approx(
+        -(history[0]["train_club_critics_shared_nce"] + history[0]["train_club_critics_unique_nce"]), abs=1e-5)
+
+
+def test_the_check_fails_a_run_whose_critic_infonce_fell_below_chance_for_an_epoch():
+    method = build("factorcl-sup")
+    healthy = [{"train_shared_club_critic_nce": 0.3, "train_unique_club_critic_nce": 0.02}] * 2
+    checks = {c.name: c for c in method.check_assumptions(healthy)}
+    assert set(checks) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
+    assert all(c.held for c in checks.values())
+    outrun = healthy + [{"train_shared_club_critic_nce": 0.4, "train_unique_club_critic_nce": -12.5}]
+    checks = {c.name: c for c in method.check_assumptions(outrun)}
+    assert checks["shared_club_critic_above_chance"].held
+    failed = checks["unique_club_critic_above_chance"]
+    assert not failed.held and failed.value == -12.5 and "epoch 3" in failed.detail and "-12.5" in failed.detail
+
+
+@pytest.mark.parametrize("critics, stays_a_bound", [
+    ({"club_lr_scale": 0.0, "normalize_factors": False}, False),  # a critic that cannot learn is exploited
+    ({}, True),  # the defaults: several critic steps per main step, normalized factors
+])
+def test_at_a_high_learning_rate_only_critics_that_keep_up_keep_the_bound(critics, stays_a_bound):
+    method = build("factorcl-sup", **critics)
+    config = TrainConfig(epochs=3, batch_size=64, lr=1e-2, weight_decay=0.0, device=torch.device("cpu"),
+                         progress=False)
+    history = fit(method, method.task.load(), config, torch.Generator().manual_seed(0)).history
+    checks = method.check_assumptions(history)
+    assert all(c.held for c in checks) == stays_a_bound, [c.detail for c in checks]
 
 
 def test_training_raises_the_label_terms_on_the_tiny_task():
@@ -158,4 +223,6 @@ def test_both_variants_run_through_the_harness(harness_run):
     for name in ("factorcl-sup", "factorcl-ssl"):
         record = json.loads((harness_run.results / "records" / "tiny-synthetic" / name / "seed0.json").read_text())
         assert record["status"] == "ok" and record["hparams"]["critic_depth"] == 1
+        assert set(record["checks"]) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
+        assert record["hparams"]["normalize_factors"] == (name == "factorcl-ssl")  # each variant's default
         assert 0.0 <= record["metrics"]["test_acc"] <= 1.0

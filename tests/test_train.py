@@ -122,3 +122,22 @@ def test_on_epoch_sees_every_epoch_and_may_stop_training():
         fit(WithCritic(task, {}), task.load(), TrainConfig(**{**CPU.__dict__, "epochs": 5}),
             torch.Generator().manual_seed(0), stop_after_two)
     assert [epoch for epoch, _ in seen] == [0, 1]
+
+
+def test_an_auxiliary_takes_its_steps_and_logs_the_mean_of_what_it_returns():
+    method = WithCritic(TinySynthetic(), {})
+    values = iter(range(1000))
+
+    def critic_loss(batch):
+        step = float(next(values))
+        loss = method.critic(method.encoder(batch.inputs["x1"]).detach()).pow(2).mean()
+        return {"loss": loss, "step": torch.tensor(step)}
+
+    method.auxiliaries = lambda: [Auxiliary("critic", method.critic.parameters(), critic_loss, steps=3)]
+    history = train(method)
+    batches = -(-len(method.task.load().train) // CPU.batch_size)
+    assert next(values) == 3 * batches  # three calls per main step
+    # Per batch the mean of its three steps; per epoch the mean of those: (0 + ... + 3 * batches - 1) / (3 * batches).
+    assert history["train_critic_step"] == pytest.approx((3 * batches - 1) / 2)
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        Auxiliary("critic", [], critic_loss, steps=0)

@@ -13,10 +13,15 @@
 * `NCEBound` / `CLUBBound`: a critic with its bound. A CLUB critic is not
   trained by the bound it feeds; it is trained on its own InfoNCE objective
   (`CLUBBound.critic_loss`), on a separate optimizer step.
-* `condition`: the conditional forms. I(A; B | C) is estimated by giving each
-  side its conditioning variable, f([a, c_a], [b, c_b]). With a discrete C
-  (labels) this estimates I(A; B | C) + H(C); the offset is a constant, so
-  the gradients the encoders receive are those of the conditional term.
+* `condition`: an embedding with its conditioning variable beside it. Giving
+  BOTH sides their condition and scoring all B x B pairs estimates
+  I(A, C_a; B, C_b), not a conditional MI: for a discrete C shared by both
+  sides that is I(A; B | C) + H(C), for a continuous one (an augmented view)
+  it is at least I(A; B) and says nothing about the condition.
+* `ConditionalNCEBound` / `ConditionalCLUBBound`: the conditional bounds.
+  The critic is f([a, c], b); row i's negatives are weighted toward samples
+  that share c_i (`same_condition_weights`: exact for a discrete C;
+  `kernel_weights`: a local approximation for a continuous one).
 
 All estimates are in nats.
 """
@@ -270,3 +275,91 @@ class CLUBBound(nn.Module):
     def critic_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The critic's own objective: maximize InfoNCE on embeddings it cannot move."""
         return -info_nce(self.critic(a.detach(), b.detach()))
+
+
+# -- conditional bounds -------------------------------------------------------------------------
+# I(A; B | C) needs, for each anchor (a_i, c_i), negatives b drawn from p(b | c_i), not from p(b).
+# The B x B score matrix stays as it is; a row-stochastic matrix `weights` says how much each
+# column j stands for a draw from p(b | c_i). Uniform rows (weights None) give the unconditional
+# bounds; rows uniform over the samples sharing a discrete condition give the exact conditional
+# ones; rows from a kernel on a continuous condition give a local approximation.
+
+
+def conditional_info_nce(scores: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_i [f_ii - log sum_j w_ij exp f_ij]: InfoNCE whose negatives for row i follow p(b | c_i).
+
+    With uniform weights this is `info_nce`; it never exceeds mean_i -log w_ii.
+    """
+    if weights is None:
+        return info_nce(scores)
+    # A zero weight must exclude its pair however large its score: -inf, not the log of a tiny number.
+    log_weights = torch.where(weights > 0, weights.log(), float("-inf"))
+    return (scores.diagonal() - (scores + log_weights).logsumexp(dim=1)).mean()
+
+
+def conditional_nce_club(scores: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_i [f_ii - sum_j w_ij f_ij]: NCE-CLUB against the product p(a | c) p(b | c)."""
+    if weights is None:
+        return nce_club(scores)
+    return (scores.diagonal() - (weights * scores).sum(dim=1)).mean()
+
+
+def same_condition_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Row i uniform over the samples whose discrete condition equals sample i's (itself included): exact."""
+    same = (labels[:, None] == labels[None, :]).float()
+    return same / same.sum(dim=1, keepdim=True)
+
+
+def kernel_weights(conditions: torch.Tensor, bandwidth: torch.Tensor | float) -> torch.Tensor:
+    """Row i: a Gaussian kernel in the condition's space around c_i, normalized over the batch.
+
+    Samples whose conditions lie within about `bandwidth` of c_i stand for draws from p(b | c_i).
+    Never differentiated: which samples share a condition is a sampling scheme, not something
+    the encoders may optimize.
+    """
+    c = conditions.detach()
+    distances = torch.cdist(c, c).square()
+    return torch.softmax(-distances / (2 * torch.as_tensor(bandwidth, dtype=c.dtype) ** 2), dim=1)
+
+
+class ConditionalNCEBound(nn.Module):
+    """I_NCE(A; B | C): the critic f([a, c], b) sees the anchor's condition; negatives follow `weights`."""
+
+    def __init__(self, dim_a: int, dim_b: int, dim_c: int = 0, hidden: int = PAPER_CRITIC_HIDDEN,
+                 depth: int = PAPER_CRITIC_DEPTH):
+        super().__init__()
+        self.critic = ConcatCritic(dim_a + dim_c, dim_b, hidden, depth)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        return conditional_info_nce(self.critic(_beside(a, c), b), weights)
+
+
+class ConditionalCLUBBound(nn.Module):
+    """I_CLUB(A; B | C) with a critic f([a, c], b) of its own, trained apart on the same conditional InfoNCE.
+
+    `forward` holds the critic fixed and returns the bound and, detached, the critic's own
+    InfoNCE on the same scores: the bound is an upper bound only while that InfoNCE is well
+    above zero, so callers should log it.
+    """
+
+    def __init__(self, dim_a: int, dim_b: int, dim_c: int = 0, hidden: int = PAPER_CRITIC_HIDDEN,
+                 depth: int = PAPER_CRITIC_DEPTH):
+        super().__init__()
+        self.critic = ConcatCritic(dim_a + dim_c, dim_b, hidden, depth)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        fixed = {name: p.detach() for name, p in self.critic.named_parameters()}
+        scores = functional_call(self.critic, fixed, (_beside(a, c), b))
+        return conditional_nce_club(scores, weights), conditional_info_nce(scores.detach(), weights)
+
+    def critic_nce(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The critic's own objective (maximize it), on embeddings it cannot move."""
+        side_a = _beside(a, c).detach()
+        return conditional_info_nce(self.critic(side_a, b.detach()), weights)
+
+
+def _beside(a: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    return a if c is None else condition(a, c)
