@@ -38,7 +38,11 @@ FILLERS = ("a", "the", "photo", "of", "picture", "image", "showing", "with", "an
 
 def vocabulary() -> tuple[str, ...]:
     words = [w for group in (*SHAPE_WORDS.values(), *COLOUR_WORDS.values(), *TEXTURE_WORDS.values()) for w in group]
-    words += [*SIZE_WORDS, *POSITION_WORDS, *FILLERS]
+    return token_vocabulary([*words, *SIZE_WORDS, *POSITION_WORDS, *FILLERS])
+
+
+def token_vocabulary(words: list[str]) -> tuple[str, ...]:
+    """The caption tokens: padding and mask first, at the ids the augmentations expect, then the words sorted."""
     specials = ["<pad>", "<mask>"]
     assert specials.index("<pad>") == PAD_ID and specials.index("<mask>") == MASK_ID
     return tuple(specials + sorted(set(words)))

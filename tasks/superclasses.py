@@ -35,8 +35,7 @@ from torch import nn
 
 from harness.task import Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind
-from tasks.common.image_augment import MASK_ID, PAD_ID
-from tasks.shapes import encode_caption
+from tasks.shapes import encode_caption, token_vocabulary
 
 SUPERCLASSES = {  # look-alikes are split on purpose (see the module docstring)
     "fruit": ("disc", "frame", "x"),
@@ -59,10 +58,7 @@ CROP_SCALE = (0.25, 1.0)
 
 def vocabulary() -> tuple[str, ...]:
     words = [w for pair in SUPERCLASS_WORDS.values() for w in pair]
-    words += [*COLOUR_WORDS, *TEXTURE_WORDS.values(), *SIZE_WORDS, *POSITION_WORDS, *FILLERS]
-    specials = ["<pad>", "<mask>"]
-    assert specials.index("<pad>") == PAD_ID and specials.index("<mask>") == MASK_ID
-    return tuple(specials + sorted(set(words)))
+    return token_vocabulary([*words, *COLOUR_WORDS, *TEXTURE_WORDS.values(), *SIZE_WORDS, *POSITION_WORDS, *FILLERS])
 
 
 @dataclass(frozen=True)
