@@ -60,10 +60,17 @@ def task_info(name: str) -> dict[str, Any]:
 
 
 def data_present(task: dict[str, Any], data_dir: Path | None) -> bool:
-    """Task.data_present, from a task's entry: generated data is always there; files must exist."""
+    """Task.data_present, from a task's entry: generated data is always there; files need a folder.
+
+    Which files a task reads may depend on what the folder holds (IRFL takes either public layout),
+    so with a folder to look in the task itself decides; only then is its module imported."""
     if task["source"]["kind"] != "files":
         return True
-    return data_dir is not None and all((Path(data_dir) / f).exists() for f in task["source"]["files"])
+    if data_dir is None:
+        return False
+    from harness.catalog import TASKS
+
+    return TASKS.get(task["name"])(data_dir=Path(data_dir)).data_present()
 
 
 def _entry(registry: Registry, section: str, name: str) -> dict[str, Any]:
