@@ -184,16 +184,20 @@ class ShapesCaptions(Task):
 
     def load(self) -> TaskData:
         images, captions, labels = self.generate()
-        s = self.setting
-        bounds = (0, s.n_train, s.n_train + s.n_val, s.n_train + s.n_val + s.n_test)
-
-        def split(start: int, stop: int) -> TensorSplit:
-            return TensorSplit({"image": torch.from_numpy(images[start:stop]),
-                                "caption": torch.from_numpy(captions[start:stop])},
-                               torch.from_numpy(labels[start:stop]))
-
-        return TaskData(train=split(bounds[0], bounds[1]), val=split(bounds[1], bounds[2]),
-                        test=split(bounds[2], bounds[3]))
+        return image_caption_splits(images, captions, labels, self.setting)
 
     def augment(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         return augment_by_kind(self.modality(modality).kind, x)
+
+
+def image_caption_splits(images: np.ndarray, captions: np.ndarray, labels: np.ndarray, setting) -> TaskData:
+    """Generated rows cut, in order, into the setting's n_train, n_val and n_test rows."""
+    bounds = np.cumsum([0, setting.n_train, setting.n_val, setting.n_test])
+
+    def split(start: int, stop: int) -> TensorSplit:
+        return TensorSplit({"image": torch.from_numpy(images[start:stop]),
+                            "caption": torch.from_numpy(captions[start:stop])},
+                           torch.from_numpy(labels[start:stop]))
+
+    return TaskData(train=split(bounds[0], bounds[1]), val=split(bounds[1], bounds[2]),
+                    test=split(bounds[2], bounds[3]))

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.task import Modality, Task, TaskData, TensorSplit
+from harness.task import Modality, Task, TaskData
 from tasks.common.augment import augment_by_kind
-from tasks.shapes import encode_caption, token_vocabulary
+from tasks.shapes import encode_caption, image_caption_splits, token_vocabulary
 
 SUPERCLASSES = {  # look-alikes are split on purpose (see the module docstring)
     "fruit": ("disc", "frame", "x"),
@@ -226,16 +226,7 @@ class ShapeSuperclasses(Task):
 
     def load(self) -> TaskData:
         images, captions, labels, _shapes = self.generate()
-        s = self.setting
-        bounds = (0, s.n_train, s.n_train + s.n_val, s.n_train + s.n_val + s.n_test)
-
-        def split(start: int, stop: int) -> TensorSplit:
-            return TensorSplit({"image": torch.from_numpy(images[start:stop]),
-                                "caption": torch.from_numpy(captions[start:stop])},
-                               torch.from_numpy(labels[start:stop]))
-
-        return TaskData(train=split(bounds[0], bounds[1]), val=split(bounds[1], bounds[2]),
-                        test=split(bounds[2], bounds[3]))
+        return image_caption_splits(images, captions, labels, self.setting)
 
     def augment(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         if self.modality(modality).kind == "image":
