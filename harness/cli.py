@@ -148,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":
+            from harness.resumed import recorded_pairs, report_recorded
+
+            data_dir = _data_dir(args.data_dir)
+            recorded = recorded_pairs(args, data_dir)
+            if recorded is not None:  # nothing to train: answered without importing torch
+                return report_recorded(args, recorded)
             from harness.commands import run_command
 
-            return run_command(args, _data_dir(args.data_dir))
+            return run_command(args, data_dir)
         if args.command == "diagnose":
             from harness.commands import diagnose_command
 

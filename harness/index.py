@@ -11,7 +11,8 @@ torch, scikit-learn or MLflow.
     from harness import index
     index.method_names()            # sorted registry names, plugins included
     index.method_info("clip")       # name, display_name, version, description, trains,
-                                    # requirements (fields + "needs" text), search_space, defaults, target
+                                    # requirements (fields + "needs" text), search_space, defaults,
+                                    # domains (search_space and domains as harness.space.to_entry), target
     index.task_info("synthetic")    # name, version, suite, description, label_kind, num_classes,
                                     # modalities, source, offers_augmentations, default_epochs,
                                     # default_batch_size, params, identity, extra_symbols, target
@@ -37,10 +38,11 @@ from typing import Any
 from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
 from harness.registry import Registry
+from harness.space import to_entry
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "HARNESS_CACHE_DIR"
-FORMAT = 1  # bump when the entries' layout changes
+FORMAT = 2  # bump when the entries' layout changes
 
 
 def method_names() -> list[str]:
@@ -110,9 +112,8 @@ def _describe_method(name: str, cls: type, registry: Registry) -> dict[str, Any]
         "name": name, "display_name": cls.display_name, "version": cls.version, "description": cls.description,
         "trains": cls.trains, "target": registry.target(name),
         "requirements": {**dataclasses.asdict(requirements), "needs": requirements.describe()},
-        "search_space": {key: {"type": type(p).__name__, **dataclasses.asdict(p)}
-                         for key, p in cls.search_space.items()},
-        "defaults": dict(cls.defaults),
+        "search_space": {key: to_entry(p) for key, p in cls.search_space.items()},
+        "defaults": dict(cls.defaults), "domains": {key: to_entry(d) for key, d in cls.domains.items()},
     })
 
 

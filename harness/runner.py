@@ -16,7 +16,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from harness import environment, fingerprints, probe
+from harness import environment, fingerprints, probe, request
 from harness.coordination import WAIT, Coordinator, mutex_for
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.method import AssumptionCheck, Method
@@ -25,7 +25,8 @@ from harness.publishing import run_report
 from harness.publishing.history import history_path
 from harness.records import Record, write_record
 from harness.resume import plan_resume
-from harness.space import NON_NEGATIVE, POSITIVE, Float, Interval, Param, check_domains, typed_overrides
+from harness.request import TRAIN_DEFAULTS, TRAIN_DOMAINS, TRAIN_SPACE  # noqa: F401  (re-exported)
+from harness.space import Param
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
 from harness.train import TrainConfig, extract_features, fit
@@ -34,10 +35,7 @@ from harness.tuning import best_params, open_study, sampler_for, spent_trials, s
 log = logging.getLogger(__name__)
 
 # Every trained method tunes its learning rate; methods add their own entries.
-TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
-TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
 # A contrastive batch of one row holds no negative (and batch norm cannot train on it).
-TRAIN_DOMAINS = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "batch_size": Interval(low=2, integer=True)}
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
 CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 
@@ -134,19 +132,12 @@ class PairRunner:
         return plan.train
 
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
-        # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
-        epochs = self.epochs_for(pair.task) if pair.method_cls.trains else 0
-        protocol = {"epochs": epochs, "trials": self.options.trials if space else 0, "seeds": self.options.seeds,
-                    "batch_size": fixed.get("batch_size")}
-        if self.options.bf16:
-            protocol["precision"] = "bf16"  # only when set, so float32 records keep the protocol they had
-        return protocol
+        return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
+                                self.options.seeds, space, fixed, self.options.bf16)
 
     def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
-        """This request's run identity; the tuned keys' defaults are not fixed values and stay out of it."""
-        return run_identity(pair.task.identity() | {"fingerprint": fingerprint},
-                            {"name": pair.method_cls.name, "version": pair.method_cls.version},
-                            self.protocol(pair, space, fixed), {k: v for k, v in fixed.items() if k not in space})
+        return request.identity(pair.task.identity(), fingerprint, pair.method_cls, self.protocol(pair, space, fixed),
+                                space, fixed)
 
     def decide(self, pair: Pair, space, fixed) -> tuple[dict[str, Any], list[int], TaskData | None]:
         """The requested identity and the seeds to train. Data are loaded only to fingerprint them when
@@ -406,14 +397,8 @@ class PairRunner:
 
 
 def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:
-    """The space still to tune, and every value fixed by defaults or --set (an unknown key or a value
-    outside its domain fails here)."""
-    method, task = pair.method_cls, pair.task
-    space = {**TRAIN_SPACE, **method.search_space} if method.trains else {}
-    defaults = {**TRAIN_DEFAULTS, "batch_size": task.default_batch_size, **method.defaults}
-    fixed = typed_overrides(overrides, space, defaults)
-    check_domains(f"method {method.name}", space, defaults, fixed, TRAIN_DOMAINS | method.domains)
-    return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
+    """The space still to tune, and every value fixed by defaults or --set (harness.request)."""
+    return request.hyperparameters(pair.method_cls, pair.task.default_batch_size, overrides)
 
 
 def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:

@@ -13,7 +13,7 @@ refuses an out-of-domain value before any work starts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from harness.errors import HarnessError
@@ -143,6 +143,20 @@ class OneOf:
 
 
 Domain = Interval | OneOf
+
+
+
+def to_entry(declared: Param | Domain) -> dict[str, Any]:
+    """A search-space entry or a domain as plain data (the metadata index stores them so)."""
+    return {"type": type(declared).__name__, **asdict(declared)}
+
+
+def from_entry(entry: Mapping[str, Any]) -> Param | Domain:
+    """The inverse of `to_entry` (JSON's lists back to the tuples the classes hold)."""
+    kinds = {cls.__name__: cls for cls in (Float, Int, Choice, Interval, OneOf)}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k != "type"}
+    return kinds[entry["type"]](**fields)
+
 
 # The domains most hyperparameters fall into.
 POSITIVE = Interval(low=0, low_open=True)  # learning rates, temperatures, scales

@@ -29,10 +29,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
-from scipy import stats as scipy_stats
-from statsmodels.stats.multitest import multipletests
+
+if TYPE_CHECKING:
+    import pandas as pd
+# scipy.stats, statsmodels and pandas load inside the functions that need them: a run's closing table
+# needs only the t quantile (scipy.special), and a fully resumed run must start faster than torch imports.
 
 LEVEL = 0.95
 ALPHA = 0.05
@@ -60,7 +64,9 @@ def t_interval(scores: Sequence[float], level: float = LEVEL) -> Interval:
     mean = float(values.mean())
     if n == 1:
         return Interval(mean, math.nan, math.nan, 1)
-    half = float(scipy_stats.t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    from scipy.special import stdtrit  # the t quantile, as scipy.stats.t.ppf computes it
+
+    half = float(stdtrit(n - 1, (1 + level) / 2) * values.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n)
 
 
@@ -79,6 +85,8 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
         return PairedTest(len(seeds), float(differences.mean()) if len(seeds) else math.nan, math.nan)
     if np.ptp(differences) == 0:  # zero variance: the t statistic is undefined
         return PairedTest(len(seeds), float(differences[0]), 1.0 if differences[0] == 0 else 0.0)
+    from scipy import stats as scipy_stats
+
     result = scipy_stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
     return PairedTest(len(seeds), float(differences.mean()), float(result.pvalue))
 
@@ -89,6 +97,8 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
     adjusted = np.full(len(values), math.nan)
     testable = ~np.isnan(values)
     if testable.any():
+        from statsmodels.stats.multitest import multipletests
+
         adjusted[testable] = multipletests(values[testable], alpha=alpha, method="holm")[1]
     return adjusted.tolist()
 
@@ -131,6 +141,8 @@ def critical_difference(means: pd.DataFrame, alpha: float = ALPHA) -> CriticalDi
     k, n = means.shape
     if n < MIN_TASKS_FOR_CD or k < MIN_METHODS_FOR_CD:
         return None
+    from scipy import stats as scipy_stats
+
     friedman = scipy_stats.friedmanchisquare(*[means.loc[row].to_numpy() for row in means.index])
     q_alpha = scipy_stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
     cd = float(q_alpha * math.sqrt(k * (k + 1) / (6 * n)))

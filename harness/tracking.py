@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from harness.coordination import FileMutex  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.workdir import default_uri  # noqa: E402,F401  (re-exported: the stores' one default)
 
 for noisy in ("alembic", "mlflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -33,10 +34,6 @@ for noisy in ("alembic", "mlflow"):
 # also prints that link (publishing.run_report.RUNS_VIEW).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
-
-
-def default_uri(workdir: Path) -> str:
-    return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
 
 
 def check_uri(uri: str) -> None:

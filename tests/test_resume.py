@@ -1,6 +1,7 @@
 """What a run reuses is decided by its full identity: a record made otherwise is retrained, or kept on request."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,12 @@ import numpy as np
 import optuna
 import pytest
 
+from harness import index
 from harness.catalog import METHODS, TASKS
 from harness.records import read_records
 from tests.datafiles import write_affect
 
+ROOT = Path(__file__).resolve().parents[1]
 CLIP = ("--method", "clip", "--task", "tiny-synthetic", "--trials", "1", "--seeds", "1")
 
 
@@ -68,11 +71,14 @@ def test_a_value_given_with_set_is_the_recorded_value_even_beside_an_old_study(h
 def test_a_new_method_or_task_version_retrains(harness_run, caplog, monkeypatch):
     args = ("--method", "untrained", "--task", "tiny-synthetic", "--seeds", "1")
     assert harness_run(*args) == 0
+    # A version changes in the source, which rebuilds the metadata index; in-process, both are patched.
     monkeypatch.setattr(METHODS.get("untrained"), "version", "99")
+    monkeypatch.setitem(index.method_info("untrained"), "version", "99")
     caplog.clear()
     assert harness_run(*args) == 0
     assert "recorded with method version 1, asked for method version 99" in caplog.text
     monkeypatch.setattr(TASKS.get("tiny-synthetic"), "version", "7")
+    monkeypatch.setitem(index.task_info("tiny-synthetic")["identity"], "version", "7")
     caplog.clear()
     assert harness_run(*args) == 0
     assert "recorded with task version 1, asked for task version 7" in caplog.text
@@ -118,6 +124,34 @@ def test_force_retrains_records_that_stand_for_the_run(harness_run, caplog):
     first = seed0(harness_run, method="untrained")["mlflow_run_id"]
     assert harness_run(*args, "--force") == 0
     assert seed0(harness_run, method="untrained")["mlflow_run_id"] != first
+
+
+def test_a_run_its_records_already_answer_imports_no_torch(harness_run, tmp_path):
+    args = ["--method", "untrained", "--task", "synthetic", "--seeds", "2"]
+    assert harness_run(*args) == 0  # records the seeds and caches the data's fingerprint
+    argv = ["run", *args, "--results", str(harness_run.results), "--workdir", str(harness_run.workdir)]
+    check = (f"import sys\nfrom harness.cli import main\ncode = main({argv!r})\n"
+             "heavy = sorted(m for m in ('torch', 'sklearn', 'mlflow', 'optuna') if m in sys.modules)\n"
+             "assert code == 0 and not heavy, (code, heavy)\n")
+    # The metadata index is built (importing torch) once per source state; the test times none of that.
+    env = {**os.environ, index.CACHE_ENV: str(tmp_path / "index-cache")}
+    subprocess.run([sys.executable, "-c", "from harness import index; index.method_names(); index.task_info('synthetic')"],
+                   cwd=ROOT, env=env, check=True)
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "synthetic  untrained" in done.stdout and "(2)" in done.stdout  # the closing table, from the records
+    assert "nothing to train" in done.stderr
+
+
+def test_a_run_with_a_seed_missing_takes_the_full_path(harness_run, caplog):
+    args = ("--method", "untrained", "--task", "tiny-synthetic", "--seeds", "2")
+    assert harness_run(*args) == 0
+    (harness_run.results / "records" / "tiny-synthetic" / "untrained" / "seed1.json").unlink()
+    caplog.clear()
+    assert harness_run(*args) == 0
+    # The full path ran: it finds seed 1 settled in the work folder's study and writes its record again.
+    assert "untrained: 0 seed(s) trained and recorded, 1 recorded by other workers" in caplog.text
+    assert sorted(r.seed for r in read_records(harness_run.results)) == [0, 1]
 
 
 def test_deciding_what_to_resume_imports_no_torch():

@@ -26,7 +26,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-FIGURES_DIR = "figures"
+from harness.publishing import FIGURES_DIR  # noqa: E402
+
 STYLE = "1"  # bump when a drawing changes, so every figure counts as stale
 DIGEST_KEY = "Identifier"
 DIGEST_PREFIX = "harness-figure-data:"

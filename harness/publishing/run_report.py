@@ -16,7 +16,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness import stats
-from harness.publishing import figures
+from harness.publishing import FIGURES_DIR
 from harness.publishing.history import read_history, write_history
 from harness.records import read_records
 
@@ -50,6 +50,8 @@ def over_seeds(interval: stats.Interval) -> dict[str, float]:
 def keep_history(results: Path, task: str, method: str, display_name: str, study: str | None,
                  trials: list[dict[str, Any]], curves: dict[int, list[dict[str, float]]]) -> Path:
     """Write the pair's history file and draw its figure; returns the figure's path."""
+    from harness.publishing import figures  # matplotlib: only where a figure is drawn
+
     history_file = write_history(results, task, method, display_name, study, trials, curves)
     spec = figures.history_figure(read_history(history_file), suite="curves")
     return figures.save(spec, results)
@@ -82,6 +84,6 @@ def summary_table(outcomes: list[PairOutcome], results: Path, tracking_uri: str,
         f"records:  {Path(results) / 'records'}/",
         f"MLflow:   mlflow ui --backend-store-uri {tracking_uri}" + (", then open" if links else ""),
         *links,
-        f"figures:  {Path(results) / figures.FIGURES_DIR}/  (`harness leaderboard --results {results}` draws "
+        f"figures:  {Path(results) / FIGURES_DIR}/  (`harness leaderboard --results {results}` draws "
         "the tables' figures and the web page too)",
     ])

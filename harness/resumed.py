@@ -1,0 +1,73 @@
+"""Whether a `harness run` request is already answered by its records, decided without torch.
+
+A rerun whose seeds are all recorded under the identity it asks for has nothing to train. This
+module sees that from the metadata index (harness/index.py), the cached data fingerprints and
+the records on disk, so such a run prints its table without importing torch, scikit-learn or
+MLflow. Anything short of certainty (a missing, stale or surplus record, a fingerprint not
+cached, --force) answers None and the full path decides, loading what it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from harness import fingerprints, index, request
+from harness.publishing.run_report import PairOutcome, summary_table
+from harness.resume import plan_resume
+from harness.space import from_entry, parse_overrides
+from harness.workdir import default_uri
+
+log = logging.getLogger(__name__)
+
+
+def recorded_pairs(args, data_dir: Path | None) -> list[tuple[str, str]] | None:
+    """The (task, method) pairs of the request when every seed of each is recorded as asked; else None."""
+    if args.force:
+        return None
+    overrides = parse_overrides(args.overrides)
+    pairs = []
+    for task_name in args.task:
+        task = index.task_info(task_name)
+        fingerprint = _cached_fingerprint(task, args.workdir, data_dir)
+        if fingerprint is None:
+            return None
+        for method_name in args.method:
+            method = declaration(index.method_info(method_name))
+            space, fixed = request.hyperparameters(method, task["default_batch_size"], overrides)
+            protocol = request.protocol(method.trains, args.epochs or task["default_epochs"], args.trials,
+                                        args.seeds, space, fixed, args.bf16)
+            identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed)
+            plan = plan_resume(args.results, identity, keep_old=args.keep_old)
+            if plan.train or plan.remove or plan.note:
+                return None
+            pairs.append((task_name, method_name))
+    return pairs
+
+
+def report_recorded(args, pairs: list[tuple[str, str]]) -> int:
+    """What `harness run` ends with, for a request its records already answer."""
+    outcomes = [PairOutcome(task, method, "") for task, method in pairs]
+    for task, method in pairs:
+        log.info("%s/%s: nothing to train (its seed records stand for this run; --force reruns)", task, method)
+    print(summary_table(outcomes, args.results, args.tracking_uri or default_uri(args.workdir)))
+    return 0
+
+
+def declaration(entry: dict[str, Any]) -> request.MethodDeclaration:
+    """A method's declaration rebuilt from its index entry, as `harness.request` reads a Method class."""
+    return SimpleNamespace(
+        name=entry["name"], version=entry["version"], trains=entry["trains"], defaults=entry["defaults"],
+        search_space={key: from_entry(p) for key, p in entry["search_space"].items()},
+        domains={key: from_entry(d) for key, d in entry["domains"].items()})
+
+
+def _cached_fingerprint(task: dict[str, Any], workdir: Path, data_dir: Path | None) -> str | None:
+    files = []
+    if task["source"]["kind"] == "files":
+        if data_dir is None:
+            return None
+        files = [Path(data_dir) / f for f in task["source"]["files"]]
+    return fingerprints.cached(workdir, fingerprints.data_key(task["identity"], files))
