@@ -37,3 +37,14 @@ def test_command_start_vs_import_torch(benchmark, command):
     benchmark.pedantic(python(COMMANDS[command]), rounds=1, iterations=1)
     record(benchmark, medians, baseline="import_torch")
     assert medians[command] <= medians["import_torch"]
+
+
+def test_a_run_its_records_answer_vs_import_torch(benchmark, tmp_path):
+    """A rerun of the README's kind of command whose seeds are all recorded: it trains nothing."""
+    run = ["-m", "harness.cli", "run", "--method", "untrained", "--task", "synthetic", "--seeds", "2",
+           "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress"]
+    python([*run, "--allow-dirty"])()  # records both seeds, caches the fingerprint (and the index)
+    medians = interleaved({"resumed_run": python(run), "import_torch": python(["-c", "import torch"])}, ROUNDS)
+    benchmark.pedantic(python(run), rounds=1, iterations=1)
+    record(benchmark, medians, baseline="import_torch")
+    assert medians["resumed_run"] <= medians["import_torch"]

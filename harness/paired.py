@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from scipy import stats
 from tabulate import tabulate
+
+from harness import stats
 
 CONFIDENCE = 0.95
 
@@ -41,8 +42,8 @@ def interval(diff: pd.Series) -> tuple[float, float]:
     n = len(diff)
     if n < 2:
         return math.nan, math.nan
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n)
-    return diff.mean() - half, diff.mean() + half
+    found = stats.t_interval(diff.tolist(), CONFIDENCE)
+    return found.low, found.high
 
 
 def paired_table(results: pd.DataFrame, baseline: str, tasks: list[str]) -> str | None:

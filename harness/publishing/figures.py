@@ -16,22 +16,31 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from harness.publishing import FIGURES_DIR
 
-from harness.publishing import FIGURES_DIR  # noqa: E402
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 STYLE = "1"  # bump when a drawing changes, so every figure counts as stale
 DIGEST_KEY = "Identifier"
 DIGEST_PREFIX = "harness-figure-data:"
-plt.rcParams.update({"svg.hashsalt": "harness", "svg.fonttype": "none", "font.size": 8})
+
+
+def _pyplot():
+    """pyplot, headless and in the house style, loaded only when a figure is drawn: checking a published
+    figure needs its data's digest alone, and matplotlib costs half a second to import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    pyplot.rcParams.update({"svg.hashsalt": "harness", "svg.fonttype": "none", "font.size": 8})
+    return pyplot
 
 
 @dataclass
@@ -51,6 +60,7 @@ class Figure:
 def save(figure: Figure, root: Path) -> Path:
     path = Path(root) / figure.path
     path.parent.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     drawn = figure.draw(figure.data)
     drawn.savefig(path, format="svg", bbox_inches="tight",
                   metadata={"Date": None, "Creator": None, DIGEST_KEY: DIGEST_PREFIX + figure.digest})
@@ -78,6 +88,7 @@ def scores_figure(suite: str, tasks: dict[str, list[dict[str, Any]]]) -> Figure:
 
 
 def _draw_scores(data: dict[str, Any]) -> plt.Figure:
+    plt = _pyplot()
     tasks = data["tasks"]
     rows = max(len(points) for points in tasks.values())
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 0.8 + 0.32 * rows), squeeze=False)
@@ -123,6 +134,7 @@ def cd_groups(ranks: dict[str, float], cd: float) -> list[list[str]]:
 
 
 def _draw_cd(data: dict[str, Any]) -> plt.Figure:
+    plt = _pyplot()
     ranks, cd = data["ranks"], data["cd"]
     ordered = sorted(ranks, key=lambda m: ranks[m])
     k = len(ranks)
@@ -186,6 +198,7 @@ def _paper_bits(paper: pd.DataFrame | None, column: str | None, symbol: str) -> 
 
 
 def _draw_mi(data: dict[str, Any]) -> plt.Figure:
+    plt = _pyplot()
     ours = np.array(data["ours"], dtype=float)
     paper = np.array([[math.nan if v is None else v for v in row] for row in data["paper"]], dtype=float)
     top = np.nanmax([np.nanmax(ours), np.nanmax(paper) if np.isfinite(paper).any() else 0.0])
@@ -217,6 +230,7 @@ def history_figure(history: dict[str, Any], suite: str) -> Figure:
 
 
 def _draw_history(data: dict[str, Any]) -> plt.Figure:
+    plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(7.5, 2.6))
     done = [t for t in data["trials"] if t["value"] is not None and t["state"] == "COMPLETE"]
     others = [t for t in data["trials"] if t not in done]
@@ -236,7 +250,7 @@ def _draw_history(data: dict[str, Any]) -> plt.Figure:
         if points:
             right.plot(*zip(*points), marker=".", label=f"seed {seed}")
     for axis in (left.xaxis, right.xaxis):
-        axis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_major_locator(plt.MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.set_ylabel("quick validation probe (%)")
     right.set_title("scored seeds")
