@@ -6,6 +6,9 @@
 * A whole epoch with the paper's critics (one hidden layer of 512): today's code (fused critics,
   fused AdamW) against the code before it (eager critics, per-tensor AdamW), side by side in one
   process, and the 60 s budget for one epoch on a 2-core CPU.
+* A whole epoch of today's code against the code the speed issue measured (BEFORE, checked out
+  beside this one), each in its own process, at the same work per step: one CLUB-critic step, as
+  version 1 took (version 2 takes `club_steps`=5 by default; that is a change of method, not of speed).
 * Critics with two hidden layers (the public code) are timed on a few batches and the epoch
   time extrapolated (`extra_info["epoch_s_extrapolated"]`).
 
@@ -14,7 +17,10 @@ Run with `python -m pytest benchmarks/test_factorcl_speed.py --benchmark-only`.
 """
 
 import math
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +33,8 @@ from harness.environment import seed_everything
 from harness.train import TrainConfig, fit
 from methods.common import mi
 
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "97be9c2"  # main when issue 16 was filed
 EPOCH_BUDGET_S = 60.0
 BATCH = 256
 HIDDEN = 512
@@ -115,3 +123,51 @@ def test_factorcl_sup_with_the_public_codes_deeper_critics(benchmark, synthetic)
     benchmark.extra_info["batches_timed"] = DEEP_CRITIC_BATCHES
     benchmark.extra_info["epoch_s_extrapolated"] = benchmark.stats.stats.mean * batches / DEEP_CRITIC_BATCHES
     assert np.isfinite(stats.history[0]["train_loss"])
+
+
+# Runs in either checkout (their APIs agree on this much): compile/warm up on two batches, then time an epoch.
+EPOCH_SCRIPT = """
+import sys, time, torch
+from harness.catalog import METHODS, TASKS
+from harness.environment import seed_everything
+from harness.train import TrainConfig, fit
+task = TASKS.get("synthetic")(); data = task.load()
+cls = METHODS.get("factorcl-sup")
+hparams = cls.defaults | {k: v for k, v in {"club_steps": 1}.items() if k in cls.defaults}
+config = TrainConfig(epochs=1, batch_size=256, lr=1e-3, weight_decay=1e-5, device=torch.device("cpu"), progress=False)
+last = len(data.train) % 256 or 256
+seed_everything(0)
+fit(cls(task, hparams), type(data)(train=data.train.subset(256 + last), val=data.val, test=data.test), config,
+    torch.Generator().manual_seed(0))
+seed_everything(0)
+method = cls(task, hparams)
+started = time.perf_counter()
+fit(method, data, config, torch.Generator().manual_seed(0))
+print(time.perf_counter() - started)
+"""
+
+
+@pytest.fixture(scope="module")
+def before_checkout(tmp_path_factory):
+    path = tmp_path_factory.mktemp("before") / "checkout"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), BEFORE], cwd=ROOT, check=True,
+                   capture_output=True)
+    yield path
+    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)
+
+
+def test_factorcl_sup_epoch_now_vs_the_code_the_issue_measured(benchmark, before_checkout):
+    seconds: dict[str, list[float]] = {"before": [], "now": []}
+
+    def epoch_in(checkout: Path, name: str):
+        def run():
+            done = subprocess.run([sys.executable, "-c", EPOCH_SCRIPT], cwd=checkout, check=True, capture_output=True,
+                                  text=True)
+            seconds[name].append(float(done.stdout.split()[-1]))
+        return run
+
+    interleaved({"before": epoch_in(before_checkout, "before"), "now": epoch_in(ROOT, "now")}, rounds=1)
+    medians = {name: sorted(times)[len(times) // 2] for name, times in seconds.items()}  # the epoch alone
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # the timings are the side-by-side epochs above
+    record(benchmark, medians, baseline="before")
+    assert medians["before"] / medians["now"] >= 5  # the issue's target for a whole epoch

@@ -39,9 +39,9 @@ from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.space import to_entry
+from harness.workdir import CACHE_ENV, cache_dir  # noqa: F401  (CACHE_ENV: re-exported)
 
 log = logging.getLogger(__name__)
-CACHE_ENV = "HARNESS_CACHE_DIR"
 FORMAT = 2  # bump when the entries' layout changes
 
 
@@ -88,7 +88,7 @@ def _index() -> dict[str, Any]:
     key = _source_key()
     if _loaded.get("key") == key:
         return _loaded["index"]
-    path = _cache_dir() / f"index-{key}.json"
+    path = cache_dir() / f"index-{key}.json"
     try:
         index = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -171,11 +171,6 @@ def _python_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     return [p for p in root.rglob("*.py") if "__pycache__" not in p.parts]
-
-
-def _cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "contrastive-harness"
 
 
 def _write(path: Path, index: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from harness.coordination import FileMutex  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.workdir import default_uri  # noqa: E402,F401  (re-exported: the stores' one default)
+from harness.workdir import cache_dir, default_uri  # noqa: E402,F401  (default_uri: re-exported)
 
+log = logging.getLogger(__name__)
 for noisy in ("alembic", "mlflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -45,21 +47,52 @@ def check_uri(uri: str) -> None:
         )
 
 
+def _empty_store() -> Path:
+    # Creating a sqlite store runs every MLflow migration from the first (about 6 s on a 2-core CPU); a
+    # store made by this MLflow version and not yet written to is the same file wherever it lives.
+    return cache_dir() / f"mlflow-empty-store-{mlflow.__version__}.db"
+
+
+def _copy_empty_store(database: Path) -> bool:
+    try:
+        shutil.copyfile(_empty_store(), database)
+        return True
+    except OSError:
+        database.unlink(missing_ok=True)
+        return False
+
+
+def _keep_empty_store(database: Path) -> None:
+    """Keep a just-created store, before anything is written to it, for the next new work folder."""
+    template = _empty_store()
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f"{template.name}.{os.getpid()}.tmp")
+        shutil.copyfile(database, partial)
+        os.replace(partial, template)
+    except OSError as exc:
+        log.debug("empty MLflow store not kept (%s); the next new store is created from scratch", exc)
+
+
 class Tracker:
     def __init__(self, uri: str, artifact_root: Path):
         check_uri(uri)
         self.uri = uri
         self.artifact_root = Path(artifact_root)
         mlflow.set_tracking_uri(uri)
-        creation = contextlib.nullcontext()
+        creation, database = contextlib.nullcontext(), None
         if uri.startswith("sqlite:///"):
             database = Path(uri.removeprefix("sqlite:///"))
             database.parent.mkdir(parents=True, exist_ok=True)
             creation = FileMutex(database.with_name(database.name + ".lock")).hold()
         try:
             with creation:
+                new = database is not None and not database.exists()
+                copied = new and _copy_empty_store(database)
                 self.client = MlflowClient(uri)
                 self.client.search_experiments(max_results=1)  # creates and migrates the store now
+                if new and not copied:
+                    _keep_empty_store(database)
         except Exception as exc:  # the store's own error text names the cause
             raise HarnessError(f"--tracking-uri {uri}: cannot open the MLflow store ({exc}); check the URI") from None
         self._experiments: dict[str, str] = {}
