@@ -5,5 +5,24 @@ slice its partner needs, and a FactorCL epoch with two threads ran past 180 s in
 explicit OMP_WAIT_POLICY in the environment still wins."""
 
 import os
+import subprocess
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+ROOT = Path(__file__).resolve().parents[1]
+# main when issue 16 was filed (sklearn probe, eager critics, host syncs, eager imports): what the
+# speed benchmarks that check it out beside this checkout (`before_checkout`) compare against.
+BEFORE = "97be9c2"
+
+
+@pytest.fixture(scope="module")
+def before_checkout(tmp_path_factory):
+    """A checkout of BEFORE in a scratch folder, removed afterwards."""
+    path = tmp_path_factory.mktemp("before") / "checkout"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), BEFORE], cwd=ROOT, check=True,
+                   capture_output=True)
+    yield path
+    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)

@@ -22,7 +22,7 @@ import torch
 
 from harness import environment, probe
 from harness.catalog import METHODS, TASKS
-from harness.runner import TRAIN_DEFAULTS
+from harness.request import TRAIN_DEFAULTS
 from harness.space import typed_overrides
 from harness.train import TrainConfig, extract_features, fit
 

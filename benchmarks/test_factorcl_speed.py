@@ -34,7 +34,6 @@ from harness.train import TrainConfig, fit
 from methods.common import mi
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "97be9c2"  # main when issue 16 was filed
 EPOCH_BUDGET_S = 60.0
 BATCH = 256
 HIDDEN = 512
@@ -145,15 +144,6 @@ started = time.perf_counter()
 fit(method, data, config, torch.Generator().manual_seed(0))
 print(time.perf_counter() - started)
 """
-
-
-@pytest.fixture(scope="module")
-def before_checkout(tmp_path_factory):
-    path = tmp_path_factory.mktemp("before") / "checkout"
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), BEFORE], cwd=ROOT, check=True,
-                   capture_output=True)
-    yield path
-    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)
 
 
 def test_factorcl_sup_epoch_now_vs_the_code_the_issue_measured(benchmark, before_checkout):

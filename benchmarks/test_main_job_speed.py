@@ -1,8 +1,8 @@
 """The README's main job, today's code against the code the speed issue measured, side by side.
 
 `harness run --method clip --task synthetic` with the defaults (6 trials, 3 seeds, 6 epochs), each
-run in fresh scratch folders so that it trains, run from a checkout of BEFORE (main when issue 16
-was filed) and from this checkout, in alternation, as separate processes with the threads torch
+run in fresh scratch folders so that it trains, run from a checkout of BEFORE (benchmarks/conftest.py:
+main when issue 16 was filed) and from this checkout, in alternation, as separate processes with the threads torch
 picks by itself (what a user gets). Besides the speed-up, the three seeds' mean test accuracy of
 each, so "the same results within noise" can be read off.
 Run with `python -m pytest benchmarks/test_main_job_speed.py --benchmark-only` (about 5 minutes on
@@ -15,22 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from benchmarks.sidebyside import interleaved, record
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "97be9c2"  # main when issue 16 was filed: sklearn probe, eager critics, host syncs, eager imports
 ROUNDS = 1
-
-
-@pytest.fixture(scope="module")
-def before_checkout(tmp_path_factory):
-    path = tmp_path_factory.mktemp("before") / "checkout"
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), BEFORE], cwd=ROOT, check=True,
-                   capture_output=True)
-    yield path
-    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)
 
 
 def main_job(checkout: Path, scratch: Path, extra: list[str], accuracies: list[float]):

@@ -13,7 +13,8 @@ from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
 from harness.environment import resolve_device
 from harness.records import read_record, record_path, write_record
-from harness.runner import (TRAIN_DOMAINS, Pair, PairRunner, RunOptions, check_data, not_applicable_record,
+from harness.request import TRAIN_DOMAINS
+from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
                             resolve_hyperparameters)
 from harness.publishing.run_report import PairOutcome, summary_table
 from harness.space import parse_overrides
@@ -50,7 +51,7 @@ def check_files(pairs: list[Pair], workdir: Path) -> None:
     for task in {id(p.task): p.task for p in pairs}.values():
         if task.source.kind != "files":
             continue
-        key = fingerprints.data_key(task.identity(), [task.data_dir / f for f in task.source.files])
+        key = fingerprints.source_key(task.identity(), task.source.kind, task.source.files, task.data_dir)
         if fingerprints.cached(workdir, key) is None:
             with _quiet():  # the pair loads them again, and says what it drops, when it trains
                 task.load()

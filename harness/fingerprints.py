@@ -34,6 +34,12 @@ def data_key(task: Mapping[str, Any], files: Iterable[Path] = ()) -> str:
     return hashlib.sha256(json.dumps(plain({"task": identity, "files": stats}), sort_keys=True).encode()).hexdigest()
 
 
+def source_key(task: Mapping[str, Any], source_kind: str, source_files: Iterable[str], data_dir: Path | None) -> str:
+    """The key of a task's data: its identity and, for a task read from files, their sizes and times."""
+    files = [Path(data_dir) / f for f in source_files] if source_kind == "files" and data_dir else []
+    return data_key(task, files)
+
+
 def cached(workdir: Path, key: str) -> str | None:
     return _read(workdir).get(key)
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from harness import fingerprints, index, request
-from harness.publishing.run_report import PairOutcome, summary_table
+from harness.publishing.run_report import PairOutcome, nothing_to_train, summary_table
 from harness.resume import plan_resume
 from harness.space import from_entry, parse_overrides
 from harness.workdir import default_uri
@@ -51,7 +51,7 @@ def report_recorded(args, pairs: list[tuple[str, str]]) -> int:
     """What `harness run` ends with, for a request its records already answer."""
     outcomes = [PairOutcome(task, method, "") for task, method in pairs]
     for task, method in pairs:
-        log.info("%s/%s: nothing to train (its seed records stand for this run; --force reruns)", task, method)
+        log.info(nothing_to_train(f"{task}/{method}"))
     print(summary_table(outcomes, args.results, args.tracking_uri or default_uri(args.workdir)))
     return 0
 
@@ -65,9 +65,8 @@ def declaration(entry: dict[str, Any]) -> request.MethodDeclaration:
 
 
 def _cached_fingerprint(task: dict[str, Any], workdir: Path, data_dir: Path | None) -> str | None:
-    files = []
-    if task["source"]["kind"] == "files":
-        if data_dir is None:
-            return None
-        files = [Path(data_dir) / f for f in task["source"]["files"]]
-    return fingerprints.cached(workdir, fingerprints.data_key(task["identity"], files))
+    source = task["source"]
+    if source["kind"] == "files" and data_dir is None:
+        return None  # the full path names the missing folder
+    key = fingerprints.source_key(task["identity"], source["kind"], source["files"], data_dir)
+    return fingerprints.cached(workdir, key)

@@ -25,7 +25,6 @@ from harness.publishing import run_report
 from harness.publishing.history import history_path
 from harness.records import Record, write_record
 from harness.resume import plan_resume
-from harness.request import TRAIN_DEFAULTS, TRAIN_DOMAINS, TRAIN_SPACE  # noqa: F401  (re-exported)
 from harness.space import Param
 from harness.task import Task, TaskData
 from harness.tracking import Tracker
@@ -162,8 +161,7 @@ class PairRunner:
         return identity, seeds, data
 
     def cached_fingerprint(self, task: Task) -> tuple[str | None, str]:
-        files = [task.data_dir / f for f in task.source.files] if task.source.kind == "files" and task.data_dir else []
-        key = fingerprints.data_key(task.identity(), files)
+        key = fingerprints.source_key(task.identity(), task.source.kind, task.source.files, task.data_dir)
         return fingerprints.cached(self.options.workdir, key), key
 
     def epochs_for(self, task: Task) -> int:
@@ -216,7 +214,7 @@ class PairRunner:
         sweep = self._sweeps[pair.key]
         outcome = run_report.PairOutcome(pair.task.name, pair.method_cls.name, "", sweep.parent_run or None)
         if sweep.study is None:
-            outcome.message = f"{pair.key}: nothing to train (its seed records stand for this run; --force reruns)"
+            outcome.message = run_report.nothing_to_train(pair.key)
             return outcome
         if sweep.curves:  # this worker trained seeds: their curves and the tuning history go beside the records
             outcome.figure = self._keep_history(pair, sweep)

@@ -33,6 +33,11 @@ class PairOutcome:
     figure: Path | None = None
 
 
+def nothing_to_train(key: str) -> str:
+    """What a run says of a pair whose seed records already stand for it."""
+    return f"{key}: nothing to train (its seed records stand for this run; --force reruns)"
+
+
 def pair_interval(results: Path, task: str, method: str) -> stats.Interval | None:
     scores = [r.metrics[METRIC] for r in read_records(results)
               if r.task["name"] == task and r.method["name"] == method and r.status == "ok" and METRIC in r.metrics]
