@@ -1,8 +1,9 @@
 """FactorCL-SUP training speed on the default synthetic setting (24,000 training rows, batch 256).
 
-* One pair critic's forward and backward over all 256 x 256 pairs, hidden 512: the fused
-  (compiled) kernel against the blockwise eager form it replaced and against the plain form
-  that materializes the 256 x 256 x 512 tensor, side by side.
+* One pair critic's forward and backward over all 256 x 256 pairs, hidden 512: the CPU's fused
+  kernels (hand-written C, `methods/common/pair_kernels.c`) against the same function compiled by
+  inductor (what the CPU ran before them, and what an accelerator runs), the blockwise eager form
+  (the reference) and the plain form that materializes the 256 x 256 x 512 tensor, side by side.
 * A whole epoch with the paper's critics (one hidden layer of 512): today's code (fused critics,
   fused AdamW) against the code before it (eager critics, per-tensor AdamW), side by side in one
   process, and the 60 s budget for one epoch on a 2-core CPU.
@@ -72,21 +73,29 @@ def test_one_critic_forward_and_backward(benchmark):
     def materialized(a, b, v):
         return (a[:, None, :] + b[None]).relu() @ v
 
+    def inductor(a, b, v):
+        return mi._FusedPairReLUDot.apply(mi.COMPILED, a, b, v)
+
     started = time.perf_counter()
     run(mi.pair_relu_dot)()
     warmup = time.perf_counter() - started
-    assert mi.FUSED.available, "no working compiler: the fused kernel cannot be measured here"
-    medians = interleaved({"fused": run(mi.pair_relu_dot), "blockwise_eager": run(mi._PairReLUDot.apply),
-                           "materialized_eager": run(materialized)}, rounds=7)
+    assert mi.NATIVE.available, "no working C compiler: the fused kernels cannot be measured here"
+    started = time.perf_counter()
+    assert mi.COMPILED.ready(ha, hb, w), "inductor cannot compile here"
+    inductor_warmup = time.perf_counter() - started
+    medians = interleaved({"fused": run(mi.pair_relu_dot), "inductor": run(inductor),
+                           "blockwise_eager": run(mi._PairReLUDot.apply), "materialized_eager": run(materialized)},
+                          rounds=7)
     benchmark.pedantic(run(mi.pair_relu_dot), rounds=5, iterations=1)
     record(benchmark, medians, baseline="blockwise_eager")
-    benchmark.extra_info["speedup_fused_vs_materialized_eager"] = round(
-        medians["materialized_eager"] / medians["fused"], 2)
-    benchmark.extra_info["compile_warmup_s"] = round(warmup, 1)
-    # The issue's target: 8x the eager form it measured, the one that materializes B x B x H. The blockwise
-    # eager form (the code before, kept as the reference) is reported beside it and only has to be slower.
+    for other in ("inductor", "materialized_eager"):
+        benchmark.extra_info[f"speedup_fused_vs_{other}"] = round(medians[other] / medians["fused"], 2)
+    benchmark.extra_info["build_or_load_s"] = round(warmup, 2)
+    benchmark.extra_info["inductor_compile_s"] = round(inductor_warmup, 1)
+    # The issue's target: 8x the eager form. It timed the one that materializes B x B x H; the blockwise
+    # eager form (the reference the tests compare against) is faster, and the target holds against it too.
     assert medians["materialized_eager"] / medians["fused"] >= 8
-    assert medians["blockwise_eager"] > medians["fused"]
+    assert medians["blockwise_eager"] / medians["fused"] >= 8
 
 
 def test_factorcl_sup_epoch_now_vs_before(benchmark, synthetic, monkeypatch):

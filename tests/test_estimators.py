@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from methods.common import mi
+from methods.common import mi, pair_kernels
 from methods.common.mi import (CLUBBound, ConcatCritic, ConditionalCLUBBound, ConditionalNCEBound, LabelNCEBound,
                                NCEBound, _PairReLUDot, condition, conditional_info_nce, conditional_nce_club, info_nce,
                                kernel_weights, nce_club, one_hot, same_condition_weights)
@@ -146,36 +146,75 @@ def test_the_conditional_bound_measures_dependence_left_after_the_condition():
     assert 1.5 - 0.5 < found[1.5] < 1.5 + 0.1, found
 
 
-def test_the_fused_pair_critic_equals_the_eager_form_in_scores_and_gradients():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_fused_pair_critic_equals_the_eager_form_in_scores_and_gradients(threads):
     torch.manual_seed(0)
-    a, b = torch.randn(160, 64), torch.randn(128, 64)  # 160 x 128 pairs: on the fused path; uneven on purpose
-    fused, eager = ConcatCritic(64, 64, hidden=96), ConcatCritic(64, 64, hidden=96, fused=False)
+    # 162 x 131 pairs, hidden 100: on the fused path, and no shape a whole number of the kernel's tiles.
+    a, b = torch.randn(162, 64), torch.randn(131, 64)
+    fused, eager = ConcatCritic(64, 64, hidden=100), ConcatCritic(64, 64, hidden=100, fused=False)
     eager.load_state_dict(fused.state_dict())
     results = []
-    for critic in (fused, eager):
-        x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
-        scores = critic(x, y)
-        (scores * torch.linspace(-1, 1, scores.numel()).view_as(scores)).sum().backward()
-        results.append([scores, x.grad, y.grad, *(p.grad for p in critic.parameters())])
-    assert mi.FUSED.available, "the fused kernel should compile on this machine"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for critic in (fused, eager):
+            x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+            scores = critic(x, y)
+            (scores * torch.linspace(-1, 1, scores.numel()).view_as(scores)).sum().backward()
+            results.append([scores, x.grad, y.grad, *(p.grad for p in critic.parameters())])
+    finally:
+        torch.set_num_threads(previous)
+    assert pair_kernels.NATIVE.available, "the native kernels should build on this machine"
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_without_a_compiler_the_eager_form_runs_and_says_so_once(monkeypatch, caplog):
-    def no_compiler(*args, **kwargs):
-        raise RuntimeError("no C++ compiler")
+def test_a_critic_held_fixed_still_passes_its_gradients_to_both_sides_on_the_fused_path():
+    torch.manual_seed(0)
+    ha, hb = torch.randn(128, 32, requires_grad=True), torch.randn(128, 32, requires_grad=True)
+    w = torch.randn(32)
+    mi.pair_relu_dot(ha, hb, w).sum().backward()
+    want_a, want_b = mi._pair_grads(ha.detach(), hb.detach(), w, torch.ones(128, 128))[:2]
+    torch.testing.assert_close(ha.grad, want_a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(hb.grad, want_b, rtol=1e-4, atol=1e-4)
 
-    monkeypatch.setattr(mi, "FUSED", mi._FusedPairKernels())
-    monkeypatch.setattr(torch, "compile", no_compiler)
+
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """A process that has not loaded the kernels yet, with an empty machine cache."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    kernels = pair_kernels.NativePairKernels()
+    monkeypatch.setattr(pair_kernels, "NATIVE", kernels)
+    monkeypatch.setattr(mi, "NATIVE", kernels)
+    return kernels
+
+
+def test_without_a_compiler_the_eager_form_runs_and_says_so_once(fresh_kernels, monkeypatch, caplog):
+    monkeypatch.setenv("CC", "no-such-compiler")
     critic = ConcatCritic(8, 8, hidden=16)
     a, b = torch.randn(128, 8), torch.randn(128, 8)
-    with caplog.at_level("INFO", logger="methods.common.mi"):
+    with caplog.at_level("INFO", logger="methods.common"):
         first, second = critic(a, b), critic(a, b)
     critic.fused = False
     assert torch.equal(first, critic(a, b)) and torch.equal(second, first)
-    assert mi.FUSED.available is False
-    assert [r.levelname for r in caplog.records] == ["WARNING"] and "eager" in caplog.records[0].message
+    assert fresh_kernels.available is False
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "no-such-compiler" in caplog.records[0].message and "eager" in caplog.records[0].message
+
+
+def test_the_kernels_are_built_once_per_machine_and_loaded_after(fresh_kernels, monkeypatch, caplog):
+    operands = (torch.randn(128, 16), torch.randn(128, 16), torch.randn(16))
+    with caplog.at_level("INFO", logger="methods.common"):
+        assert fresh_kernels.ready(*operands)
+    assert ["built" in r.message for r in caplog.records] == [True]
+    def no_build(*args):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(pair_kernels.NativePairKernels, "_build", staticmethod(no_build))
+    again = pair_kernels.NativePairKernels()  # a second process finds the library in the cache
+    again = pair_kernels.NativePairKernels()
+    assert again.ready(*operands)
+    torch.testing.assert_close(again.forward(*operands), mi._pair_scores(*operands), rtol=1e-4, atol=1e-4)
 
 
 # -- conditional bounds --------------------------------------------------------------------------

@@ -4,9 +4,10 @@
   Its first linear layer is split into one projection per side, so a pair's
   first hidden layer is proj_a(a_i) + proj_b(b_j): a broadcast add of two
   B x H tensors instead of a B x B x (d_a + d_b) concatenated input. With one
-  hidden layer the pair scores go through `pair_relu_dot`: a kernel compiled by
-  inductor (forward and backward reduce over the hidden units as they go) where
-  a compiler works, else the blockwise eager `_PairReLUDot`, the reference.
+  hidden layer the pair scores go through `pair_relu_dot`: fused kernels that
+  reduce over the hidden units as they go (on the CPU hand-written C,
+  `pair_kernels.c`; on an accelerator compiled by inductor) where a compiler
+  works, else the blockwise eager `_PairReLUDot`, the reference.
 * `info_nce`: the InfoNCE lower bound from a B x B score matrix (never above log B).
 * `nce_club`: the NCE-CLUB upper bound, CLUB evaluated with an InfoNCE-trained
   critic: mean positive score minus mean score over all B x B pairs.
@@ -38,6 +39,7 @@ from torch import nn
 from torch.func import functional_call
 
 from methods.common.encoders import mlp
+from methods.common.pair_kernels import NATIVE
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def _block_rows(hb: torch.Tensor) -> int:
 
 
 # Fewer pairs than this (a label critic's B x K, a test's small batch) are cheap in eager form and not worth
-# a compilation.
+# a fused kernel.
 FUSED_MIN_PAIRS = 128 * 128
 
 
@@ -103,76 +105,86 @@ def _pair_grads(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, grad: torch
     return through_a * w, through_b * w, (ha * through_a).sum(0) + (hb * through_b).sum(0)
 
 
-class _FusedPairKernels:
-    """`_PairReLUDot`'s forward and backward compiled by inductor into loops over (i, j, h) that
-    reduce as they go, so no B x B x H block is ever written to memory.
+class _CompiledPairKernels:
+    """`_PairReLUDot`'s forward and backward compiled by inductor into loops over (i, j, h) that reduce as
+    they go, so no B x B x H block is ever written to memory: the accelerators' fused path (Triton).
 
-    Compiled once per process for each (B, B', H) (an epoch's last, shorter batch is a second
-    shape); each compilation is logged with its time. Where no compiler works the first call
-    fails, one line says so, and every later call takes the eager path.
+    Compiled once per process for each (B, B', H) (an epoch's last, shorter batch is a second shape);
+    each compilation is logged with its time. Where no compiler works the first call fails, one line
+    says so, and every later call takes the eager path.
     """
 
     def __init__(self) -> None:
         self.available: bool | None = None  # None: not tried yet in this process
-        self.shapes: set[tuple[int, ...]] = set()
+        self.shapes: set[tuple] = set()
         self._forward = self._backward = None
 
-    def usable(self, ha: torch.Tensor, hb: torch.Tensor) -> bool:
-        return self.available is not False and ha.shape[0] * hb.shape[0] >= FUSED_MIN_PAIRS
-
-    def __call__(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
-        """The fused scores with autograd, or None when this process has no working compiler."""
+    def ready(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> bool:
         shape = (*ha.shape, hb.shape[0], str(ha.device), str(ha.dtype))
-        if shape in self.shapes:
-            return _FusedPairReLUDot.apply(ha, hb, w)
+        if self.available is False or shape in self.shapes:
+            return bool(self.available)
         started = time.perf_counter()
         try:
             if self._forward is None:
                 self._forward = torch.compile(_pair_scores, dynamic=False)
                 self._backward = torch.compile(_pair_grads, dynamic=False)
-            with torch.enable_grad():
-                probe_ha, probe_hb, probe_w = (t.detach().requires_grad_() for t in (ha, hb, w))
-                _FusedPairReLUDot.apply(probe_ha, probe_hb, probe_w).sum().backward()
+            probe = [t.detach() for t in (ha, hb, w)]
+            self.backward(*probe, self.forward(*probe), True)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: use the eager form
             self.available = False
-            log.warning("fused pair critic unavailable (%s: %s); critics run in eager form",
+            log.warning("compiled pair critic unavailable (%s: %s); critics run in eager form",
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-            return None
+            return False
         self.available = True
         self.shapes.add(shape)
-        log.info("fused pair critic compiled for %d x %d pairs, hidden %d, in %.1f s (once per process)",
+        log.info("pair critic compiled for %d x %d pairs, hidden %d, in %.1f s (once per process)",
                  ha.shape[0], hb.shape[0], ha.shape[1], time.perf_counter() - started)
-        return _FusedPairReLUDot.apply(ha, hb, w)
+        return True
+
+    def forward(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self._forward(ha, hb, w)
+
+    def backward(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, grad: torch.Tensor, needs_w: bool):
+        return self._backward(ha, hb, w, grad)
+
+
+COMPILED = _CompiledPairKernels()
+
+
+def fused_kernels(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor):
+    """The fused kernels for these operands, or None where the eager form should run."""
+    if ha.shape[0] * hb.shape[0] < FUSED_MIN_PAIRS:
+        return None
+    kernels = NATIVE if ha.device.type == "cpu" else COMPILED
+    return kernels if kernels.ready(ha, hb, w) else None
 
 
 class _FusedPairReLUDot(torch.autograd.Function):
-    """The same function as `_PairReLUDot`, through the compiled kernels."""
+    """The same function as `_PairReLUDot`, through fused kernels (`fused_kernels`)."""
 
     @staticmethod
-    def forward(ctx, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, kernels, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.kernels = kernels
         ctx.save_for_backward(ha, hb, w)
-        return FUSED._forward(ha, hb, w)
+        return kernels.forward(ha, hb, w)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return FUSED._backward(*ctx.saved_tensors, grad.contiguous())
-
-
-FUSED = _FusedPairKernels()
+        ha, hb, w = ctx.saved_tensors
+        return None, *ctx.kernels.backward(ha, hb, w, grad.contiguous(), ctx.needs_input_grad[3])
 
 
 def pair_relu_dot(ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """out[i, j] = sum_h w_h relu(ha[i, h] + hb[j, h]): compiled where possible, else `_PairReLUDot`.
+    """out[i, j] = sum_h w_h relu(ha[i, h] + hb[j, h]): fused where possible, else `_PairReLUDot`.
 
     At least float32, also under bfloat16 autocast: each score sums H terms, where bfloat16's
     8-bit mantissa would lose the small differences between pairs that InfoNCE ranks."""
     dtype = torch.promote_types(torch.promote_types(ha.dtype, hb.dtype), torch.promote_types(w.dtype, torch.float32))
     with torch.autocast(ha.device.type, enabled=False):
         ha, hb, w = ha.to(dtype), hb.to(dtype), w.to(dtype)
-        if fused and FUSED.usable(ha, hb):
-            out = FUSED(ha, hb, w)
-            if out is not None:
-                return out
+        kernels = fused_kernels(ha, hb, w) if fused else None
+        if kernels is not None:
+            return _FusedPairReLUDot.apply(kernels, ha, hb, w)
         return _PairReLUDot.apply(ha, hb, w)
 
 
