@@ -2,25 +2,29 @@
 
 The choices, and why:
 
-- **Interval per cell: Student's t over seeds** (`scipy.stats.t`). With three
+- **Interval per cell: Student's t over seeds.** With three
   seeds a bootstrap has only ten distinct resamples and its interval is too
   narrow; the t interval is the standard small-sample choice and widens
   honestly (the 97.5% quantile of t with 2 degrees of freedom is 4.30).
-- **Ties with the best: paired t-test over matched seeds** (`scipy.stats.ttest_rel`).
+- **Ties with the best: paired t-test over matched seeds** (as `scipy.stats.ttest_rel`).
   Seed k of two methods shares the data and the probe's split, so the pairs
   are matched and pairing removes the shared variation. A Wilcoxon
   signed-rank test cannot reject anything at 3 pairs (its smallest two-sided
   p is 0.25), so it would call every row a tie. When every paired difference
   is the same number the t statistic is undefined: identical scores count as
   a tie (p = 1), a constant non-zero gap as a difference (p = 0).
-- **Multiple comparisons: Holm** (`statsmodels.stats.multitest.multipletests`),
-  over the family "every other row against the best row" within one task. It
+- **Multiple comparisons: Holm**, over the family "every other row against the best row" within one task. It
   controls the family-wise error rate without assuming independent tests.
 - **Average rank with a critical difference: Friedman test, then Nemenyi**
   (Demšar, JMLR 2006). Ranks are taken per task on the mean score; the
   critical difference is q_alpha * sqrt(k (k + 1) / (6 N)) with q_alpha the
-  studentized range quantile (`scipy.stats.studentized_range`) over sqrt 2.
+  studentized range quantile over sqrt 2.
   It needs at least three tasks and three methods, else it is not reported.
+
+The arithmetic is written out here on the distribution functions of
+`scipy.special` (t, chi-square, normal): `scipy.stats` alone takes longer to
+import than torch, and the leaderboard's commands must start faster than that.
+tests/test_stats.py checks every formula against scipy.stats on the same input.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
-# scipy.stats, statsmodels and pandas load inside the functions that need them: a run's closing table
-# needs only the t quantile (scipy.special), and a fully resumed run must start faster than torch imports.
+# scipy.special and pandas load inside the functions that need them: a fully resumed run's closing table
+# must start faster than torch imports.
 
 LEVEL = 0.95
 ALPHA = 0.05
@@ -85,10 +89,11 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
         return PairedTest(len(seeds), float(differences.mean()) if len(seeds) else math.nan, math.nan)
     if np.ptp(differences) == 0:  # zero variance: the t statistic is undefined
         return PairedTest(len(seeds), float(differences[0]), 1.0 if differences[0] == 0 else 0.0)
-    from scipy import stats as scipy_stats
+    from scipy.special import stdtr  # the t distribution's CDF
 
-    result = scipy_stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
-    return PairedTest(len(seeds), float(differences.mean()), float(result.pvalue))
+    n = len(seeds)
+    t = differences.mean() / (differences.std(ddof=1) / math.sqrt(n))
+    return PairedTest(n, float(differences.mean()), float(2 * stdtr(n - 1, -abs(t))))
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
@@ -96,10 +101,13 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
     values = np.asarray(p_values, dtype=float)
     adjusted = np.full(len(values), math.nan)
     testable = ~np.isnan(values)
-    if testable.any():
-        from statsmodels.stats.multitest import multipletests
-
-        adjusted[testable] = multipletests(values[testable], alpha=alpha, method="holm")[1]
+    family = values[testable]
+    order = np.argsort(family, kind="stable")
+    # Step down: the k-th smallest of m p values times (m - k + 1), never below the one before it.
+    stepped = np.maximum.accumulate(family[order] * np.arange(len(family), 0, -1))
+    adjusted_family = np.empty_like(family)
+    adjusted_family[order] = np.minimum(stepped, 1.0)
+    adjusted[testable] = adjusted_family
     return adjusted.tolist()
 
 
@@ -141,10 +149,39 @@ def critical_difference(means: pd.DataFrame, alpha: float = ALPHA) -> CriticalDi
     k, n = means.shape
     if n < MIN_TASKS_FOR_CD or k < MIN_METHODS_FOR_CD:
         return None
-    from scipy import stats as scipy_stats
-
-    friedman = scipy_stats.friedmanchisquare(*[means.loc[row].to_numpy() for row in means.index])
-    q_alpha = scipy_stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    q_alpha = studentized_range_quantile(1 - alpha, k) / math.sqrt(2)
     cd = float(q_alpha * math.sqrt(k * (k + 1) / (6 * n)))
     ranks = average_ranks(means)
-    return CriticalDifference({str(r): float(v) for r, v in ranks.items()}, cd, float(friedman.pvalue), n, alpha)
+    return CriticalDifference({str(r): float(v) for r, v in ranks.items()}, cd, friedman_p(means), n, alpha)
+
+
+def friedman_p(means: pd.DataFrame) -> float:
+    """The Friedman test's p value over rows x tasks (rows ranked within each task), with the tie
+    correction, as `scipy.stats.friedmanchisquare` computes it."""
+    from scipy.special import chdtrc  # the chi-square survival function
+
+    k, n = means.shape
+    ranks = means.rank(axis=0, method="average")
+    tie_sizes = np.concatenate([column.value_counts().to_numpy() for _, column in ranks.items()])
+    correction = 1 - float(np.sum(tie_sizes**3 - tie_sizes)) / (k * (k * k - 1) * n)
+    statistic = (12 / (k * n * (k + 1)) * float(np.sum(ranks.sum(axis=1).to_numpy() ** 2)) - 3 * n * (k + 1))
+    return float(chdtrc(k - 1, statistic / correction))
+
+
+def studentized_range_quantile(probability: float, k: int) -> float:
+    """q with P(range of k standard normals <= q) = probability (the studentized range at infinite
+    degrees of freedom, Nemenyi's case): P(R <= q) = k int phi(z) [Phi(z) - Phi(z - q)]^(k-1) dz,
+    integrated on a fine grid and solved by bisection."""
+    from scipy.special import ndtr  # the normal CDF
+
+    z, step = np.linspace(-12.0, 12.0, 4801, retstep=True)
+    density = np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def cdf(q: float) -> float:  # the integrand vanishes at both ends, so a plain sum is the trapezoid rule
+        return float(np.sum(k * density * (ndtr(z) - ndtr(z - q)) ** (k - 1)) * step)
+
+    low, high = 0.0, 20.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < probability else (low, middle)
+    return (low + high) / 2

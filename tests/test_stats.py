@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -56,3 +57,41 @@ def test_the_critical_difference_matches_demsars_table():
     assert cd.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / 30), abs=2e-3)  # q_0.05 = 2.569 for k = 4
     assert cd.average_ranks == {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0} and cd.friedman_p < 0.01
     assert stats.critical_difference(means[["v", "w"]]) is None  # two tasks: too few to say
+
+
+# -- the formulas against scipy.stats, which the leaderboard does not import (it starts slower than torch) --
+
+def test_the_paired_test_p_value_is_scipys_ttest_rel():
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 10):
+        a, b = rng.normal(0.8, 0.05, n), rng.normal(0.79, 0.05, n)
+        want = scipy_stats.ttest_rel(a, b).pvalue
+        got = stats.paired_test(dict(enumerate(a)), dict(enumerate(b))).p_value
+        assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_the_friedman_p_value_is_scipys_with_and_without_ties():
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(1)
+    tied = pd.DataFrame({t: {"a": 0.9, "b": 0.9, "c": 0.7, "d": 0.6 + 0.01 * i} for i, t in enumerate("vwxyz")})
+    untied = pd.DataFrame(rng.normal(size=(5, 4)), index=list("abcde"))
+    for means in (tied, untied):
+        want = scipy_stats.friedmanchisquare(*[means.loc[row].to_numpy() for row in means.index]).pvalue
+        assert stats.friedman_p(means) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 10, 20])
+def test_the_studentized_range_quantile_is_scipys(k):
+    from scipy import stats as scipy_stats
+
+    want = scipy_stats.studentized_range.ppf(0.95, k, np.inf)
+    assert stats.studentized_range_quantile(0.95, k) == pytest.approx(want, rel=1e-5)
+
+
+def test_the_nemenyi_q_values_are_demsars_table():
+    table = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}
+    for k, q in table.items():
+        assert stats.studentized_range_quantile(0.95, k) / math.sqrt(2) == pytest.approx(q, abs=1e-3)
