@@ -14,11 +14,12 @@ from harness.errors import HarnessError
 from harness.environment import resolve_device
 from harness.records import read_record, record_path, write_record
 from harness.request import TRAIN_DOMAINS
-from harness.runner import (Pair, PairRunner, RunOptions, check_data, not_applicable_record,
-                            resolve_hyperparameters)
+from harness.pair import Pair, check_data, not_applicable_record, resolve_hyperparameters
+from harness.runner import PairRunner, RunOptions
 from harness.publishing.run_report import PairOutcome, summary_table
 from harness.space import parse_overrides
-from harness.tracking import Tracker, check_uri, default_uri
+from harness.tracking import Tracker, check_uri
+from harness.workdir import default_uri
 from harness.tuning import open_storage
 
 log = logging.getLogger("harness")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.errors import HarnessError
-from harness.runner import check_data
+from harness.pair import check_data
 from harness.task import Split, Task
 
 SPLITS = ("train", "val", "test")

@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.catalog import METHODS, TASKS
-from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.space import to_entry
-from harness.workdir import CACHE_ENV, cache_dir  # noqa: F401  (CACHE_ENV: re-exported)
+from harness.workdir import cache_dir
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # bump when the entries' layout changes

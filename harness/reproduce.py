@@ -21,8 +21,10 @@ from harness import environment, stats
 from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
 from harness.records import Record, read_record
-from harness.runner import Pair, PairRunner, RunOptions, check_data, resolve_hyperparameters
-from harness.tracking import Tracker, default_uri
+from harness.pair import Pair, check_data, resolve_hyperparameters
+from harness.runner import PairRunner, RunOptions
+from harness.tracking import Tracker
+from harness.workdir import default_uri
 
 log = logging.getLogger(__name__)
 COMPARED = ("test_acc", "test_f1", "val_acc", "val_f1")

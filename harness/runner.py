@@ -18,9 +18,10 @@ from optuna.trial import TrialState
 
 from harness import environment, fingerprints, probe, request
 from harness.coordination import WAIT, Coordinator, mutex_for
-from harness.errors import DivergedError, HarnessError, RunFailed
+from harness.errors import DivergedError, RunFailed
 from harness.method import AssumptionCheck, Method
-from harness.identity import differences, run_identity, study_name
+from harness.pair import Pair, resolve_hyperparameters
+from harness.identity import differences, study_name
 from harness.publishing import run_report
 from harness.publishing.history import history_path
 from harness.records import Record, write_record
@@ -53,18 +54,6 @@ class RunOptions:
     data_dir: Path | None = None
     progress: bool = True
     bf16: bool = False
-
-
-@dataclass
-class Pair:
-    """One task and one method, resolved and checked, ready to run."""
-
-    task: Task
-    method_cls: type[Method]
-
-    @property
-    def key(self) -> str:
-        return f"{self.task.name}/{self.method_cls.name}"
 
 
 class Step(enum.Enum):
@@ -392,29 +381,6 @@ class PairRunner:
         if checks:
             self.tracker.set_tags({f"check.{c.name}": "held" if c.held else f"violated: {c.detail}" for c in checks})
         return checks
-
-
-def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:
-    """The space still to tune, and every value fixed by defaults or --set (harness.request)."""
-    return request.hyperparameters(pair.method_cls, pair.task.default_batch_size, overrides)
-
-
-def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:
-    method = {"name": method_cls.name, "display_name": method_cls.display_name, "version": method_cls.version}
-    return Record(task=task.identity(), seed=None, status="n/a", reason=reason, method=method,
-                  identity=run_identity(task.identity(), method, {}, {}))
-
-
-def check_data(task: Task) -> None:
-    if task.data_present():
-        return
-    files = task.source.files
-    if task.data_dir is None:
-        raise HarnessError(f"task {task.name}: data not found (no --data-dir given); expected {', '.join(files)} "
-                           f"there. {task.source.instructions}")
-    missing = [str(task.data_dir / f) for f in files if not (task.data_dir / f).exists()]
-    raise HarnessError(f"task {task.name}: data not found: {', '.join(missing)} missing; expected "
-                       f"{', '.join(files)} under {task.data_dir}. {task.source.instructions}")
 
 
 def _short(hparams: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from harness.coordination import FileMutex  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.workdir import cache_dir, default_uri  # noqa: E402,F401  (default_uri: re-exported)
+from harness.workdir import cache_dir  # noqa: E402
 
 log = logging.getLogger(__name__)
 for noisy in ("alembic", "mlflow"):

@@ -25,9 +25,10 @@ from harness.environment import divide_threads
 from harness.errors import DivergedError, HarnessError, RunFailed
 from harness.failures import out_of_memory, out_of_memory_line
 from harness.publishing.run_report import PairOutcome
-from harness.runner import Pair, PairRunner, RunOptions, Step
+from harness.pair import Pair
+from harness.runner import PairRunner, RunOptions, Step
 from harness.tracking import Tracker
-from harness.tuning import open_storage, open_study, spent_trials
+from harness.tuning import open_storage, spent_trials
 
 log = logging.getLogger(__name__)
 

@@ -367,7 +367,7 @@ def documented_runs() -> list[list[str]]:
 def test_the_documented_record_runs_are_valid_and_tune_nothing():
     """The docs' commands name real methods and keys, and fix every hyperparameter: rows differ only in the guide."""
     from harness.commands import plan
-    from harness.runner import resolve_hyperparameters
+    from harness.pair import resolve_hyperparameters
     from harness.space import parse_overrides
 
     runs = documented_runs()

@@ -62,7 +62,8 @@ def test_diagnose_retrains_an_older_record_with_defaults_for_hyperparameters_it_
     from harness.catalog import METHODS, TASKS
     from harness.commands import _scored_configuration
     from harness.records import Record, write_record
-    from harness.runner import Pair, RunOptions
+    from harness.pair import Pair
+    from harness.runner import RunOptions
 
     pair = Pair(TASKS.get("tiny-synthetic")(), METHODS.get("factorcl-sup"))
     old_hparams = {"lr": 0.01, "batch_size": 64, "embed_dim": 16}  # recorded before club_lr_scale existed

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from harness.runner import Pair, resolve_hyperparameters
+from harness.pair import Pair, resolve_hyperparameters
 from harness.task import Batch
 from tests.fixtures import TinySynthetic
 

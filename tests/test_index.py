@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import index
+from harness import index, workdir
 from harness.catalog import METHODS, TASKS
 from harness.errors import HarnessError
 
@@ -50,7 +50,7 @@ def test_an_unknown_name_gets_the_registrys_suggestion():
 
 
 def test_a_changed_source_file_rebuilds_its_entry(tmp_path, monkeypatch):
-    monkeypatch.setenv(index.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(workdir.CACHE_ENV, str(tmp_path / "cache"))
     package = tmp_path / "indexprobe"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -81,7 +81,7 @@ def test_a_changed_source_file_rebuilds_its_entry(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def indexed_env(tmp_path_factory) -> dict[str, str]:
     """An environment whose index cache holds a fresh index (building it imports torch, once)."""
-    env = {**os.environ, index.CACHE_ENV: str(tmp_path_factory.mktemp("index-cache"))}
+    env = {**os.environ, workdir.CACHE_ENV: str(tmp_path_factory.mktemp("index-cache"))}
     build = "from harness.cli import main; raise SystemExit(main(['list', 'methods']))"
     subprocess.run([sys.executable, "-c", build], cwd=ROOT, env=env, check=True, capture_output=True)
     return env

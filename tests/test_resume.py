@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
-from harness import index
+from harness import index, workdir
 from harness.catalog import METHODS, TASKS
 from harness.records import read_records
 from tests.datafiles import write_affect
@@ -134,7 +134,7 @@ def test_a_run_its_records_already_answer_imports_no_torch(harness_run, tmp_path
              "heavy = sorted(m for m in ('torch', 'sklearn', 'mlflow', 'optuna') if m in sys.modules)\n"
              "assert code == 0 and not heavy, (code, heavy)\n")
     # The metadata index is built (importing torch) once per source state; the test times none of that.
-    env = {**os.environ, index.CACHE_ENV: str(tmp_path / "index-cache")}
+    env = {**os.environ, workdir.CACHE_ENV: str(tmp_path / "index-cache")}
     subprocess.run([sys.executable, "-c", "from harness import index; index.method_names(); index.task_info('synthetic')"],
                    cwd=ROOT, env=env, check=True)
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True)

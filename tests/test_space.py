@@ -34,7 +34,7 @@ def test_value_of_the_wrong_type_is_rejected(pair):
 
 from harness.catalog import METHODS  # noqa: E402
 from harness.request import TRAIN_DOMAINS  # noqa: E402
-from harness.runner import Pair, resolve_hyperparameters  # noqa: E402
+from harness.pair import Pair, resolve_hyperparameters  # noqa: E402
 from harness.space import NON_NEGATIVE, POSITIVE, SIZE, Interval, OneOf, check_domains  # noqa: E402
 from tests.fixtures import TinySynthetic  # noqa: E402
 
