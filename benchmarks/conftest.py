@@ -2,7 +2,11 @@
 wait by default; when another process holds a core, a spinning torch thread burns the time
 slice its partner needs, and a FactorCL epoch with two threads ran past 180 s instead of about
 40 s. Passive waiting removes that. It must be set before torch is first imported; an
-explicit OMP_WAIT_POLICY in the environment still wins."""
+explicit OMP_WAIT_POLICY in the environment still wins.
+
+Passive waiting costs every short parallel region a wake-up, so it is not what a user's command
+sees: a benchmark that reports a share of a user's run (`test_run_share.py`) runs that command in a
+child process with the user's own setting (`user_environment`)."""
 
 import os
 import subprocess
@@ -10,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# What the user's own environment says (None: libgomp's default), for benchmarks that time a command as
+# users run it (test_run_share.py).
+USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +33,13 @@ def before_checkout(tmp_path_factory):
                    capture_output=True)
     yield path
     subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment with OMP_WAIT_POLICY as the user left it (unset unless they set it)."""
+    env = dict(os.environ)
+    if USER_WAIT_POLICY is None:
+        env.pop("OMP_WAIT_POLICY", None)
+    else:
+        env["OMP_WAIT_POLICY"] = USER_WAIT_POLICY
+    return env

@@ -202,6 +202,15 @@ def test_without_a_compiler_the_eager_form_runs_and_says_so_once(fresh_kernels, 
     assert "no-such-compiler" in caplog.records[0].message and "eager" in caplog.records[0].message
 
 
+def test_an_unwritable_cache_means_the_eager_form_not_a_crash(fresh_kernels, monkeypatch, tmp_path, caplog):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(blocked))
+    with caplog.at_level("WARNING", logger="methods.common"):
+        assert not fresh_kernels.ready(torch.randn(128, 8), torch.randn(128, 8), torch.randn(8))
+    assert len(caplog.records) == 1 and "HARNESS_CACHE_DIR" in caplog.records[0].message
+
+
 def test_the_kernels_are_built_once_per_machine_and_loaded_after(fresh_kernels, monkeypatch, caplog):
     operands = (torch.randn(128, 16), torch.randn(128, 16), torch.randn(16))
     with caplog.at_level("INFO", logger="methods.common"):

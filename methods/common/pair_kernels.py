@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.workdir import cache_dir
+from harness.workdir import CACHE_ENV, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +102,24 @@ class NativePairKernels:
 
     @staticmethod
     def _build(compiler: str, flags: tuple[str, ...], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        # Built beside its final name and moved there whole: workers building at once never load half a file.
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".so", delete=False) as partial:
-            command = [compiler, *flags, "-o", partial.name, str(SOURCE)]
+        partial = None
         try:
-            done = subprocess.run(command, capture_output=True, text=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Built beside its final name and moved there whole: workers building at once never load half a file.
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".so", delete=False) as file:
+                partial = Path(file.name)
+            done = subprocess.run([compiler, *flags, "-o", str(partial), str(SOURCE)], capture_output=True, text=True)
+            if done.returncode != 0:
+                first = (done.stderr.strip().splitlines() or ["no message"])[0]
+                raise KernelBuildError(f"{compiler} failed to build {SOURCE.name}: {first}")
+            os.replace(partial, path)
         except OSError as exc:
-            Path(partial.name).unlink(missing_ok=True)
-            raise KernelBuildError(f"cannot run the C compiler {compiler!r}: {exc.strerror}; set $CC") from None
-        if done.returncode != 0:
-            Path(partial.name).unlink(missing_ok=True)
-            first = (done.stderr.strip().splitlines() or ["no message"])[0]
-            raise KernelBuildError(f"{compiler} failed to build {SOURCE.name}: {first}")
-        os.replace(partial.name, path)
+            what = f"the C compiler {compiler!r}" if exc.filename in (compiler, None) else exc.filename
+            raise KernelBuildError(f"cannot use {what}: {exc.strerror}; set $CC or ${CACHE_ENV}") from None
+        finally:
+            if partial is not None and partial.exists():
+                partial.unlink()
         log.info("native pair critic kernels built in %.1f s (once per machine): %s",
                  time.perf_counter() - started, path)
 
