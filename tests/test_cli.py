@@ -1,12 +1,13 @@
 """Every bad input gets one line naming the problem and the fix, exit code 2, no traceback."""
 
 import json
+import os
 import shutil
 
 import optuna
 import pytest
 
-from harness.cli import main
+from harness.cli import choose_openmp_wait_policy, main
 from harness.records import read_records
 
 
@@ -133,3 +134,20 @@ def test_a_failed_assumption_check_fails_its_trial_and_is_recorded_with_its_seed
                                storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]  # trial seeds 1000..1003
     assert "seed 1: recorded, but its assumption check failed: seed parity 1" in caplog.text
+
+
+@pytest.mark.parametrize("load, user_setting, chosen", [
+    (0.2, None, None),  # every thread has a core: libgomp's own short spinning stays
+    (1.1, None, "PASSIVE"),  # another process holds a core: threads sleep instead of spinning
+    (1.1, "ACTIVE", None),  # the user's setting always wins
+])
+def test_openmp_threads_wait_passively_only_when_other_work_holds_the_cores(monkeypatch, load, user_setting,
+                                                                            chosen):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    if user_setting is not None:
+        environment["OMP_WAIT_POLICY"] = user_setting
+    monkeypatch.setattr(os, "environ", environment)  # what the choice sets stays in this test
+    assert choose_openmp_wait_policy() == chosen
+    assert os.environ.get("OMP_WAIT_POLICY") == (chosen or user_setting)
