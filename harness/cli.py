@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -139,29 +140,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+BUSY_SAMPLE_S = 0.1  # how long `busy_cores` watches the machine
+
+
+def busy_cores(window: float = BUSY_SAMPLE_S) -> float:
+    """How many cores other processes keep busy now: /proc/stat's non-idle time over a short window (this
+    process sleeps through it), else the last minute's load average, which still counts a run that has
+    just finished."""
+    try:
+        before = _cpu_times()
+        time.sleep(window)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    spent = [b - a for a, b in zip(before, after)]
+    total = sum(spent)
+    idle = spent[3] + spent[4]  # idle, iowait
+    return (os.cpu_count() or 1) * (total - idle) / total if total > 0 else 0.0
+
+
+def _cpu_times() -> list[int]:
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:]]
 
 
 def choose_openmp_wait_policy() -> str | None:
     """Passive OpenMP waiting when other work holds the cores torch's threads would need; else libgomp's own.
 
-    Must run before torch loads. Between two parallel regions libgomp's threads spin for a while before
+    Must run before torch loads; the commands that train call it. Between two parallel regions libgomp's threads spin for a while before
     they sleep. When every thread has a core of its own that is what makes short regions cheap (the
     README's main job: 45 s against 78 s waiting passively), but when another process holds a core the
     spinning steals its time slices and the run's own partner thread waits for them (2 epochs of CLIP
-    took 8.1 s against 2.9 s). The last minute's load average says which case this is; a policy the
-    user set always wins. Returns the policy set, or None where libgomp's default stays."""
+    took 8.1 s against 2.9 s). `busy_cores` says which case this is; a policy the user set always wins.
+    Returns the policy set, or None where libgomp's default stays."""
     if WAIT_POLICY_ENV in os.environ:
         return None
     cores = os.cpu_count() or 1
     threads = int(os.environ.get("OMP_NUM_THREADS") or cores)
-    if cores - round(os.getloadavg()[0]) >= threads:
+    if cores - round(busy_cores()) >= threads:
         return None
     os.environ[WAIT_POLICY_ENV] = "PASSIVE"
     return "PASSIVE"
 
 
 def main(argv: list[str] | None = None) -> int:
-    choose_openmp_wait_policy()
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
     # Our progress lines at INFO; libraries stay at their default WARNING.
     for package in ("harness", "methods", "tasks"):
@@ -175,14 +197,17 @@ def main(argv: list[str] | None = None) -> int:
             recorded = recorded_pairs(args, data_dir)
             if recorded is not None:  # nothing to train: answered without importing torch
                 return report_recorded(args, recorded)
+            choose_openmp_wait_policy()
             from harness.commands import run_command
 
             return run_command(args, data_dir)
         if args.command == "diagnose":
+            choose_openmp_wait_policy()
             from harness.commands import diagnose_command
 
             return diagnose_command(args, _data_dir(args.data_dir))
         if args.command == "reproduce":
+            choose_openmp_wait_policy()
             from harness.reproduce import reproduce_command
 
             return reproduce_command(args, _data_dir(args.data_dir))

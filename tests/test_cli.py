@@ -2,12 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 import shutil
 
 import optuna
 import pytest
 
-from harness.cli import choose_openmp_wait_policy, main
+from harness.cli import busy_cores, choose_openmp_wait_policy, main
 from harness.records import read_records
 
 
@@ -136,15 +139,25 @@ def test_a_failed_assumption_check_fails_its_trial_and_is_recorded_with_its_seed
     assert "seed 1: recorded, but its assumption check failed: seed parity 1" in caplog.text
 
 
-@pytest.mark.parametrize("load, user_setting, chosen", [
+def test_busy_cores_sees_a_process_that_keeps_a_core_busy():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert 0.7 < busy_cores(0.5) <= os.cpu_count()
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.mark.parametrize("busy, user_setting, chosen", [
     (0.2, None, None),  # every thread has a core: libgomp's own short spinning stays
     (1.1, None, "PASSIVE"),  # another process holds a core: threads sleep instead of spinning
     (1.1, "ACTIVE", None),  # the user's setting always wins
 ])
-def test_openmp_threads_wait_passively_only_when_other_work_holds_the_cores(monkeypatch, load, user_setting,
+def test_openmp_threads_wait_passively_only_when_other_work_holds_the_cores(monkeypatch, busy, user_setting,
                                                                             chosen):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr("harness.cli.busy_cores", lambda: busy)
     environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     if user_setting is not None:
         environment["OMP_WAIT_POLICY"] = user_setting
