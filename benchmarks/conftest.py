@@ -5,8 +5,8 @@ slice its partner needs, and a FactorCL epoch with two threads ran past 180 s in
 explicit OMP_WAIT_POLICY in the environment still wins.
 
 Passive waiting costs every short parallel region a wake-up, so it is not what a user's command
-sees: a benchmark that reports a share of a user's run (`test_run_share.py`) runs that command in a
-child process with the user's own setting (`user_environment`)."""
+sees: the benchmarks that time a user's run (`test_run_share.py`, `test_main_job_speed.py`) run that
+command in a child process with the user's own setting (`user_environment`), where `harness` chooses."""
 
 import os
 import subprocess
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-# What the user's own environment says (None: libgomp's default), for benchmarks that time a command as
-# users run it (test_run_share.py).
+# What the user's own environment says (None: unset), for the benchmarks that time a command as users run it.
 USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -5,8 +5,8 @@ run in fresh scratch folders so that it trains, run from a checkout of BEFORE (b
 main when issue 16 was filed) and from this checkout, in alternation, as separate processes with the
 threads torch picks by itself and the user's own OpenMP settings (`conftest.user_environment`), in which
 each checkout's `harness` chooses its OpenMP wait policy (BEFORE's always passive, this one's passive
-only when the load average says the cores are taken): what a user gets. Besides the speed-up, the three seeds' mean test accuracy of each, so "the same results
-within noise" can be read off.
+only when other processes keep the cores busy): what a user gets. Besides the speed-up, the three
+seeds' mean test accuracy of each, so "the same results within noise" can be read off.
 Run with `python -m pytest benchmarks/test_main_job_speed.py --benchmark-only` (about 5 minutes on
 a 2-core CPU; one round).
 """

@@ -167,12 +167,12 @@ def _cpu_times() -> list[int]:
 def choose_openmp_wait_policy() -> str | None:
     """Passive OpenMP waiting when other work holds the cores torch's threads would need; else libgomp's own.
 
-    Must run before torch loads; the commands that train call it. Between two parallel regions libgomp's threads spin for a while before
-    they sleep. When every thread has a core of its own that is what makes short regions cheap (the
-    README's main job: 45 s against 78 s waiting passively), but when another process holds a core the
-    spinning steals its time slices and the run's own partner thread waits for them (2 epochs of CLIP
-    took 8.1 s against 2.9 s). `busy_cores` says which case this is; a policy the user set always wins.
-    Returns the policy set, or None where libgomp's default stays."""
+    Must run before torch loads; the commands that train call it. Between two parallel regions libgomp's
+    threads spin for a while before they sleep. When every thread has a core of its own that is what makes
+    short regions cheap (the README's main job: 45 s against 78 s waiting passively), but when another
+    process holds a core the spinning steals its time slices and the run's own partner thread waits for
+    them (2 epochs of CLIP took 8.1 s against 2.9 s). `busy_cores` says which case this is; a policy the
+    user set always wins. Returns the policy set, or None where libgomp's default stays."""
     if WAIT_POLICY_ENV in os.environ:
         return None
     cores = os.cpu_count() or 1

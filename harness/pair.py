@@ -27,7 +27,6 @@ class Pair:
         return f"{self.task.name}/{self.method_cls.name}"
 
 
-
 def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:
     """The space still to tune, and every value fixed by defaults or --set (harness.request)."""
     return request.hyperparameters(pair.method_cls, pair.task.default_batch_size, overrides)

@@ -15,6 +15,7 @@ from harness.space import NON_NEGATIVE, POSITIVE, Domain, Float, Interval, Param
 # What every training method tunes and fixes beside its own space; a method may narrow them.
 TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
+# A contrastive batch of one row holds no negative (and batch norm cannot train on it).
 TRAIN_DOMAINS: dict[str, Domain] = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE,
                                     "batch_size": Interval(low=2, integer=True)}
 

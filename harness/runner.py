@@ -34,8 +34,6 @@ from harness.tuning import best_params, open_study, sampler_for, spent_trials, s
 
 log = logging.getLogger(__name__)
 
-# Every trained method tunes its learning rate; methods add their own entries.
-# A contrastive batch of one row holds no negative (and batch norm cannot train on it).
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
 CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 

@@ -145,7 +145,6 @@ class OneOf:
 Domain = Interval | OneOf
 
 
-
 def to_entry(declared: Param | Domain) -> dict[str, Any]:
     """A search-space entry or a domain as plain data (the metadata index stores them so)."""
     return {"type": type(declared).__name__, **asdict(declared)}

@@ -13,8 +13,9 @@ The choices, and why:
   p is 0.25), so it would call every row a tie. When every paired difference
   is the same number the t statistic is undefined: identical scores count as
   a tie (p = 1), a constant non-zero gap as a difference (p = 0).
-- **Multiple comparisons: Holm**, over the family "every other row against the best row" within one task. It
-  controls the family-wise error rate without assuming independent tests.
+- **Multiple comparisons: Holm**, over the family "every other row against the
+  best row" within one task. It controls the family-wise error rate without
+  assuming independent tests.
 - **Average rank with a critical difference: Friedman test, then Nemenyi**
   (Demšar, JMLR 2006). Ranks are taken per task on the mean score; the
   critical difference is q_alpha * sqrt(k (k + 1) / (6 N)) with q_alpha the
@@ -32,7 +33,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,18 +96,15 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
     return PairedTest(n, float(differences.mean()), float(2 * stdtr(n - 1, -abs(t))))
 
 
-def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
+def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-adjusted p values; a nan (an untestable comparison) stays nan and is left out of the family."""
     values = np.asarray(p_values, dtype=float)
     adjusted = np.full(len(values), math.nan)
-    testable = ~np.isnan(values)
-    family = values[testable]
-    order = np.argsort(family, kind="stable")
+    family = np.flatnonzero(~np.isnan(values))
+    ascending = family[np.argsort(values[family], kind="stable")]
     # Step down: the k-th smallest of m p values times (m - k + 1), never below the one before it.
-    stepped = np.maximum.accumulate(family[order] * np.arange(len(family), 0, -1))
-    adjusted_family = np.empty_like(family)
-    adjusted_family[order] = np.minimum(stepped, 1.0)
-    adjusted[testable] = adjusted_family
+    stepped = np.maximum.accumulate(values[ascending] * np.arange(len(family), 0, -1))
+    adjusted[ascending] = np.minimum(stepped, 1.0)
     return adjusted.tolist()
 
 
@@ -121,13 +118,13 @@ class BestComparison:
         return {m for m, p in self.adjusted_p.items() if not math.isnan(p) and p >= alpha}
 
 
-def compare_with_best(scores: Mapping[str, Mapping[int, float]], alpha: float = ALPHA) -> BestComparison:
+def compare_with_best(scores: Mapping[str, Mapping[int, float]]) -> BestComparison:
     """scores: row -> seed -> score within one task; higher is better."""
     means = {row: float(np.mean(list(by_seed.values()))) for row, by_seed in scores.items() if by_seed}
     best = max(means, key=lambda row: means[row])
     others = [row for row in means if row != best]
     raw = [paired_test(scores[best], scores[row]).p_value for row in others]
-    return BestComparison(best, dict(zip(others, holm(raw, alpha))))
+    return BestComparison(best, dict(zip(others, holm(raw))))
 
 
 @dataclass(frozen=True)

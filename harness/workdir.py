@@ -1,4 +1,6 @@
-"""Where a run's working stores live (`--workdir`, default .harness/) and this machine's cache. Imports nothing heavy."""
+"""Where a run's working stores live (`--workdir`, default .harness/) and this machine's cache.
+
+Imports nothing heavy."""
 
 from __future__ import annotations
 

@@ -79,10 +79,10 @@ class NativePairKernels:
 
     def _load(self) -> ctypes.CDLL:
         compiler = os.environ.get("CC", "cc")
-        source = SOURCE.read_bytes()
+        source, cpu = SOURCE.read_bytes(), _cpu_identity().encode()
         for flags in (BASE_FLAGS + THREADED, BASE_FLAGS):
-            key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
-                                             _cpu_identity().encode()])).hexdigest()[:16]
+            named = b"\0".join([source, compiler.encode(), " ".join(flags).encode(), cpu])
+            key = hashlib.sha256(named).hexdigest()[:16]
             path = cache_dir() / "kernels" / f"pair_kernels-{key}.so"
             if not path.exists():
                 try:
@@ -123,25 +123,28 @@ class NativePairKernels:
         log.info("native pair critic kernels built in %.1f s (once per machine): %s",
                  time.perf_counter() - started, path)
 
+    def _whole_tiles(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor):
+        """The operands zero-padded to the kernels' whole tiles, and the padded sizes (rows_a, rows_b, width)."""
+        sizes = _round_up(ha.shape[0], self.tile), _round_up(hb.shape[0], self.tile), _round_up(ha.shape[1], self.lanes)
+        rows_a, rows_b, width = sizes
+        return (_padded(ha, rows_a, width), _padded(hb, rows_b, width), _padded(w[None], 1, width)), sizes
+
     def forward(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        (na, hidden), nb = ha.shape, hb.shape[0]
-        rows_a, rows_b, width = _round_up(na, self.tile), _round_up(nb, self.tile), _round_up(hidden, self.lanes)
-        ha, hb, w = _padded(ha, rows_a, width), _padded(hb, rows_b, width), _padded(w[None], 1, width)
-        out = ha.new_empty(rows_a, rows_b)
-        self.library.pair_forward(ha.data_ptr(), hb.data_ptr(), w.data_ptr(), out.data_ptr(), rows_a, rows_b, width,
+        (ha_, hb_, w_), (rows_a, rows_b, width) = self._whole_tiles(ha, hb, w)
+        out = ha_.new_empty(rows_a, rows_b)
+        self.library.pair_forward(ha_.data_ptr(), hb_.data_ptr(), w_.data_ptr(), out.data_ptr(), rows_a, rows_b, width,
                                   torch.get_num_threads())
-        return out[:na, :nb]
+        return out[: ha.shape[0], : hb.shape[0]]
 
     def backward(self, ha: torch.Tensor, hb: torch.Tensor, w: torch.Tensor, grad: torch.Tensor, needs_w: bool):
-        (na, hidden), nb = ha.shape, hb.shape[0]
-        rows_a, rows_b, width = _round_up(na, self.tile), _round_up(nb, self.tile), _round_up(hidden, self.lanes)
-        ha, hb, w = _padded(ha, rows_a, width), _padded(hb, rows_b, width), _padded(w[None], 1, width)
+        (ha_, hb_, w_), (rows_a, rows_b, width) = self._whole_tiles(ha, hb, w)
         grad = _padded(grad, rows_a, rows_b)
-        grad_a, grad_b = torch.empty_like(ha), torch.empty_like(hb)
-        grad_w = w.new_empty(width) if needs_w else None
-        self.library.pair_backward(ha.data_ptr(), hb.data_ptr(), w.data_ptr(), grad.data_ptr(), grad_a.data_ptr(),
+        grad_a, grad_b = torch.empty_like(ha_), torch.empty_like(hb_)
+        grad_w = w_.new_empty(width) if needs_w else None
+        self.library.pair_backward(ha_.data_ptr(), hb_.data_ptr(), w_.data_ptr(), grad.data_ptr(), grad_a.data_ptr(),
                                    grad_b.data_ptr(), grad_w.data_ptr() if needs_w else None, rows_a, rows_b, width,
                                    torch.get_num_threads())
+        (na, hidden), nb = ha.shape, hb.shape[0]
         return grad_a[:na, :hidden], grad_b[:nb, :hidden], grad_w[:hidden] if needs_w else None
 
 
