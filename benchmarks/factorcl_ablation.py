@@ -20,11 +20,11 @@ from dataclasses import replace
 
 import torch
 
-from harness import environment, probe
-from harness.catalog import METHODS, TASKS
-from harness.request import TRAIN_DEFAULTS
-from harness.space import typed_overrides
-from harness.train import TrainConfig, extract_features, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.api.space import typed_overrides
+from harness.running import environment, probe
+from harness.running.request import TRAIN_DEFAULTS
+from harness.running.train import TrainConfig, extract_features, fit
 
 CRITIC_KEYS = ("train_shared_club_critic_nce", "train_unique_club_critic_nce")
 

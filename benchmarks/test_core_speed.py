@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.probe import linear_probe
-from harness.train import TrainConfig, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running.environment import seed_everything
+from harness.running.probe import linear_probe
+from harness.running.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,10 @@ import pytest
 import torch
 
 from benchmarks.sidebyside import interleaved, record
-from harness import train as training
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.train import TrainConfig, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running import train as training
+from harness.running.environment import seed_everything
+from harness.running.train import TrainConfig, fit
 from methods.common import mi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,9 +136,9 @@ def test_factorcl_sup_with_the_public_codes_deeper_critics(benchmark, synthetic)
 # Runs in either checkout (their APIs agree on this much): compile/warm up on two batches, then time an epoch.
 EPOCH_SCRIPT = """
 import sys, time, torch
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.train import TrainConfig, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running.environment import seed_everything
+from harness.running.train import TrainConfig, fit
 task = TASKS.get("synthetic")(); data = task.load()
 cls = METHODS.get("factorcl-sup")
 hparams = cls.defaults | {k: v for k, v in {"club_steps": 1}.items() if k in cls.defaults}

@@ -1,7 +1,7 @@
 """Throughput of SimCLR pretraining with ResNet-18 on 224-pixel images, through the harness's own loop.
 
 Run: python -m pytest benchmarks/test_image_speed.py --benchmark-only
-Each round is one epoch of `harness.train.fit` over a small in-memory set of
+Each round is one epoch of `harness.running.train.fit` over a small in-memory set of
 random images (augmentations on the device, two views, forward, backward,
 AdamW step), so decoding is excluded. Images per second is stored in the
 benchmark's extra_info and printed.
@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from harness.task import TaskData, TensorSplit
-from harness.train import TrainConfig, fit
+from harness.api.task import TaskData, TensorSplit
+from harness.running.train import TrainConfig, fit
 from methods.simclr import SimCLR
 from tasks.imagenet import ImageNet
 

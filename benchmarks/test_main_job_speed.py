@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from benchmarks.conftest import user_environment
 from benchmarks.sidebyside import interleaved, record
 

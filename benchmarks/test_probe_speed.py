@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from benchmarks.sidebyside import interleaved, record
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.probe import linear_probe, quick_probe_accuracy
-from harness.probe_reference import reference_linear_probe, reference_quick_probe_accuracy
-from harness.train import TrainConfig, extract_features, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running.environment import seed_everything
+from harness.running.probe import linear_probe, quick_probe_accuracy
+from harness.running.probe_reference import reference_linear_probe, reference_quick_probe_accuracy
+from harness.running.train import TrainConfig, extract_features, fit
 
 ROUNDS = 3
 

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # The runner reaches the probes through the `probe` module and imported `fit` and `extract_features` by name.
 MAIN_JOB = """
 import json, os, sys, time
-from harness.cli import choose_openmp_wait_policy, main
+from harness.cli.app import choose_openmp_wait_policy, main
 
 choose_openmp_wait_policy()  # as `harness` does before torch loads; harness.cli imports no torch
-from harness import probe, runner
+from harness.running import probe, runner
 
 spent = {}
 

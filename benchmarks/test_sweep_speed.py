@@ -1,6 +1,6 @@
 """A sweep with `--workers 2` against the same sweep in one process, side by side on this machine.
 
-Two workers each get half the cores (harness.environment.divide_threads); the sweep must not get
+Two workers each get half the cores (harness.running.environment.divide_threads); the sweep must not get
 slower from their contention. Both commands run as real subprocesses in fresh folders, one after the
 other, with no OMP_NUM_THREADS of ours, so the single process uses every core as a user's would.
 

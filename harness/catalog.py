@@ -1,16 +1,3 @@
-"""The two registries. Built-in entries are the tables in the `methods` and
-`tasks` packages; third-party packages add entries through entry points."""
+"""The pre-0.2 home of `harness.api.catalog`, kept so plugins written against it still import."""
 
-from __future__ import annotations
-
-import importlib
-
-from harness.registry import Registry
-
-
-def _builtin_table(package: str) -> dict[str, str]:
-    return dict(importlib.import_module(package).BUILTIN)
-
-
-METHODS = Registry("method", _builtin_table("methods"), entry_point_group="harness.methods")
-TASKS = Registry("task", _builtin_table("tasks"), entry_point_group="harness.tasks")
+from harness.api.catalog import *  # noqa: F401,F403

@@ -1,13 +1,3 @@
-"""Errors the command line turns into one line and exit code 2."""
+"""The pre-0.2 home of `harness.api.errors`, kept so plugins written against it still import."""
 
-
-class HarnessError(Exception):
-    """A problem the user can fix. The message names the problem and the fix."""
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss; the run fails alone and the sweep goes on."""
-
-
-class RunFailed(RuntimeError):
-    """A (task, method) pair could not produce a result; other pairs still run."""
+from harness.api.errors import *  # noqa: F401,F403

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from harness.method import InputModalities, Method, Requirements
-from harness.space import POSITIVE, SIZE, Choice, OneOf
+from harness.api.method import InputModalities, Method, Requirements
+from harness.api.space import POSITIVE, SIZE, Choice, OneOf
 from methods.common.encoders import ModalityEncoders
 from methods.common.losses import symmetric_info_nce
 from methods.common.vision_text import crop_and_flip, image_modalities
@@ -52,7 +52,7 @@ class CLIP(Method):
         return {"loss": torch.stack(terms).mean(), "logit_scale": scale.detach()}
 
     def parts(self, inputs):
-        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        """Each modality's embedding, for diagnostics (harness.results.diagnostics)."""
         return self.encoders.parts(inputs)
 
     def encode(self, inputs):

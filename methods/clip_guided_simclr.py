@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.errors import HarnessError
-from harness.method import AssumptionCheck, InputModalities, Requirements
-from harness.space import POSITIVE, SIZE, Interval, OneOf
-from harness.task import Split, Task
+from harness.api.errors import HarnessError
+from harness.api.method import AssumptionCheck, InputModalities, Requirements
+from harness.api.space import POSITIVE, SIZE, Interval, OneOf
+from harness.api.task import Split, Task
 from methods.common.guides import GUIDE_SEED_OFFSET, build_guide, image_modality
 from methods.common.losses import nt_xent_logits
 from methods.common.vision_text import image_modalities

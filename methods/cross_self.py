@@ -11,9 +11,9 @@ import itertools
 
 import torch
 
-from harness.method import Requirements
-from methods.common.projected import ProjectedModalities
+from harness.api.method import Requirements
 from methods.common.losses import nt_xent, symmetric_info_nce
+from methods.common.projected import ProjectedModalities
 
 
 class CrossSelf(ProjectedModalities):

@@ -50,12 +50,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.method import AssumptionCheck, Auxiliary, Method, Requirements
-from harness.space import POSITIVE, SIZE, Choice, Float, OneOf
-from harness.task import Batch
+from harness.api.method import AssumptionCheck, Auxiliary, Method, Requirements
+from harness.api.space import POSITIVE, SIZE, Choice, Float, OneOf
+from harness.api.task import Batch
 from methods.common.encoders import ModalityEncoders
-from methods.common.mi import (ConditionalCLUBBound, ConditionalNCEBound, LabelNCEBound, NCEBound, kernel_weights,
-                               one_hot, same_condition_weights)
+from methods.common.mi import (
+    ConditionalCLUBBound,
+    ConditionalNCEBound,
+    LabelNCEBound,
+    NCEBound,
+    kernel_weights,
+    one_hot,
+    same_condition_weights,
+)
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 CLUB_TERMS = ("shared_club_given_y", "unique_club")

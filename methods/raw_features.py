@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.method import Method
+from harness.api.method import Method
 
 
 class RawFeatures(Method):

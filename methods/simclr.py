@@ -8,8 +8,8 @@ view is the projection of all modalities' embeddings together. The probe sees
 the embeddings before the projection head, as in SimCLR.
 """
 
-from harness.method import InputModalities, Method, Requirements
-from harness.space import POSITIVE, SIZE, Choice, Float
+from harness.api.method import InputModalities, Method, Requirements
+from harness.api.space import POSITIVE, SIZE, Choice, Float
 from methods.common.encoders import ModalityEncoders, mlp
 from methods.common.losses import nt_xent
 from methods.common.vision_text import image_modalities
@@ -42,7 +42,7 @@ class SimCLR(Method):
         return nt_xent(z1, z2, float(self.hparams["temperature"]))
 
     def parts(self, inputs):
-        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        """Each modality's embedding, for diagnostics (harness.results.diagnostics)."""
         return self.encoders.parts(inputs)
 
     def encode(self, inputs):

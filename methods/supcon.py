@@ -8,9 +8,9 @@ modality embeddings side by side, before the projection heads.
 
 import torch
 
-from harness.method import Requirements
-from methods.common.projected import ProjectedModalities
+from harness.api.method import Requirements
 from methods.common.losses import supcon
+from methods.common.projected import ProjectedModalities
 
 
 class SupCon(ProjectedModalities):

@@ -2,8 +2,8 @@
 
 import torch
 
-from harness.method import Method
-from harness.space import SIZE
+from harness.api.method import Method
+from harness.api.space import SIZE
 from methods.common.encoders import ModalityEncoders
 
 

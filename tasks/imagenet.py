@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from harness.errors import HarnessError
-from harness.task import DataSource, Modality, Split, Task, TaskData
+from harness.api.errors import HarnessError
+from harness.api.task import DataSource, Modality, Split, Task, TaskData
 from tasks.common.augment import augment_by_kind
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}

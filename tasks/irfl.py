@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.task import DataSource, Modality, Task, TaskData, TensorSplit
+from harness.api.task import DataSource, Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind
 from tasks.common.datafiles import DataFiles, split_rows
 from tasks.common.text import Vocabulary

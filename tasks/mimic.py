@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.task import DataSource, Modality, Task, TaskData, TensorSplit
+from harness.api.task import DataSource, Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind, static_features
 from tasks.common.datafiles import DataFiles, finite, multibench_split
 

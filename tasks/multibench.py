@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from harness.task import DataSource, Modality, Task, TaskData, TensorSplit
+from harness.api.task import DataSource, Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind
 from tasks.common.datafiles import DataFiles, finite, flat_labels
 

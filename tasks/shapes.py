@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.task import Modality, Task, TaskData, TensorSplit
+from harness.api.task import Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind
 from tasks.common.image_augment import MASK_ID, PAD_ID
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.task import Modality, Task, TaskData
+from harness.api.task import Modality, Task, TaskData
 from tasks.common.augment import augment_by_kind
 from tasks.shapes import encode_caption, image_caption_splits, token_vocabulary
 

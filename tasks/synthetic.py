@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from harness.task import Modality, Task, TaskData, TensorSplit
+from harness.api.task import Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind
 
 LATENTS = ("shared", "unique1", "unique2")

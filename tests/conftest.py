@@ -12,9 +12,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The metadata index the tests build stays out of the user's cache (keyed by source, so it is safe to share).
 os.environ.setdefault("HARNESS_CACHE_DIR", str(Path(tempfile.gettempdir()) / "harness-test-index"))
 
-from harness import environment  # noqa: E402
-from harness.catalog import METHODS, TASKS  # noqa: E402
+from harness.api.catalog import METHODS, TASKS  # noqa: E402
 from harness.cli import main  # noqa: E402
+from harness.running import environment  # noqa: E402
 from tests.fixtures import TEST_COMMIT, TEST_METHODS, TEST_TASKS  # noqa: E402
 
 for _name, _target in TEST_TASKS.items():

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from harness.method import AssumptionCheck, Method
-from harness.task import Modality, Task, TaskData, TensorSplit
+from harness.api.method import AssumptionCheck, Method
+from harness.api.task import Modality, Task, TaskData, TensorSplit
 from methods.common.encoders import ModalityEncoders
 from tasks.synthetic import Synthetic
 

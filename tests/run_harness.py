@@ -3,9 +3,9 @@ registered, for tests that start real, separate `harness run` processes."""
 
 import sys
 
-from harness import environment
-from harness.catalog import METHODS, TASKS
+from harness.api.catalog import METHODS, TASKS
 from harness.cli import main
+from harness.running import environment
 from tests.fixtures import TEST_COMMIT, TEST_METHODS, TEST_TASKS
 
 for _name, _target in TEST_TASKS.items():

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from harness.catalog import TASKS
-from harness.task import Modality
+from harness.api.catalog import TASKS
+from harness.api.task import Modality
 from methods.common.encoders import DEFAULT_FAMILY, build_encoder
 from methods.common.sequence_encoders import SequenceTransformer
-from tasks.common.augment import (augment_by_kind, drop_steps, mixup, permute_steps, sequence_views,
-                                  static_features)
+from tasks.common.augment import augment_by_kind, drop_steps, mixup, permute_steps, sequence_views, static_features
 from tests.test_multibench import BENCHMARKS, write
 
 

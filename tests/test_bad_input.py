@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.api.errors import HarnessError
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.failures import out_of_memory
-from harness.records import Record, read_records, record_path, write_record
+from harness.results.records import Record, read_records, record_path, write_record
+from harness.running.failures import out_of_memory
 
 
 def one_error_line(capsys) -> str:

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.catalog import METHODS
-from harness.task import Batch
+from harness.api.catalog import METHODS
+from harness.api.task import Batch
 from methods.common.losses import nt_xent, supcon, symmetric_info_nce
 from tests.fixtures import TinySynthetic
 

@@ -2,16 +2,16 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-import shutil
 
 import optuna
 import pytest
 
-from harness.cli import busy_cores, choose_openmp_wait_policy, main
-from harness.records import read_records
+from harness.cli.app import busy_cores, choose_openmp_wait_policy, main
+from harness.results.records import read_records
 
 
 def one_error_line(capsys) -> str:
@@ -157,7 +157,7 @@ def test_busy_cores_sees_a_process_that_keeps_a_core_busy():
 def test_openmp_threads_wait_passively_only_when_other_work_holds_the_cores(monkeypatch, busy, user_setting,
                                                                             chosen):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr("harness.cli.busy_cores", lambda: busy)
+    monkeypatch.setattr("harness.cli.app.busy_cores", lambda: busy)
     environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     if user_setting is not None:
         environment["OMP_WAIT_POLICY"] = user_setting

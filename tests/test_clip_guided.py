@@ -11,15 +11,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.catalog import METHODS, TASKS
+from harness.api.catalog import METHODS, TASKS
+from harness.api.errors import HarnessError
+from harness.api.method import InputModalities
+from harness.api.task import TaskData, TensorSplit
 from harness.cli import main
-from harness.environment import seed_everything
-from harness.errors import HarnessError
-from harness.method import InputModalities
-from harness.task import TaskData, TensorSplit
-from harness.train import TrainConfig, extract_features, fit
-from methods.clip_guided_simclr import (VARIANTS, ClipGuidedSimCLR, GuideQuality, dropped_negatives, dropped_pairs,
-                                        guide_similarity, guided_nt_xent, measure_guide, negative_candidates)
+from harness.running.environment import seed_everything
+from harness.running.train import TrainConfig, extract_features, fit
+from methods.clip_guided_simclr import (
+    VARIANTS,
+    ClipGuidedSimCLR,
+    GuideQuality,
+    dropped_negatives,
+    dropped_pairs,
+    guide_similarity,
+    guided_nt_xent,
+    measure_guide,
+    negative_candidates,
+)
 from methods.common.guides import EncoderGuide, TableGuide
 from methods.common.losses import nt_xent_logits
 
@@ -366,9 +375,9 @@ def documented_runs() -> list[list[str]]:
 
 def test_the_documented_record_runs_are_valid_and_tune_nothing():
     """The docs' commands name real methods and keys, and fix every hyperparameter: rows differ only in the guide."""
-    from harness.commands import plan
-    from harness.pair import resolve_hyperparameters
-    from harness.space import parse_overrides
+    from harness.api.space import parse_overrides
+    from harness.cli.commands import plan
+    from harness.running.pair import resolve_hyperparameters
 
     runs = documented_runs()
     assert len(runs) == 3

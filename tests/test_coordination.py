@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness.coordination import ABANDONED_KEY, LEASE_ENV, LEASE_KEY, SEED_PREFIX, WAIT, Coordinator, mutex_for
-from harness.tuning import open_storage, open_study, spent_trials
+from harness.running.coordination import ABANDONED_KEY, LEASE_ENV, LEASE_KEY, SEED_PREFIX, WAIT, Coordinator, mutex_for
+from harness.running.tuning import open_storage, open_study, spent_trials
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_a_seed_has_one_holder_until_it_is_settled_or_its_lease_runs_out(study, 
     assert set(second.settled_seeds(study, [0, 1], accept_all)) == {0}
     assert second.settled_seeds(study, [0], lambda record: False) == {}  # a record under another protocol
     held = study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}1"]
-    monkeypatch.setattr("harness.coordination.time.time", lambda: held["lease"]["expires"] + 1)
+    monkeypatch.setattr("harness.running.coordination.time.time", lambda: held["lease"]["expires"] + 1)
     assert first.claim_seed(study, [0, 1], accept_all) == (1, [held["claim_id"]])  # taken over, old run named
     second.finish_seed(study, 1, held["claim_id"], {"protocol": {}, "seed": 1})  # the stalled holder comes back
     assert study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}1"]["state"] == "running"

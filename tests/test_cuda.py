@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.probe import linear_probe
-from harness.train import TrainConfig, extract_features, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running.environment import seed_everything
+from harness.running.probe import linear_probe
+from harness.running.train import TrainConfig, extract_features, fit
 from tests.test_smoke import pairs, small_data  # noqa: F401 - small_data is a fixture
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from harness.cli import main
-from harness.diagnostics import TABLE_FILE, ClassifierMI, _reference_column
+from harness.results.diagnostics import TABLE_FILE, ClassifierMI, _reference_column
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference" / "factorcl_table1_mi_bits.csv"
@@ -59,11 +59,11 @@ def test_diagnose_writes_estimates_and_the_table_beside_the_paper(tmp_path, trac
 
 
 def test_diagnose_retrains_an_older_record_with_defaults_for_hyperparameters_it_predates(tmp_path):
-    from harness.catalog import METHODS, TASKS
-    from harness.commands import _scored_configuration
-    from harness.records import Record, write_record
-    from harness.pair import Pair
-    from harness.runner import RunOptions
+    from harness.api.catalog import METHODS, TASKS
+    from harness.cli.commands import _scored_configuration
+    from harness.results.records import Record, write_record
+    from harness.running.pair import Pair
+    from harness.running.runner import RunOptions
 
     pair = Pair(TASKS.get("tiny-synthetic")(), METHODS.get("factorcl-sup"))
     old_hparams = {"lr": 0.01, "batch_size": 64, "embed_dim": 16}  # recorded before club_lr_scale existed

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from harness.pair import Pair, resolve_hyperparameters
-from harness.task import Batch
+from harness.api.task import Batch
+from harness.running.pair import Pair, resolve_hyperparameters
 from tests.fixtures import TinySynthetic
 
 ROOT = Path(__file__).resolve().parent.parent

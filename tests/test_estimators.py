@@ -6,9 +6,23 @@ import pytest
 import torch
 
 from methods.common import mi, pair_kernels
-from methods.common.mi import (CLUBBound, ConcatCritic, ConditionalCLUBBound, ConditionalNCEBound, LabelNCEBound,
-                               NCEBound, _PairReLUDot, condition, conditional_info_nce, conditional_nce_club, info_nce,
-                               kernel_weights, nce_club, one_hot, same_condition_weights)
+from methods.common.mi import (
+    CLUBBound,
+    ConcatCritic,
+    ConditionalCLUBBound,
+    ConditionalNCEBound,
+    LabelNCEBound,
+    NCEBound,
+    _PairReLUDot,
+    condition,
+    conditional_info_nce,
+    conditional_nce_club,
+    info_nce,
+    kernel_weights,
+    nce_club,
+    one_hot,
+    same_condition_weights,
+)
 
 DIM = 2
 BATCH = 64

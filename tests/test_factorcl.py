@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.catalog import METHODS
-from harness.task import Batch
-from harness.train import TrainConfig, _optimizers, fit
+from harness.api.catalog import METHODS
+from harness.api.task import Batch
+from harness.running.train import TrainConfig, _optimizers, fit
 from methods.common.mi import ConditionalCLUBBound
 from tests.fixtures import TinySynthetic
 

@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.catalog import METHODS, TASKS
+from harness.api.catalog import METHODS, TASKS
 from harness.cli import main
-from harness.records import SCHEMA, Record, write_record
+from harness.results.records import SCHEMA, Record, write_record
 from tests.datafiles import AFFECT_ROWS, write_affect, write_mimic
 
 # Deterministic (the same examples on every run and machine), no example database written into the

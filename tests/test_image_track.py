@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.api.errors import HarnessError
+from harness.api.task import Modality
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.task import Modality
 from methods.common.encoders import build_encoder
 from tasks.common.augment import augment_by_kind
 from tasks.common.image_augment import MASK_ID, PAD_ID

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import index, workdir
-from harness.catalog import METHODS, TASKS
-from harness.errors import HarnessError
+from harness.api.catalog import METHODS, TASKS
+from harness.api.errors import HarnessError
+from harness.cli import index
+from harness.running import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.catalog import TASKS
+from harness.api.catalog import TASKS
 from harness.cli import main
 from tests.datafiles import FIGURES, write_irfl
 

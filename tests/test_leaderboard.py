@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.leaderboard import render
-from harness.identity import run_identity
-from harness.records import record_path, write_record
+from harness.results.identity import run_identity
+from harness.results.leaderboard import render
+from harness.results.records import record_path, write_record
 from tests.test_records import make_record, schema_1_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,12 +85,12 @@ def test_no_records_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_leaderboard_imports_no_torch():
-    code = "import sys, harness.leaderboard, harness.publishing.site, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, harness.results.leaderboard, harness.results.publishing.site, harness.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_the_committed_leaderboard_figures_and_page_are_what_the_committed_records_regenerate():
-    from harness.publishing.site import publish
+    from harness.results.publishing.site import publish
 
     committed = ROOT / "results" / "LEADERBOARD.md"
     assert committed.exists(), "results/LEADERBOARD.md is missing; run `harness leaderboard`"
@@ -98,7 +98,7 @@ def test_the_committed_leaderboard_figures_and_page_are_what_the_committed_recor
 
 
 def test_a_row_the_paired_test_cannot_tell_from_the_best_is_marked_and_a_clear_loser_is_not(tmp_path):
-    from harness.leaderboard import TIED
+    from harness.results.leaderboard import TIED
 
     for seed, (best, close, far) in enumerate([(0.90, 0.895, 0.60), (0.92, 0.905, 0.62), (0.91, 0.912, 0.61)]):
         write_record(tmp_path, record("t", "best", seed, best))
@@ -111,7 +111,7 @@ def test_a_row_the_paired_test_cannot_tell_from_the_best_is_marked_and_a_clear_l
 
 
 def test_a_record_from_a_dirty_tree_is_marked(tmp_path):
-    from harness.leaderboard import DIRTY
+    from harness.results.leaderboard import DIRTY
 
     write_record(tmp_path, record("t", "clean", 0, 0.5, environment={"git_commit": "abc"}))
     write_record(tmp_path, record("t", "dirty", 0, 0.4, environment={"git_commit": "abc-dirty"}))
@@ -128,8 +128,8 @@ def test_a_table_with_three_tasks_gets_its_critical_difference(tmp_path):
 
 
 def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
-    from harness.leaderboard import CHECK_FAILED, render
-    from harness.records import Record, write_record
+    from harness.results.leaderboard import CHECK_FAILED, render
+    from harness.results.records import Record, write_record
 
     for seed, held in ((0, True), (1, False)):
         write_record(tmp_path, Record(
@@ -140,8 +140,8 @@ def test_a_cell_whose_seed_failed_an_assumption_check_is_marked(tmp_path):
 
 
 def test_committed_records_of_methods_that_do_not_train_say_they_trained_zero_epochs():
-    from harness.catalog import METHODS
-    from harness.records import read_records
+    from harness.api.catalog import METHODS
+    from harness.results.records import read_records
 
     stale = [f"{r.task['name']}/{r.method['name']} seed {r.seed}" for r in read_records(ROOT / "results")
              if r.status == "ok" and not METHODS.get(r.method["name"]).trains and r.protocol.get("epochs") != 0]
@@ -149,7 +149,7 @@ def test_committed_records_of_methods_that_do_not_train_say_they_trained_zero_ep
 
 
 def test_a_figure_is_stale_when_its_data_changed_and_redrawn_by_the_command(results):
-    from harness.publishing.site import publish
+    from harness.results.publishing.site import publish
 
     assert publish(results) == [] and publish(results, check=True) == []
     figure = results / "figures" / "scores-s.svg"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.catalog import TASKS
+from harness.api.catalog import TASKS
 from harness.cli import main
 from tests.datafiles import AFFECT, AFFECT_ROWS, MIMIC_ROWS, write_affect, write_irfl, write_mimic
 

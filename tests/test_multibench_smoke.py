@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.catalog import METHODS, TASKS
-from harness.leaderboard import render
-from harness.records import read_records
+from harness.api.catalog import METHODS, TASKS
+from harness.results.leaderboard import render
+from harness.results.records import read_records
 from tests.fixtures import TEST_METHODS
 from tests.test_multibench import BENCHMARKS, write
 
@@ -42,8 +42,8 @@ def test_every_applicable_method_runs_on_the_fixture(task_name, harness_run, tmp
 
 
 def test_without_runs_the_multibench_table_shows_the_papers_numbers_and_no_run_markers(tmp_path):
+    from harness.results.records import write_record
     from tests.test_leaderboard import record, row
-    from harness.records import write_record
 
     write_record(tmp_path, record("synthetic", "clip", 0, 0.9, display="CLIP"))
     shutil.copytree(REFERENCE, tmp_path / "reference")

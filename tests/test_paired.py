@@ -5,9 +5,9 @@ import math
 import numpy as np
 from scipy import stats
 
-from harness.leaderboard import load_results, render
-from harness.paired import paired_differences
-from harness.records import write_record
+from harness.results.leaderboard import load_results, render
+from harness.results.paired import paired_differences
+from harness.results.records import write_record
 from tests.test_leaderboard import record
 
 BASE = [0.60, 0.62, 0.58, 0.61, 0.59]

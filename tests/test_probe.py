@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
 
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.probe import accuracy_and_macro_f1, linear_probe, quick_probe_accuracy
-from harness.probe_reference import reference_linear_probe
-from harness.train import TrainConfig, extract_features, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running.environment import seed_everything
+from harness.running.probe import linear_probe, quick_probe_accuracy
+from harness.running.probe_reference import reference_linear_probe
+from harness.running.train import TrainConfig, extract_features, fit
 
 
 def blobs(n: int, classes: int, dims: int, separation: float, seed: int):

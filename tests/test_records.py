@@ -4,9 +4,9 @@ from dataclasses import asdict
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.identity import differences, run_identity, study_name
-from harness.records import SCHEMA, Record, has_record, read_records, record_path, write_record
+from harness.api.errors import HarnessError
+from harness.results.identity import differences, run_identity, study_name
+from harness.results.records import SCHEMA, Record, has_record, read_records, record_path, write_record
 
 
 def make_record(seed=0, **overrides) -> Record:

@@ -2,9 +2,9 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from harness.catalog import METHODS, TASKS
-from harness.errors import HarnessError
-from harness.registry import Registry
+from harness.api.catalog import METHODS, TASKS
+from harness.api.errors import HarnessError
+from harness.api.registry import Registry
 
 
 def test_builtin_entries_are_listed_without_importing_them():
@@ -24,7 +24,7 @@ def test_unknown_name_without_a_close_match_points_to_the_listing():
 
 def test_entry_point_plugins_are_registered(monkeypatch):
     plugin = EntryPoint(name="plugin-clip", value="methods.clip:CLIP", group="harness.methods")
-    monkeypatch.setattr("harness.registry.entry_points", lambda group: [plugin] if group == "g" else [])
+    monkeypatch.setattr("harness.api.registry.entry_points", lambda group: [plugin] if group == "g" else [])
     registry = Registry("method", {}, "g")
     assert "plugin-clip" in registry.names()
     # The class's own name is "clip", so the mismatch is reported rather than silently accepted.
@@ -57,7 +57,7 @@ def test_a_name_registered_to_another_target_is_refused_naming_both():
 
 def test_a_plugin_under_a_builtin_name_is_refused_not_ignored(monkeypatch):
     plugin = EntryPoint(name="clip", value="my_pkg.m:Other", group="harness.methods")
-    monkeypatch.setattr("harness.registry.entry_points", lambda group: [plugin])
+    monkeypatch.setattr("harness.api.registry.entry_points", lambda group: [plugin])
     registry = Registry("method", {"clip": "methods.clip:CLIP"}, "harness.methods")
     for _ in range(2):  # on every use, not only the first
         with pytest.raises(HarnessError, match="registered twice, to methods.clip:CLIP and to my_pkg.m:Other"):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness.catalog import METHODS, TASKS
-from harness.method import Requirements
-from harness.task import Modality
+from harness.api.catalog import METHODS, TASKS
+from harness.api.method import Requirements
+from harness.api.task import Modality
 from tests.fixtures import SingleModality
 from tests.image_tasks import TinyShapesCaptions
 

@@ -10,9 +10,10 @@ import numpy as np
 import optuna
 import pytest
 
-from harness import index, workdir
-from harness.catalog import METHODS, TASKS
-from harness.records import read_records
+from harness.api.catalog import METHODS, TASKS
+from harness.cli import index
+from harness.results.records import read_records
+from harness.running import workdir
 from tests.datafiles import write_affect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +136,7 @@ def test_a_run_its_records_already_answer_imports_no_torch(harness_run, tmp_path
              "assert code == 0 and not heavy, (code, heavy)\n")
     # The metadata index is built (importing torch) once per source state; the test times none of that.
     env = {**os.environ, workdir.CACHE_ENV: str(tmp_path / "index-cache")}
-    subprocess.run([sys.executable, "-c", "from harness import index; index.method_names(); index.task_info('synthetic')"],
+    subprocess.run([sys.executable, "-c", "from harness.cli import index; index.method_names(); index.task_info('synthetic')"],
                    cwd=ROOT, env=env, check=True)
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -155,6 +156,6 @@ def test_a_run_with_a_seed_missing_takes_the_full_path(harness_run, caplog):
 
 
 def test_deciding_what_to_resume_imports_no_torch():
-    code = ("import sys, harness.identity, harness.resume, harness.fingerprints, harness.records; "
+    code = ("import sys, harness.results.identity, harness.running.resume, harness.results.fingerprints, harness.results.records; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

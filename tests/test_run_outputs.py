@@ -5,10 +5,10 @@ import json
 import mlflow
 import pytest
 
-from harness import environment
 from harness.cli import main
-from harness.records import read_records
-from harness.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+from harness.results.records import read_records
+from harness.running import environment
+from harness.running.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.catalog import METHODS, TASKS
-from harness.environment import seed_everything
-from harness.probe import linear_probe
-from harness.train import TrainConfig, extract_features, fit
+from harness.api.catalog import METHODS, TASKS
+from harness.running.environment import seed_everything
+from harness.running.probe import linear_probe
+from harness.running.train import TrainConfig, extract_features, fit
 
 ROWS = {"train": 128, "val": 64, "test": 64}
 OFFLINE = [t for t in TASKS.names() if TASKS.get(t)().source.kind != "files"]

@@ -1,7 +1,7 @@
 import pytest
 
-from harness.errors import HarnessError
-from harness.space import Choice, Float, Int, parse_overrides, typed_overrides
+from harness.api.errors import HarnessError
+from harness.api.space import Choice, Float, Int, parse_overrides, typed_overrides
 
 SPACE = {"lr": Float(1e-4, 1e-2, log=True), "depth": Int(1, 3), "dim": Choice((64, 128))}
 
@@ -32,10 +32,10 @@ def test_value_of_the_wrong_type_is_rejected(pair):
 
 # -- domains: every value a hyperparameter may take, checked before any work -------------------------
 
-from harness.catalog import METHODS  # noqa: E402
-from harness.request import TRAIN_DOMAINS  # noqa: E402
-from harness.pair import Pair, resolve_hyperparameters  # noqa: E402
-from harness.space import NON_NEGATIVE, POSITIVE, SIZE, Interval, OneOf, check_domains  # noqa: E402
+from harness.api.catalog import METHODS  # noqa: E402
+from harness.api.space import NON_NEGATIVE, POSITIVE, SIZE, Interval, OneOf, check_domains  # noqa: E402
+from harness.running.pair import Pair, resolve_hyperparameters  # noqa: E402
+from harness.running.request import TRAIN_DOMAINS  # noqa: E402
 from tests.fixtures import TinySynthetic  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import stats
+from harness.results import stats
 
 
 def test_a_t_interval_over_three_seeds_uses_two_degrees_of_freedom():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from harness.catalog import TASKS
+from harness.api.catalog import TASKS
 from tasks.synthetic import Synthetic, SyntheticShared, SyntheticUnique
 
 VARIANTS = [SyntheticShared, SyntheticUnique]

@@ -4,8 +4,8 @@ running every migration again; what it holds and accepts is what a freshly creat
 import mlflow.store.db.utils
 import pytest
 
-from harness import tracking
-from harness.workdir import CACHE_ENV
+from harness.running import tracking
+from harness.running.workdir import CACHE_ENV
 
 
 def test_a_new_store_is_a_copy_of_the_kept_empty_one(tmp_path, monkeypatch):

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.environment import seed_everything
-from harness.errors import DivergedError
-from harness.method import Auxiliary, Method
-from harness.train import TrainConfig, fit
+from harness.api.errors import DivergedError
+from harness.api.method import Auxiliary, Method
+from harness.running.environment import seed_everything
+from harness.running.train import TrainConfig, fit
 from tests.fixtures import TinySynthetic
 
 CPU = TrainConfig(epochs=1, batch_size=64, lr=1e-2, weight_decay=0.0, device=torch.device("cpu"), progress=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.publishing.site import publish
-from harness.records import write_record
+from harness.results.publishing.site import publish
+from harness.results.records import write_record
 from tests.test_leaderboard import record
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,9 +16,9 @@ import mlflow
 import optuna
 import pytest
 
-from harness.cli import RUNS_DIR, main
-from harness.coordination import ABANDONED_KEY, LEASE_ENV, LEASE_KEY, SEED_PREFIX, counts_against_budget
-from harness.records import read_records
+from harness.cli.app import RUNS_DIR, main
+from harness.results.records import read_records
+from harness.running.coordination import ABANDONED_KEY, LEASE_ENV, LEASE_KEY, SEED_PREFIX, counts_against_budget
 from tests.servers import mlflow_server, postgres_bindir, postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from harness.task import Modality, Task
+from harness.api.task import Modality, Task
 
 EncoderBuilder = Callable[[Modality, int], nn.Module]
 ENCODERS: dict[str, EncoderBuilder] = {}

@@ -4,7 +4,7 @@ A guide is named by a string (the method's `guide` hyperparameter):
 
     clip                      train the harness's `clip` method on this task's own training split
                               (image + caption pairs, the images randomly cropped and flipped), through
-                              harness.train.fit, and use its image encoder
+                              harness.running.train.fit, and use its image encoder
     oracle                    the labels themselves: a view's nearest neighbour is a random other sample of
                               its class. Not a guide anyone has; the upper bound a perfect guide reaches
     embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
-from harness.task import Split, Task, TaskData
+from harness.api.errors import HarnessError
+from harness.api.task import Split, Task, TaskData
 
 GUIDE_SEED_OFFSET = 7919  # the guide's own seed differs from, but follows, the run's seed
 _TRAINED: dict[tuple, nn.Module] = {}  # one guide per (task, recipe, run seed) and process
@@ -128,8 +128,8 @@ def trained_clip_image_encoder(task: Task, train: Split, recipe: dict[str, Any],
 
 
 def _fit_clip(task: Task, train: Split, recipe: dict[str, Any], device: torch.device, seed: int) -> nn.Module:
-    from harness.catalog import METHODS  # the registry, so the guide is exactly the `clip` row's method
-    from harness.train import TrainConfig, fit
+    from harness.api.catalog import METHODS  # the registry, so the guide is exactly the `clip` row's method
+    from harness.running.train import TrainConfig, fit
 
     clip_cls = METHODS.get("clip")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -2,7 +2,7 @@
 
 `NATIVE.forward(ha, hb, w)` is out[i, j] = sum_h w_h relu(ha[i, h] + hb[j, h]); `NATIVE.backward` its
 gradients. The library is built for the CPU it runs on (-march=native) and kept in the machine cache
-(`harness.workdir.cache_dir()`), named by a hash of the source, the compiler command and the CPU, so a
+(`harness.running.workdir.cache_dir()`), named by a hash of the source, the compiler command and the CPU, so a
 changed source, compiler or machine builds anew; a build takes well under a second. $CC names the
 compiler (default `cc`); without OpenMP (Apple's clang) the kernels build single-threaded.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.workdir import CACHE_ENV, cache_dir
+from harness.running.workdir import CACHE_ENV, cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from harness.method import Method
-from harness.space import POSITIVE, SIZE, Choice, Float
+from harness.api.method import Method
+from harness.api.space import POSITIVE, SIZE, Choice, Float
 from methods.common.encoders import ModalityEncoders, mlp
 
 
@@ -29,7 +29,7 @@ class ProjectedModalities(Method):
         return {m: self.projectors[m](z) for m, z in self.encoders(inputs).items()}
 
     def parts(self, inputs):
-        """Each modality's embedding, for diagnostics (harness.diagnostics)."""
+        """Each modality's embedding, for diagnostics (harness.results.diagnostics)."""
         return self.encoders.parts(inputs)
 
     def encode(self, inputs):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from harness.task import Modality
+from harness.api.task import Modality
 from methods.common.encoders import encoder_family, vocab_size
 
 GRU_HIDDEN = 30  # MultiBench's GRU for MIMIC's series

@@ -17,7 +17,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from harness.task import Modality, Task
+from harness.api.task import Modality, Task
 from methods.common.encoders import encoder_family, vocab_size
 
 PAD_ID = 0  # tasks with token modalities pad with 0; MASK_ID is reserved for masking augmentations

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.api.errors import HarnessError
 from tasks.common import safe_pickle
 
 

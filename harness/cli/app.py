@@ -1,0 +1,252 @@
+"""The `harness` command: run, collect, leaderboard, reproduce, list, data check, diagnose."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.api.errors import HarnessError
+from harness.cli.requests import DiagnoseRequest, ReproduceRequest, RunRequest
+
+log = logging.getLogger("harness")
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+# A user's own runs go here, apart from the published records in results/, so a fresh clone's first run trains.
+RUNS_DIR = "runs"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value < 2**32:  # what every RNG the harness seeds accepts
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
+
+def _folder(text: str) -> Path:
+    """A folder to write into: it need not exist yet, but the nearest part of it that does must be a
+    writable folder. (Defaults are given as text, so argparse checks them this way too.)"""
+    path = Path(text)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{existing} is not writable; give a folder you can write to")
+    return path
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, as every other bad input
+        raise HarnessError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="tune, train and score methods on tasks")
+    run.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
+    run.add_argument("--task", required=True, type=_names, help="task name(s), comma-separated")
+    run.add_argument("--trials", type=_positive, default=6, help="Optuna trials per (task, method) (default 6)")
+    run.add_argument("--seeds", type=_positive, default=3, help="seeds for the final retraining (default 3)")
+    run.add_argument("--epochs", type=_positive, help="epochs per training run (default: the task's)")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
+    run.add_argument("--storage", help="Optuna storage: a .journal file, sqlite:/// or postgresql:// URL")
+    run.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="fix a hyperparameter instead of tuning it; repeatable")
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--force", action="store_true", help="rerun seeds whose records already exist")
+    resume.add_argument("--keep-old", action="store_true",
+                        help="keep records made under another identity (epochs, budget, --set, versions, data) "
+                             "instead of retraining them")
+    run.add_argument("--allow-dirty", action="store_true",
+                     help="run from a working tree with uncommitted changes (its records are marked)")
+    run.add_argument("--results", type=_folder, default=RUNS_DIR,
+                     help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
+    run.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--workers", type=_positive, default=1,
+                     help="worker processes on this machine sharing the sweep (default 1)")
+    run.add_argument("--bf16", action="store_true",
+                     help="bfloat16 autocast for training's forward passes (for GPUs); the records say so")
+
+    board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
+    board.add_argument("--results", type=_folder, default="results")
+    board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
+
+    collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
+    collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
+    collect.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    collect.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
+
+    diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
+    diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
+    diagnose.add_argument("--task", required=True, type=_names, help="task name(s) whose splits carry extras")
+    diagnose.add_argument("--seed", type=_seed, default=0, help="train as the record of this seed did (default 0)")
+    diagnose.add_argument("--epochs", type=_positive, help="epochs, where no record gives them (default: the task's)")
+    diagnose.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="fix a hyperparameter (over the record's); repeatable")
+    diagnose.add_argument("--reference", type=Path, help="CSV of a paper's values to print beside ours")
+    diagnose.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    diagnose.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
+    diagnose.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    diagnose.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    diagnose.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
+    diagnose.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    again = sub.add_parser("reproduce", help="rerun one record's exact configuration; old and new metrics side by side")
+    again.add_argument("record", type=Path, help="a results/records/TASK/METHOD/seedK.json file")
+    again.add_argument("--force", action="store_true",
+                       help="rerun even when the code, data or commit no longer match the record")
+    again.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    again.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
+    again.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    again.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
+    again.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    listing = sub.add_parser("list", help="what is registered")
+    listing.add_argument("what", choices=["methods", "tasks"])
+    listing.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+
+    data = sub.add_parser("data", help="inspect a task's data files")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    check = data_sub.add_parser("check", help="validate a task's files and print rows, shapes and class counts")
+    check.add_argument("task", help="task name")
+    check.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
+    return parser
+
+
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+BUSY_SAMPLE_S = 0.1  # how long `busy_cores` watches the machine
+
+
+def busy_cores(window: float = BUSY_SAMPLE_S) -> float:
+    """How many cores other processes keep busy now: /proc/stat's non-idle time over a short window (this
+    process sleeps through it), else the last minute's load average, which still counts a run that has
+    just finished."""
+    try:
+        before = _cpu_times()
+        time.sleep(window)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    spent = [b - a for a, b in zip(before, after)]
+    total = sum(spent)
+    idle = spent[3] + spent[4]  # idle, iowait
+    return (os.cpu_count() or 1) * (total - idle) / total if total > 0 else 0.0
+
+
+def _cpu_times() -> list[int]:
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:]]
+
+
+def choose_openmp_wait_policy() -> str | None:
+    """Passive OpenMP waiting when other work holds the cores torch's threads would need; else libgomp's own.
+
+    Must run before torch loads; the commands that train call it. Between two parallel regions libgomp's
+    threads spin for a while before they sleep. When every thread has a core of its own that is what makes
+    short regions cheap (the README's main job: 45 s against 78 s waiting passively), but when another
+    process holds a core the spinning steals its time slices and the run's own partner thread waits for
+    them (2 epochs of CLIP took 8.1 s against 2.9 s). `busy_cores` says which case this is; a policy the
+    user set always wins. Returns the policy set, or None where libgomp's default stays."""
+    if WAIT_POLICY_ENV in os.environ:
+        return None
+    cores = os.cpu_count() or 1
+    threads = int(os.environ.get("OMP_NUM_THREADS") or cores)
+    if cores - round(busy_cores()) >= threads:
+        return None
+    os.environ[WAIT_POLICY_ENV] = "PASSIVE"
+    return "PASSIVE"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    # Our progress lines at INFO; libraries stay at their default WARNING.
+    for package in ("harness", "methods", "tasks"):
+        logging.getLogger(package).setLevel(logging.INFO)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            from harness.cli.resumed import recorded_pairs, report_recorded
+
+            run_request = RunRequest.from_args(args, _data_dir(args.data_dir))
+            recorded = recorded_pairs(run_request)
+            if recorded is not None:  # nothing to train: answered without importing torch
+                return report_recorded(run_request, recorded)
+            choose_openmp_wait_policy()
+            from harness.cli.commands import run_command
+
+            return run_command(run_request)
+        if args.command == "diagnose":
+            choose_openmp_wait_policy()
+            from harness.cli.commands import diagnose_command
+
+            return diagnose_command(DiagnoseRequest.from_args(args, _data_dir(args.data_dir)))
+        if args.command == "reproduce":
+            choose_openmp_wait_policy()
+            from harness.cli.reproduce import reproduce_command
+
+            return reproduce_command(ReproduceRequest.from_args(args, _data_dir(args.data_dir)))
+        if args.command == "collect":
+            from harness.cli.commands import collect_command
+
+            return collect_command(args.storage, args.workdir, args.results)
+        if args.command == "leaderboard":
+            from harness.cli.leaderboard import leaderboard_command
+
+            return leaderboard_command(args.results, check=args.check)
+        if args.command == "data":
+            from harness.cli.commands import data_check_command
+
+            return data_check_command(args.task, _data_dir(args.data_dir))
+        from harness.cli.listing import list_command
+
+        return list_command(args.what, _data_dir(args.data_dir))
+    except HarnessError as exc:
+        # One line even when the message quotes input that holds line breaks.
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+def _data_dir(given: Path | None) -> Path | None:
+    if given is not None:
+        path = given
+    elif os.environ.get(DATA_DIR_ENV):
+        path = Path(os.environ[DATA_DIR_ENV])
+    else:
+        return None
+    if not path.is_dir():
+        raise HarnessError(f"data directory {path} does not exist; create it or pass an existing --data-dir")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""What each training command asks for, typed once at the command line's boundary.
+
+`harness.cli.app` turns the parsed arguments into one of these; the commands and everything below
+them read these fields, never an argparse namespace. Imports no torch: a fully recorded `harness run`
+is answered from a RunRequest without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.api.space import parse_overrides
+
+if TYPE_CHECKING:
+    from harness.running.runner import RunOptions
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """`harness run`: the cross product of methods and tasks under one protocol."""
+
+    methods: tuple[str, ...]
+    tasks: tuple[str, ...]
+    trials: int = 6
+    seeds: int = 3
+    epochs: int | None = None
+    device: str = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    keep_old: bool = False
+    allow_dirty: bool = False
+    bf16: bool = False
+    results: Path = Path("runs")
+    workdir: Path = Path(".harness")
+    data_dir: Path | None = None
+    tracking_uri: str | None = None
+    storage: str | None = None
+    workers: int = 1
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, data_dir: Path | None) -> RunRequest:
+        return cls(methods=tuple(args.method), tasks=tuple(args.task), trials=args.trials, seeds=args.seeds,
+                   epochs=args.epochs, device=args.device, overrides=parse_overrides(args.overrides),
+                   force=args.force, keep_old=args.keep_old, allow_dirty=args.allow_dirty, bf16=args.bf16,
+                   results=args.results, workdir=args.workdir, data_dir=data_dir, tracking_uri=args.tracking_uri,
+                   storage=args.storage, workers=args.workers, progress=not args.no_progress)
+
+    def options(self) -> RunOptions:
+        from harness.running.runner import RunOptions
+
+        return RunOptions(trials=self.trials, seeds=self.seeds, epochs=self.epochs, device=self.device,
+                          overrides=dict(self.overrides), force=self.force, keep_old=self.keep_old,
+                          results=self.results, workdir=self.workdir, data_dir=self.data_dir,
+                          progress=self.progress, bf16=self.bf16)
+
+
+@dataclass(frozen=True)
+class DiagnoseRequest:
+    """`harness diagnose`: retrain as a seed's record did, then estimate MI with the task's latents."""
+
+    methods: tuple[str, ...]
+    tasks: tuple[str, ...]
+    seed: int = 0
+    epochs: int | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    reference: Path | None = None
+    device: str = "auto"
+    results: Path = Path("results")
+    workdir: Path = Path(".harness")
+    data_dir: Path | None = None
+    tracking_uri: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, data_dir: Path | None) -> DiagnoseRequest:
+        return cls(methods=tuple(args.method), tasks=tuple(args.task), seed=args.seed, epochs=args.epochs,
+                   overrides=parse_overrides(args.overrides), reference=args.reference, device=args.device,
+                   results=args.results, workdir=args.workdir, data_dir=data_dir, tracking_uri=args.tracking_uri,
+                   progress=not args.no_progress)
+
+    def options(self) -> RunOptions:
+        from harness.running.runner import RunOptions
+
+        return RunOptions(seeds=1, epochs=self.epochs, device=self.device, overrides=dict(self.overrides),
+                          results=self.results, workdir=self.workdir, data_dir=self.data_dir, progress=self.progress)
+
+
+@dataclass(frozen=True)
+class ReproduceRequest:
+    """`harness reproduce`: rerun one record's configuration and compare."""
+
+    record: Path
+    force: bool = False
+    device: str = "auto"
+    workdir: Path = Path(".harness")
+    data_dir: Path | None = None
+    tracking_uri: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, data_dir: Path | None) -> ReproduceRequest:
+        return cls(record=args.record, force=args.force, device=args.device, workdir=args.workdir,
+                   data_dir=data_dir, tracking_uri=args.tracking_uri, progress=not args.no_progress)
+
+    def options(self) -> RunOptions:
+        from harness.running.runner import RunOptions
+
+        return RunOptions(seeds=1, device=self.device, workdir=self.workdir, data_dir=self.data_dir,
+                          progress=self.progress)

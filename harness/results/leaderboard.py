@@ -1,0 +1,299 @@
+"""Records -> tables -> LEADERBOARD.md. Generated, never edited by hand; imports no torch.
+
+One table per suite: a row per method, a column per task with the mean and its
+95% interval over seeds, the best mean bold, the rows a paired test cannot
+tell from the best marked, the papers' reported numbers in a column beside
+ours, and an average rank only for methods that have every task of the suite.
+A cell takes the seeds of one run identity (harness.results.identity); records that
+mix two are refused, naming them. The statistics live in `harness.results.stats`;
+figures and the web page in `harness.results.publishing`, fed by the same tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness.api.errors import HarnessError
+from harness.results import stats
+from harness.results.identity import differences
+from harness.results.paired import paired_section
+from harness.results.records import Record, read_records, record_path
+
+METRIC = "test_acc"
+NO_RUN = "—"
+CHECK_FAILED = "⚠"
+TIED = "≈"
+DIRTY = "†"
+DIRTY_SUFFIX = "-dirty"
+
+
+@dataclass(frozen=True)
+class Reported:
+    value: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort: float | None = None  # what a sortable view orders by; None sorts last
+    bold: bool = False
+
+
+@dataclass
+class Table:
+    """One suite's table, rendered as markdown and as HTML from the same cells."""
+
+    suite: str
+    tasks: list[str]
+    headers: list[str]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+    critical_difference: stats.CriticalDifference | None = None
+    paired_baseline: str | None = None  # sources.toml's [paired]: every other row paired seed by seed with it
+    paired_lines: list[str] = field(default_factory=list)  # that section in markdown (harness.results.paired)
+
+
+def load_results(root: Path) -> pd.DataFrame:
+    rows = []
+    records = list(read_records(root))
+    refuse_mixed_identities(root, records)
+    for r in records:
+        rows.append({
+            "suite": r.task.get("suite", "misc"), "task": r.task["name"], "method": r.method["name"],
+            "display": r.method["display_name"], "seed": r.seed, "status": r.status, "reason": r.reason,
+            "score": r.metrics.get(METRIC), "f1": r.metrics.get("test_f1"),
+            "epochs": r.protocol.get("epochs"), "trials": r.protocol.get("trials"),
+            "batch_size": r.protocol.get("batch_size"),
+            "hardware": r.environment.get("hardware"), "device": r.environment.get("device"),
+            "torch": r.environment.get("torch"), "harness": r.environment.get("harness"),
+            "commit": r.environment.get("git_commit"), "finished_at": r.finished_at,
+            "wall_time_s": r.wall_time_s,
+            "check_failed": any(not check["held"] for check in r.checks.values()),
+            "dirty": str(r.environment.get("git_commit") or "").endswith(DIRTY_SUFFIX),
+        })
+    return pd.DataFrame(rows)
+
+
+def refuse_mixed_identities(root: Path, records: list[Record]) -> None:
+    """A cell's seeds must all stand for one run identity; a cell that mixes two is refused, naming the files."""
+    cells: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            cells.setdefault((r.task["name"], r.method["name"]), []).append(r)
+    for (task, method), cell in sorted(cells.items()):
+        # Compare with a record that stored its fixed values, if any: a migrated one is compared by its values.
+        reference = next((r for r in cell if r.identity.get("fixed") is not None), cell[0])
+        for r in cell:
+            found = differences(r.identity, reference.identity, r.hparams)
+            if found:
+                a, b = (record_path(root, task, method, x.seed) for x in (r, reference))
+                raise HarnessError(
+                    f"{a} and {b} were made under different run identities ({found[0].between(a.name, b.name)}); "
+                    f"a leaderboard cell takes one: rerun `harness run --method {method} --task {task}` to "
+                    f"replace the stale seeds, or remove them")
+
+
+def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
+    """(task, method table name) -> reported score, and task -> suite for the reported tasks."""
+    try:
+        return _read_reported(reference_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # TOML and number errors are ValueErrors
+        raise HarnessError(f"{reference_dir}: the papers' reported numbers cannot be read ({type(exc).__name__}: "
+                           f"{exc}); restore them (git checkout {reference_dir}) or fix sources.toml") from None
+
+
+def _read_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
+    config_path = reference_dir / "sources.toml"
+    if not config_path.exists():
+        return {}, {}
+    reported: dict[tuple[str, str], Reported] = {}
+    suites: dict[str, str] = {}
+    for source in tomllib.loads(config_path.read_text()).get("source", []):
+        lines = [ln for ln in (reference_dir / source["file"]).read_text().splitlines() if not ln.startswith("#")]
+        for row in csv.DictReader(io.StringIO("\n".join(lines))):
+            for task, spec in source["tasks"].items():
+                suites[task] = spec["suite"]
+                cell = row.get(spec["column"], "")
+                if cell.strip():
+                    reported.setdefault((task, row["method"]),
+                                        Reported(float(cell) * source["scale"], source["label"]))
+    return reported, suites
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One (task, method) cell: its interval and what the statistics say about it."""
+
+    interval: stats.Interval
+    best: bool
+    tied: bool
+    check_failed: bool
+    dirty: bool
+def load_suite_settings(reference_dir: Path) -> dict:
+    """sources.toml's per-suite `[notes]` (lines printed under a table) and `[paired]` (the baseline to pair with)."""
+    path = reference_dir / "sources.toml"
+    settings = tomllib.loads(path.read_text()) if path.exists() else {}
+    return {"notes": settings.get("notes", {}), "paired": settings.get("paired", {})}
+
+
+
+
+def summarize(results: pd.DataFrame) -> dict[tuple[str, str], Summary]:
+    """(task, display name) -> Summary, for every cell with at least one scored seed."""
+    ok = results[results.status == "ok"]
+    summaries: dict[tuple[str, str], Summary] = {}
+    for task, in_task in ok.groupby("task"):
+        by_method = {m: dict(zip(g.seed, g.score)) for m, g in in_task.groupby("display")}
+        comparison = stats.compare_with_best(by_method)
+        ties = comparison.ties()
+        for method, group in in_task.groupby("display"):
+            summaries[(task, method)] = Summary(
+                stats.t_interval(group.score.tolist()), method == comparison.best, method in ties,
+                bool(group.check_failed.any()), bool(group.dirty.any()))
+    return summaries
+
+
+def cell_text(summary: Summary) -> str:
+    interval = summary.interval
+    spread = "" if math.isnan(interval.low) else f" ± {100 * interval.half_width:.2f}"
+    marks = "".join(mark for mark, on in ((TIED, summary.tied), (CHECK_FAILED, summary.check_failed),
+                                           (DIRTY, summary.dirty)) if on)
+    return f"{100 * interval.mean:.2f}{spread} ({interval.n})" + (f" {marks}" if marks else "")
+
+
+def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
+                reported: dict[tuple[str, str], Reported]) -> Table:
+    summaries = summarize(results)
+    reported_tasks = [t for t in tasks if any(key[0] == t for key in reported)]
+    methods = list(dict.fromkeys(list(results.display) + [m for (t, m) in reported if t in tasks]))
+    means = pd.DataFrame({t: {m: s.interval.mean for (tt, m), s in summaries.items() if tt == t} for t in tasks},
+                         index=methods, columns=tasks, dtype=float)
+    complete = means.dropna()  # methods with every task of the suite
+    ranks = stats.average_ranks(complete) if len(complete) else pd.Series(dtype=float)
+    headers = ["method"]
+    for task in tasks:
+        headers += [task] + ([f"{task} (paper)"] if task in reported_tasks else [])
+    headers.append("avg rank")
+    rows = []
+    for method in methods:
+        row = [Cell(method, None)]
+        for task in tasks:
+            row.append(_our_cell(results, summaries.get((task, method)), method, task))
+            if task in reported_tasks:
+                hit = reported.get((task, method))
+                row.append(Cell(f"{100 * hit.value:.2f}", hit.value) if hit else Cell(""))
+        row.append(Cell(f"{ranks[method]:.2f}", float(ranks[method])) if method in ranks.index else Cell(""))
+        rows.append(row)
+    order = sorted(range(len(rows)), key=lambda i: (methods[i] not in ranks.index, ranks.get(methods[i], 0), i))
+    table = Table(suite, tasks, headers, [rows[i] for i in order],
+                  critical_difference=stats.critical_difference(complete) if len(complete) else None)
+    if table.critical_difference is not None:
+        cd = table.critical_difference
+        table.notes.append(
+            f"Average ranks over {cd.tasks} tasks: Friedman p = {cd.friedman_p:.3g}; Nemenyi critical difference "
+            f"{cd.cd:.2f} at α = {cd.alpha}: two methods whose average ranks differ by less are not "
+            "distinguishable across these tasks.")
+    return table
+
+
+def _our_cell(results: pd.DataFrame, summary: Summary | None, method: str, task: str) -> Cell:
+    if summary is not None:
+        return Cell(cell_text(summary), summary.interval.mean, summary.best)
+    na = results[(results.display == method) & (results.task == task) & (results.status == "n/a")]
+    return Cell(f"n/a: {na.reason.iloc[0]}") if len(na) else Cell(NO_RUN)
+
+
+def markdown_table(table: Table) -> str:
+    rows = [[f"**{c.text}**" if c.bold else c.text for c in row] for row in table.rows]
+    return tabulate(rows, headers=table.headers, tablefmt="github", disable_numparse=True)
+
+
+def protocol_rows(results: pd.DataFrame) -> tuple[list[str], list[list]]:
+    ok = results[results.status == "ok"]
+    grouped = ok.groupby(["task", "display"]).agg(
+        epochs=("epochs", "first"), trials=("trials", "first"), seeds=("seed", "count"),
+        batch=("batch_size", "first"), minutes=("wall_time_s", lambda s: round(s.sum() / 60, 1)),
+    ).reset_index()
+    headers = ["task", "method", "epochs", "trials", "seeds", "batch", "train+probe min (all seeds)"]
+    return headers, grouped.values.tolist()
+
+
+def protocol_table(results: pd.DataFrame) -> str:
+    headers, rows = protocol_rows(results)
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+LEGEND = (
+    "Cells: test accuracy (%) of a linear probe on the frozen representation: mean ± half-width of its 95% "
+    "Student-t interval over seeds (n seeds). The best mean per task is bold; "
+    f"{TIED}: a paired t-test over matched seeds, Holm-corrected over the task's rows, cannot tell this row from "
+    "the best at α = 0.05 (see `harness/results/stats.py` for the choices). `(paper)` columns are the papers' reported "
+    "numbers, not reproduced here. Average rank only for methods with every task of the table. "
+    f"{NO_RUN}: no run recorded (for tasks read from downloaded files: their data were not present where these "
+    f"records were made). {CHECK_FAILED}: at least one seed failed an assumption its method rests on (the "
+    f"record's `checks` say which and by how much). {DIRTY}: at least one seed was trained from a working tree "
+    "with uncommitted changes, so its commit does not say which code produced it.")
+
+
+def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
+    results = load_results(root)
+    if results.empty:
+        raise HarnessError(f"no result records under {root / 'records'}; run `harness run` first")
+    reported, reported_suites = load_reported(root / "reference")
+    settings = load_suite_settings(root / "reference")
+    tables = []
+    for suite in sorted(set(results.suite) | set(reported_suites.values())):
+        ours = results[results.suite == suite]
+        tasks = sorted(set(ours.task) | {t for t, s in reported_suites.items() if s == suite})
+        table = suite_table(suite, ours, tasks, reported)
+        table.notes += [f"Note: {note}" for note in settings["notes"].get(suite, [])]
+        if suite in settings["paired"]:
+            table.paired_baseline = settings["paired"][suite]
+            table.paired_lines = paired_section(ours, table.paired_baseline, tasks)
+        tables.append(table)
+    return results, tables
+
+
+def render(root: Path) -> str:
+    return compose(*build(Path(root)))
+
+
+def compose(results: pd.DataFrame, tables: list[Table], figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """The markdown; `figures` maps a section (a suite, or "curves") to (caption, path) shown under it."""
+    figures = figures or {}
+    parts = ["# Leaderboard", "",
+             "Generated by `harness leaderboard` from the records in `results/records/`; do not edit by hand. "
+             "The same tables, sortable, with every figure: [`index.html`](index.html).", "", LEGEND, ""]
+    for table in tables:
+        parts += [f"## {table.suite}", "", markdown_table(table), ""]
+        parts += [note + "\n" for note in table.notes]
+        parts += table.paired_lines
+        parts += [f"![{caption}]({path})\n" for caption, path in figures.get(table.suite, [])]
+    parts += ["## Protocol", "", protocol_table(results), "", footer(results), ""]
+    if figures.get("curves"):
+        parts += ["## Tuning histories and training curves", "",
+                  "Drawn from `history/` (trials and per-epoch curves a run keeps beside its records); pairs whose "
+                  "records predate it have none.", ""]
+        parts += [f"- [{caption}]({path})" for caption, path in figures["curves"]] + [""]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def footer(results: pd.DataFrame) -> str:
+    ok = results[results.status == "ok"]
+
+    def values(column: str) -> str:
+        return ", ".join(sorted({str(v) for v in ok[column].dropna()})) or "-"
+
+    dates = sorted(d[:10] for d in ok.finished_at if d)
+    span = f"{dates[0]} to {dates[-1]}" if dates else "-"
+    return (f"Hardware: {values('hardware')} ({values('device')}). torch {values('torch')}, "
+            f"harness {values('harness')}, commits {values('commit')}. Runs finished {span}.")

@@ -1,0 +1,155 @@
+"""The web leaderboard: one self-contained HTML file (no server, nothing fetched at view time).
+
+Tables are the leaderboard's own `Table`s, sortable by a click on a header
+(each cell carries its numeric sort key); figures are the committed SVG files,
+inlined as data URIs so the page stands alone and figures cannot clash.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results.leaderboard import LEGEND, Cell, Table, footer, protocol_rows
+from harness.results.paired import paired_differences
+from harness.results.publishing.figures import Figure
+
+PAGE_FILE = "index.html"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; white-space: nowrap; }
+th { background: #f3f3f3; cursor: pointer; user-select: none; }
+th[aria-sort="ascending"]::after { content: " ▲"; }
+th[aria-sort="descending"]::after { content: " ▼"; }
+td.best { font-weight: bold; }
+td.paper { color: #666; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; }
+figcaption { font-size: 0.85em; color: #555; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+"""
+
+# Sorts by each cell's data-sort number when it has one, else by its text; empty cells always last.
+SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, column) {
+    th.addEventListener("click", function () {
+      var ascending = th.getAttribute("aria-sort") !== "ascending";
+      table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      function key(row) {
+        var cell = row.cells[column];
+        var number = cell.getAttribute("data-sort");
+        return number !== null ? parseFloat(number) : cell.textContent.trim();
+      }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === "" || y === "") { return (x === "") - (y === ""); }
+        var order = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+PROTOCOL = (
+    "Every (task, method) pair follows one protocol: Optuna's seeded TPE sampler tunes it on validation "
+    "linear-probe accuracy under the same trial and epoch budget for every method (a median pruner stops weak "
+    "trials on a quick per-epoch probe); the best configuration is retrained with seeds 0..K-1, which tuning never "
+    "used; each seed's frozen representation is scored once on the test split by a logistic regression on "
+    "standardized features whose regularization is chosen on validation. Reference rows: the probe on raw inputs "
+    "and on the task's untrained encoders. Each seed's record carries its full identity; `harness reproduce "
+    "RECORD.json` reruns one.")
+
+
+def _inline(text: str) -> str:
+    """The little markdown the legend uses: `code`."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _td(cell: Cell, header: str) -> str:
+    classes = [c for c, on in (("best", cell.bold), ("paper", header.endswith("(paper)"))) if on]
+    attributes = f' class="{" ".join(classes)}"' if classes else ""
+    if cell.sort is not None:
+        attributes += f' data-sort="{cell.sort!r}"'
+    return f"<td{attributes}>{html.escape(cell.text)}</td>"
+
+
+def html_table(headers: list[str], rows: list[list[Cell]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "\n".join("<tr>" + "".join(_td(c, h) for c, h in zip(row, headers)) + "</tr>" for row in rows)
+    return f'<table class="sortable" id="{table_id}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def _figure(root: Path, spec: Figure) -> str:
+    path = root / spec.path
+    if not path.exists():
+        return f"<p>missing figure {html.escape(spec.path)}; run <code>harness leaderboard</code></p>"
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    caption = html.escape(spec.caption)
+    return (f'<figure><img alt="{caption}" src="data:image/svg+xml;base64,{encoded}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _paired(results: pd.DataFrame, table: Table) -> list[str]:
+    """The suite's paired differences from its baseline (harness.results.paired), as a sortable table."""
+    differences = paired_differences(results[results.suite == table.suite], table.paired_baseline)
+    if differences.empty:
+        return []
+    tasks = [t for t in table.tasks if t in set(differences.task)]
+    rows = []
+    for method, group in differences.groupby("method", sort=True):
+        cells = {r.task: r for r in group.itertuples()}
+        row = [Cell(method)]
+        for task in tasks:
+            r = cells.get(task)
+            if r is None:
+                row.append(Cell(""))
+                continue
+            bounds = "" if math.isnan(r.low) else f" [{100 * r.low:+.2f}, {100 * r.high:+.2f}]"
+            row.append(Cell(f"{100 * r.mean:+.2f}{bounds} ({r.n})" + (" ⚠" if r.check_failed else ""), float(r.mean)))
+        rows.append(row)
+    return [f"<h3>Paired differences from {html.escape(table.paired_baseline)}</h3>",
+            f"<p>Test accuracy minus {html.escape(table.paired_baseline)}'s on the same task and seed, in points: "
+            "mean [95% t interval] (seeds paired).</p>",
+            html_table(["method"] + tasks, rows, f"paired-{table.suite}")]
+
+
+def _protocol(results: pd.DataFrame) -> str:
+    headers, rows = protocol_rows(results)
+    cells = [[Cell(str(v), float(v) if isinstance(v, (int, float)) else None) for v in row] for row in rows]
+    return html_table(headers, cells, "protocol")
+
+
+def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: list[Figure]) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             "<title>Leaderboard</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+             "<h1>Leaderboard</h1>",
+             "<p>Generated by <code>harness leaderboard</code> from the records in <code>results/records/</code>; "
+             "do not edit by hand. Click a column header to sort.</p>", f"<p>{_inline(LEGEND)}</p>"]
+    for table in tables:
+        parts += [f'<h2 id="suite-{html.escape(table.suite)}">{html.escape(table.suite)}</h2>',
+                  html_table(table.headers, table.rows, f"table-{table.suite}")]
+        parts += [f"<p>{_inline(note)}</p>" for note in table.notes]
+        if table.paired_baseline:
+            parts += _paired(results, table)
+        parts += [_figure(root, s) for s in specs if s.section == table.suite]
+    parts += ["<h2>Protocol</h2>", f"<p>{_inline(PROTOCOL)}</p>", _protocol(results),
+              f"<p>{_inline(footer(results))}</p>"]
+    curves = [s for s in specs if s.section == "curves"]
+    if curves:
+        parts += ["<h2>Tuning histories and training curves</h2>"] + [_figure(root, s) for s in curves]
+    parts += [f"<script>{SCRIPT}</script>", "</body>", "</html>", ""]
+    return "\n".join(parts)

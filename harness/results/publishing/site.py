@@ -1,0 +1,113 @@
+"""`harness leaderboard`: the markdown, the figures and the web page, from one set of tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results.leaderboard import Reported, Table, build, compose, load_reported, summarize
+from harness.results.publishing import figures as fig
+from harness.results.publishing.history import all_histories
+from harness.results.publishing.page import PAGE_FILE, render_page
+
+log = logging.getLogger(__name__)
+MARKDOWN_FILE = "LEADERBOARD.md"
+DIAGNOSTICS_DIR = "diagnostics"
+
+
+def publish(root: Path, check: bool = False) -> list[str]:
+    """Write (or, with check, compare) everything; returns the paths that are out of date."""
+    root = Path(root)
+    results, tables = build(root)
+    specs = figure_specs(root, results, tables)
+    stale = _figures(root, specs, check)
+    links: dict[str, list[tuple[str, str]]] = {}
+    for spec in specs:
+        links.setdefault(spec.section, []).append((spec.caption, spec.path))
+    outputs = {MARKDOWN_FILE: compose(results, tables, links),
+               PAGE_FILE: render_page(root, results, tables, specs)}
+    for name, text in outputs.items():
+        path = root / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            path.write_text(text)
+    return stale
+
+
+def _figures(root: Path, specs: list[fig.Figure], check: bool) -> list[str]:
+    stale = [str(root / s.path) for s in specs if fig.committed_digest(root / s.path) != s.digest]
+    wanted = {(root / s.path).resolve() for s in specs}
+    extra = [p for p in sorted((root / fig.FIGURES_DIR).rglob("*.svg")) if p.resolve() not in wanted]
+    if check:
+        return stale + [f"{p} (no longer drawn)" for p in extra]
+    for spec in specs:
+        if str(root / spec.path) in stale:
+            fig.save(spec, root)
+    for path in extra:
+        path.unlink()
+    return []
+
+
+def figure_specs(root: Path, results: pd.DataFrame, tables: list[Table]) -> list[fig.Figure]:
+    reported, _ = load_reported(root / "reference")
+    summaries = summarize(results)
+    suite_of = dict(zip(results.task, results.suite))
+    specs = []
+    for table in tables:
+        points = _score_points(table, summaries, reported)
+        if points:
+            specs.append(fig.scores_figure(table.suite, points))
+        if table.critical_difference is not None:
+            cd = table.critical_difference
+            specs.append(fig.cd_figure(table.suite, cd.average_ranks, cd.cd, cd.tasks))
+    specs += _mi_specs(root, suite_of)
+    for history in all_histories(root):
+        specs.append(fig.history_figure(history, suite_of.get(history["task"], "misc")))
+    return specs
+
+
+def _score_points(table: Table, summaries, reported: dict[tuple[str, str], Reported]) -> dict[str, list[dict]]:
+    """Per task with at least one run of ours: every row with a score of ours or the paper's, in percent."""
+    points: dict[str, list[dict]] = {}
+    methods = [row[0].text for row in table.rows]
+    for task in table.tasks:
+        if not any((task, m) in summaries for m in methods):
+            continue
+        points[task] = []
+        for method in methods:
+            summary, hit = summaries.get((task, method)), reported.get((task, method))
+            if summary is None and hit is None:
+                continue
+            interval = summary.interval if summary else None
+            spread = interval is not None and not math.isnan(interval.low)
+            points[task].append({
+                "method": method, "mean": round(100 * interval.mean, 4) if interval else None,
+                "low": round(100 * interval.low, 4) if spread else None,
+                "high": round(100 * interval.high, 4) if spread else None,
+                "paper": round(100 * hit.value, 4) if hit else None})
+    return points
+
+
+def _mi_specs(root: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
+    """One heatmap per diagnosed task; the paper's values from the `[[diagnostics]]` entries of sources.toml."""
+    config = root / "reference" / "sources.toml"
+    references = tomllib.loads(config.read_text()).get("diagnostics", []) if config.exists() else []
+    specs = []
+    for task_dir in sorted((root / DIAGNOSTICS_DIR).glob("*/")):
+        found = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*.json"))]
+        if not found:
+            continue
+        task = task_dir.name
+        entry = next((r for r in references if r["task"] == task), None)
+        paper = (pd.read_csv(root / "reference" / entry["file"], comment="#").set_index("latent")
+                 if entry else None)
+        specs.append(fig.mi_figure(task, suite_of.get(task, "misc"), found, paper,
+                                   entry["label"] if entry else "paper"))
+    return specs

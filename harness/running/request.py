@@ -1,0 +1,59 @@
+"""What a `harness run` request resolves to for one pair: its hyperparameters, protocol and run identity.
+
+Pure functions of the method's and task's declarations (their classes, or the metadata index's
+entries for them) and the command line, with no torch: the runner uses them to decide what to
+train, and `harness/cli/resumed.py` to see, before torch loads, that nothing needs training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from harness.api.space import NON_NEGATIVE, POSITIVE, Domain, Float, Interval, Param, check_domains, typed_overrides
+from harness.results.identity import run_identity
+
+# What every training method tunes and fixes beside its own space; a method may narrow them.
+TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
+TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
+# A contrastive batch of one row holds no negative (and batch norm cannot train on it).
+TRAIN_DOMAINS: dict[str, Domain] = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+                                    "batch_size": Interval(low=2, integer=True)}
+
+
+class MethodDeclaration(Protocol):
+    """What a request reads of a method: a Method subclass has these, and so does its index entry."""
+
+    name: str
+    version: str
+    trains: bool
+    search_space: dict[str, Param]
+    defaults: dict[str, Any]
+    domains: dict[str, Domain]
+
+
+def hyperparameters(method: MethodDeclaration, default_batch_size: int,
+                    overrides: dict[str, str]) -> tuple[dict[str, Param], dict[str, Any]]:
+    """The space still to tune, and every value fixed by defaults or --set (an unknown key or a value
+    outside its domain fails here)."""
+    space = {**TRAIN_SPACE, **method.search_space} if method.trains else {}
+    defaults = {**TRAIN_DEFAULTS, "batch_size": default_batch_size, **method.defaults}
+    fixed = typed_overrides(overrides, space, defaults)
+    check_domains(f"method {method.name}", space, defaults, fixed, TRAIN_DOMAINS | method.domains)
+    return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
+
+
+def protocol(trains: bool, epochs: int, trials: int, seeds: int, space: dict[str, Param], fixed: dict[str, Any],
+             bf16: bool = False) -> dict[str, Any]:
+    # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
+    found = {"epochs": epochs if trains else 0, "trials": trials if space else 0, "seeds": seeds,
+             "batch_size": fixed.get("batch_size")}
+    if bf16:
+        found["precision"] = "bf16"  # only when set, so float32 records keep the protocol they had
+    return found
+
+
+def identity(task_identity: dict[str, Any], fingerprint: str, method: MethodDeclaration,
+             run_protocol: dict[str, Any], space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
+    """The request's run identity; the tuned keys' defaults are not fixed values and stay out of it."""
+    return run_identity(task_identity | {"fingerprint": fingerprint}, {"name": method.name, "version": method.version},
+                        run_protocol, {k: v for k, v in fixed.items() if k not in space})

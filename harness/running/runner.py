@@ -1,0 +1,386 @@
+"""Runs one (task, method) pair: tune on validation, retrain the best
+configuration with K seeds, score the test split once per seed, record it all."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from harness.api.errors import DivergedError, RunFailed
+from harness.api.method import AssumptionCheck, Method
+from harness.api.space import Param
+from harness.api.task import Task, TaskData
+from harness.results import fingerprints
+from harness.results.identity import differences, study_name
+from harness.results.publishing import run_report
+from harness.results.publishing.history import history_path
+from harness.results.records import Record, write_record
+from harness.running import environment, probe, request
+from harness.running.coordination import WAIT, Coordinator, mutex_for
+from harness.running.pair import Pair, resolve_hyperparameters
+from harness.running.resume import plan_resume
+from harness.running.tracking import Tracker
+from harness.running.train import TrainConfig, extract_features, fit
+from harness.running.tuning import best_params, open_study, sampler_for, spent_trials, suggest, trial_history
+
+log = logging.getLogger(__name__)
+
+TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
+CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
+
+
+@dataclass
+class RunOptions:
+    trials: int = 6
+    seeds: int = 3
+    epochs: int | None = None
+    device: str = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    keep_old: bool = False  # keep records made under another identity instead of retraining them
+    results: Path = Path("results")
+    workdir: Path = Path(".harness")
+    data_dir: Path | None = None
+    progress: bool = True
+    bf16: bool = False
+
+
+class Step(enum.Enum):
+    WORKED = "worked"  # a trial or a seed was run
+    WAITING = "waiting"  # other workers hold what is left; ask again soon
+    DONE = "done"  # every seed of the pair is recorded or settled
+
+
+@dataclass
+class PairSweep:
+    """What a worker knows of one pair while it works on it."""
+
+    space: dict[str, Param]
+    fixed: dict[str, Any]
+    protocol: dict[str, Any]
+    identity: dict[str, Any]
+    needed: list[int]  # the seeds whose records do not stand for this run, as decided at the start
+    study: optuna.Study | None  # None when there is nothing to train
+    tunes: bool
+    data: TaskData | None = None
+    parent_run: str = ""
+    hparams: dict[str, Any] | None = None  # set once tuning is over
+    settled: set[int] = field(default_factory=set)
+    diverged: set[int] = field(default_factory=set)
+    trained: int = 0
+    copied: int = 0
+    curves: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # seed -> per-epoch metrics, this worker's
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        """A seed another worker recorded stands for this sweep as a record on disk would: same identity."""
+        return not differences(record.get("identity") or {}, self.identity, record.get("hparams"))
+
+    def settle(self, seed: int, claim: dict[str, Any], results: Path | None) -> None:
+        """A seed finished by some worker: write its record here if another worker trained it."""
+        if seed in self.settled:
+            return
+        self.settled.add(seed)
+        if claim["state"] == "diverged":
+            self.diverged.add(seed)
+        elif results is not None:
+            write_record(results, Record(**claim["record"]))
+            self.copied += 1
+
+
+class PairRunner:
+    def __init__(self, options: RunOptions, tracker: Tracker, storage, coordinator: Coordinator | None = None):
+        self.options = options
+        self.tracker = tracker
+        self.storage = storage
+        self.coordinator = coordinator or Coordinator(mutex_for(None, options.workdir), force=options.force)
+        self._sweeps: dict[str, PairSweep] = {}
+        self.device = environment.resolve_device(options.device)
+        environment.git_commit()  # pin the code's commit now, before any long work
+
+    # -- what to run -------------------------------------------------------------------------
+
+    def hyperparameters(self, pair: Pair) -> tuple[dict[str, Param], dict[str, Any]]:
+        return resolve_hyperparameters(pair, self.options.overrides)
+
+    def seeds_to_run(self, pair: Pair, identity: dict[str, Any]) -> list[int]:
+        """The seeds whose records do not stand for this identity; says in one line what differs."""
+        plan = plan_resume(self.options.results, identity, force=self.options.force, keep_old=self.options.keep_old)
+        plan.apply()
+        return plan.train
+
+    def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
+        return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
+                                self.options.seeds, space, fixed, self.options.bf16)
+
+    def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
+        return request.identity(pair.task.identity(), fingerprint, pair.method_cls, self.protocol(pair, space, fixed),
+                                space, fixed)
+
+    def decide(self, pair: Pair, space, fixed) -> tuple[dict[str, Any], list[int], TaskData | None]:
+        """The requested identity and the seeds to train. Data are loaded only to fingerprint them when
+        no fingerprint is cached, or when there is training to do (then the cached one is verified)."""
+        cached, key = self.cached_fingerprint(pair.task)
+        data = None
+        if cached is None:
+            data = pair.task.load()
+            cached = data.fingerprint()
+            fingerprints.remember(self.options.workdir, key, cached)
+        identity = self.identity(pair, space, fixed, cached)
+        seeds = self.seeds_to_run(pair, identity)
+        if seeds and data is None:
+            data = pair.task.load()
+            actual = data.fingerprint()
+            if actual != cached:  # only if a generator changed without a new task version
+                log.warning("%s: the data's fingerprint is %s, not the cached %s; deciding again", pair.key, actual,
+                            cached)
+                fingerprints.remember(self.options.workdir, key, actual)
+                identity = self.identity(pair, space, fixed, actual)
+                seeds = self.seeds_to_run(pair, identity)
+        return identity, seeds, data
+
+    def cached_fingerprint(self, task: Task) -> tuple[str | None, str]:
+        key = fingerprints.source_key(task.identity(), task.source.kind, task.source.files, task.data_dir)
+        return fingerprints.cached(self.options.workdir, key), key
+
+    def epochs_for(self, task: Task) -> int:
+        return self.options.epochs or task.default_epochs
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def step(self, pair: Pair) -> Step:
+        """Do one piece of the pair's work (a trial or a seed), as the shared storage hands it out."""
+        sweep = self._sweep(pair)
+        needed = [s for s in sweep.needed if s not in sweep.settled]
+        if not needed:
+            return Step.DONE
+        for seed, claim in self.coordinator.settled_seeds(sweep.study, needed, sweep.accepts).items():
+            sweep.settle(seed, claim, self.options.results)
+        needed = [s for s in needed if s not in sweep.settled]
+        if not needed:
+            return Step.DONE
+        self._prepare_to_train(pair, sweep)
+        if sweep.hparams is None:
+            trial = self.coordinator.claim_trial(sweep.study, self.options.trials, sampler_for) if sweep.tunes else None
+            if trial == WAIT:
+                return Step.WAITING
+            if trial is not None:
+                self._run_trial(pair, sweep, trial)
+                return Step.WORKED
+            tuned = best_params(sweep.study, self.options.trials) if sweep.tunes else {}
+            # Only what is still in the space is taken from the study: a value fixed with --set always wins.
+            sweep.hparams = sweep.fixed | {k: v for k, v in tuned.items() if k in sweep.space}
+            self.tracker.log_dict({"best": sweep.hparams}, "best_hparams.json", run_id=sweep.parent_run)
+        seed, lost = self.coordinator.claim_seed(sweep.study, needed, sweep.accepts)
+        if seed is None:
+            return Step.WAITING
+        self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
+        claim_id = self.coordinator.seed_claim_id(sweep.study, seed)
+        try:
+            record = self.run_seed(pair, sweep, seed, claim_id)
+        except BaseException:
+            self.coordinator.release_seed(sweep.study, seed)
+            raise
+        self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None)
+        sweep.settled.add(seed)
+        if record is None:
+            sweep.diverged.add(seed)
+        sweep.trained += record is not None
+        return Step.WORKED
+
+    def finish(self, pair: Pair) -> run_report.PairOutcome:
+        """What this worker did for a finished pair; RunFailed if a seed of this sweep diverged."""
+        sweep = self._sweeps[pair.key]
+        outcome = run_report.PairOutcome(pair.task.name, pair.method_cls.name, "", sweep.parent_run or None)
+        if sweep.study is None:
+            outcome.message = run_report.nothing_to_train(pair.key)
+            return outcome
+        if sweep.curves:  # this worker trained seeds: their curves and the tuning history go beside the records
+            outcome.figure = self._keep_history(pair, sweep)
+        if sweep.parent_run:
+            self.tracker.end_run(sweep.parent_run)  # every worker that saw the pair done says so; once is enough
+        if sweep.diverged:
+            raise RunFailed(f"seed(s) {sorted(sweep.diverged)} diverged; the other seeds were recorded")
+        copied = f", {sweep.copied} recorded by other workers" if sweep.copied else ""
+        outcome.message = f"{pair.key}: {sweep.trained} seed(s) trained and recorded{copied}"
+        return outcome
+
+    def _keep_history(self, pair: Pair, sweep: PairSweep) -> Path:
+        """History file and figure beside the records; summary, figure and history on the parent run.
+
+        With several workers, each writes the curves of the seeds it trained; the last one to finish wins."""
+        results, task, method = self.options.results, pair.task.name, pair.method_cls.name
+        study = sweep.study if sweep.tunes else None
+        figure = run_report.keep_history(
+            results, task, method, pair.method_cls.display_name, study.study_name if study is not None else None,
+            trial_history(study, self.options.trials) if study is not None else [], sweep.curves)
+        if sweep.parent_run:
+            interval = run_report.pair_interval(results, task, method)
+            if interval is not None:
+                self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval))
+            self.tracker.log_artifact(figure, run_id=sweep.parent_run)
+            self.tracker.log_artifact(history_path(results, task, method), run_id=sweep.parent_run)
+        return figure
+
+    def _sweep(self, pair: Pair) -> PairSweep:
+        if pair.key not in self._sweeps:
+            space, fixed = self.hyperparameters(pair)
+            identity, seeds, data = self.decide(pair, space, fixed)
+            # Named by the identity without seeds and budget: another space, fixed value or data never shares a
+            # study. The study also holds the seeds' claims.
+            study = open_study(study_name(identity), self.storage) if seeds else None
+            self._sweeps[pair.key] = PairSweep(space, fixed, self.protocol(pair, space, fixed), identity, seeds,
+                                               study, bool(space) and self.options.trials > 0, data)
+        return self._sweeps[pair.key]
+
+    def _prepare_to_train(self, pair: Pair, sweep: PairSweep) -> None:
+        """Load the data, if deciding did not, and find (or make) the pair's one MLflow parent run."""
+        if sweep.parent_run:
+            return
+        if sweep.data is None:
+            sweep.data = pair.task.load()
+        sweep.parent_run = self.coordinator.shared_value(
+            sweep.study, "harness:mlflow_parent_run",
+            create=lambda: self.tracker.create_run(f"harness/{pair.task.name}", pair.method_cls.name, {
+                "task": pair.task.identity(), "method": pair.method_cls.name,
+                "fingerprint": sweep.identity["task"]["fingerprint"], **sweep.protocol}),
+            discard=self.tracker.delete_run)
+        if sweep.tunes:
+            log.info("%s: tuning, %d of %d trials to go", pair.key,
+                     max(0, self.options.trials - spent_trials(sweep.study)), self.options.trials)
+
+    def _run_trial(self, pair: Pair, sweep: PairSweep, trial: optuna.Trial) -> None:
+        try:
+            value = self._objective(trial, pair, sweep)
+        except optuna.TrialPruned:
+            self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
+        except KeyboardInterrupt:
+            self.coordinator.abandon_trial(sweep.study, trial)
+            raise
+        except BaseException:
+            self.coordinator.finish_trial(sweep.study, trial, None, TrialState.FAIL)
+            raise
+        else:
+            state = TrialState.FAIL if math.isnan(value) else TrialState.COMPLETE
+            self.coordinator.finish_trial(sweep.study, trial, value, state)
+
+    def _objective(self, trial: optuna.Trial, pair: Pair, sweep: PairSweep) -> float:
+        data, epochs = sweep.data, sweep.protocol["epochs"]
+        hparams = sweep.fixed | suggest(trial, sweep.space)
+        with self.tracker.child_run(f"trial-{trial.number}", hparams, parent=sweep.parent_run):
+
+            def report(method: Method, epoch: int, metrics: dict[str, float]) -> None:
+                quick = probe.quick_probe_accuracy(
+                    extract_features(method, data.train.subset(probe.QUICK_ROWS), self.device),
+                    extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device),
+                    device=self.device,
+                )
+                self.tracker.log_metrics(metrics | {"val_quick_acc": quick}, step=epoch)
+                trial.report(quick, epoch)
+                if trial.should_prune():
+                    self.tracker.set_tags({"status": "pruned"})
+                    log.info("%s trial %d pruned after epoch %d (quick val acc %.4f)", pair.key, trial.number,
+                             epoch + 1, quick)
+                    raise optuna.TrialPruned()
+
+            try:
+                scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + trial.number,
+                                                             epochs, report, with_test=False)
+            except DivergedError as exc:
+                self.tracker.set_tags({"status": "diverged", "error": str(exc)})
+                log.warning("%s trial %d diverged: %s; the study goes on", pair.key, trial.number, exc)
+                return float("nan")  # Optuna records the trial as failed, without a traceback
+            self.tracker.log_metrics(scores.as_metrics())
+            violated = [c for c in self.record_checks(method, stats) if not c.held]
+            if violated:
+                # A number resting on a broken assumption must never be the configuration the tuner picks.
+                log.warning("%s trial %d failed its assumption check: %s", pair.key, trial.number,
+                            "; ".join(c.detail for c in violated))
+                return float("nan")
+            log.info("%s trial %d: val acc %.4f with %s", pair.key, trial.number, scores.val_acc, _short(hparams))
+            return scores.val_acc
+
+    def train_and_probe(self, pair: Pair, data: TaskData, hparams, seed: int, epochs: int, on_epoch=None,
+                        with_test: bool = True):
+        generator = environment.seed_everything(seed)
+        method = pair.method_cls(pair.task, hparams)
+        stats = None
+        if method.trains:
+            config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
+                                 weight_decay=float(hparams["weight_decay"]), device=self.device,
+                                 progress=self.options.progress, bf16=self.options.bf16)
+            stats = fit(method, data, config, generator, on_epoch)
+        else:
+            method.prepare(data.train)
+        features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
+        test = extract_features(method, data.test, self.device) if with_test else None
+        return probe.linear_probe(*features, test, device=self.device), method, stats
+
+    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str) -> Record | None:
+        """Train, score and record one seed; None if it diverged (then nothing is recorded)."""
+        data, identity, hparams, protocol = sweep.data, sweep.identity, sweep.hparams, sweep.protocol
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        curve: list[dict[str, float]] = []
+
+        def validate(method: Method, epoch: int, metrics: dict[str, float]) -> None:
+            # Reads the model in eval mode and draws no torch randomness, so training is the same with or without it.
+            quick = probe.quick_probe_accuracy(
+                extract_features(method, data.train.subset(probe.QUICK_ROWS), self.device),
+                extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device))
+            curve.append(metrics | {"val_quick_acc": quick})
+
+        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
+                                    tags={CLAIM_TAG: claim_id}) as run_id:
+            try:
+                scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"], validate)
+            except DivergedError as exc:
+                self.tracker.set_tags({"status": "diverged", "error": str(exc)})
+                log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
+                return None
+            for epoch, metrics in enumerate(curve):
+                self.tracker.log_metrics(metrics, step=epoch)
+            sweep.curves[seed] = curve
+            checks = self.record_checks(method, stats)
+            wall = time.perf_counter() - started
+            peak = environment.peak_memory_mb(self.device)
+            self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
+        record = Record(
+            task=pair.task.identity() | {"fingerprint": identity["task"]["fingerprint"]}, identity=identity,
+            method={"name": method.name, "display_name": method.display_name, "version": method.version},
+            seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
+            metrics=scores.as_metrics(),
+            environment={"device": self.device.type, "hardware": environment.hardware(self.device),
+                         "git_commit": environment.git_commit(), **environment.versions()},
+            wall_time_s=round(wall, 2), peak_memory_mb=round(peak, 1),
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},
+        )
+        write_record(self.options.results, record)
+        log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
+                 scores.test_f1, wall)
+        for check in checks:
+            if not check.held:
+                log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
+        return record
+
+    def record_checks(self, method: Method, stats) -> list[AssumptionCheck]:
+        """The method's assumption checks for this run, tagged on the active MLflow run."""
+        checks = method.check_assumptions(stats.history if stats else [])
+        if checks:
+            self.tracker.set_tags({f"check.{c.name}": "held" if c.held else f"violated: {c.detail}" for c in checks})
+        return checks
+
+
+def _short(hparams: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hparams.items()))

@@ -1,0 +1,172 @@
+"""The one training loop every method runs through."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.api.errors import DivergedError
+from harness.api.method import Auxiliary, Method
+from harness.api.task import Batch, Split, TaskData
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[Method, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    device: torch.device
+    max_grad_norm: float = 10.0
+    progress: bool = True
+    bf16: bool = False  # bfloat16 autocast for the forward passes (losses, critics); weights stay float32
+
+
+@dataclass
+class TrainStats:
+    epochs_run: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    # The fused kernel updates every tensor in one call: about 5x less optimizer time per step on a CPU
+    # than one small op per tensor, and the same update.
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def _optimizers(method: Method, cfg: TrainConfig) -> tuple[torch.optim.Optimizer | None, list]:
+    auxiliaries = method.auxiliaries()
+    aux_ids = {id(p) for aux in auxiliaries for p in aux.parameters}
+    main_params = [p for p in method.parameters() if p.requires_grad and id(p) not in aux_ids]
+    main = _adamw(main_params, cfg.lr, cfg.weight_decay, cfg.device) if main_params else None
+    aux = [(a, _adamw(a.parameters, cfg.lr * a.lr_scale, cfg.weight_decay, cfg.device)) for a in auxiliaries]
+    return main, aux
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+
+
+class _EpochSums:
+    """Logged terms summed on the device, and the first step whose loss was not finite.
+
+    Nothing here reads a value back to the host during the epoch: on a GPU each such read
+    is a synchronization that stalls the queue of kernels. `close` reads everything once.
+    """
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.first_bad: dict[str, torch.Tensor] = {}
+        self.device = device
+
+    def watch(self, what: str, value: torch.Tensor, step: int) -> None:
+        """Remember the first step at which `value` was NaN or infinite (-1: none so far)."""
+        bad = self.first_bad.setdefault(what, torch.full((), -1, dtype=torch.long, device=self.device))
+        bad.copy_(torch.where((bad < 0) & ~torch.isfinite(value.detach()), step, bad))
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for key, value in terms.items():
+            value = torch.as_tensor(value, device=self.device).detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.steps += 1
+
+    def close(self, epoch: int) -> dict[str, float]:
+        """The epoch's means; DivergedError naming the first non-finite loss and its step."""
+        for what, bad in self.first_bad.items():
+            step = int(bad)
+            if step >= 0:
+                raise DivergedError(f"{what} became non-finite at epoch {epoch + 1}, step {step + 1} "
+                                    f"(checked at the end of the epoch)")
+        return {f"train_{key}": float(total) / self.steps for key, total in self.sums.items()}
+
+
+def fit(
+    method: Method,
+    data: TaskData,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    on_epoch: EpochCallback | None = None,
+) -> TrainStats:
+    """Train `method` on the training split; `on_epoch` may raise to stop early (pruning)."""
+    stats = TrainStats()
+    started = time.perf_counter()
+    method.to(cfg.device)
+    method.prepare(data.train)
+    main, aux = _optimizers(method, cfg)
+    main_params = [p for group in main.param_groups for p in group["params"]] if main else []
+    augment = method.task.augment if method.task.offers_augmentations() else None
+    autocast = torch.autocast(cfg.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    modalities = method.input_modalities(method.task)
+    bar = tqdm(range(cfg.epochs), desc=f"{method.name}", unit="epoch", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        method.train()
+        sums = _EpochSums(cfg.device)
+        for step, (inputs, labels, rows) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, generator=generator)):
+            batch = Batch(_to(inputs, cfg.device, modalities.train), labels.to(cfg.device, non_blocking=True), rows,
+                          augment)
+            with autocast:
+                out = method.loss(batch)
+            terms = out if isinstance(out, dict) else {"loss": out}
+            loss = terms["loss"]
+            sums.watch("loss", loss, step)
+            if main is not None:
+                _step(main, loss, main_params, cfg.max_grad_norm)
+            for objective, optimizer in aux:
+                terms.update(_auxiliary_steps(objective, optimizer, batch, cfg.max_grad_norm, sums, step, autocast))
+            sums.add(terms)
+        metrics = sums.close(epoch)
+        stats.history.append(metrics)
+        stats.epochs_run = epoch + 1
+        bar.set_postfix(loss=f"{metrics.get('train_loss', float('nan')):.4f}")
+        if on_epoch is not None:
+            on_epoch(method, epoch, metrics)
+    stats.wall_time_s = time.perf_counter() - started
+    return stats
+
+
+def _auxiliary_steps(objective: Auxiliary, optimizer: torch.optim.Optimizer, batch: Batch, max_norm: float,
+                     sums: _EpochSums, step: int, autocast) -> dict[str, torch.Tensor]:
+    """Step one auxiliary objective `objective.steps` times; its logged scalars, averaged over the steps."""
+    logged: dict[str, list[torch.Tensor]] = {}
+    for _ in range(objective.steps):
+        with autocast:
+            out = objective.loss(batch)
+        terms = out if isinstance(out, dict) else {"loss": out}
+        sums.watch(f"{objective.name} loss", terms["loss"], step)
+        _step(optimizer, terms["loss"], objective.parameters, max_norm)
+        for key, value in terms.items():
+            logged.setdefault(f"{objective.name}_{key}", []).append(value.detach())
+    return {key: torch.stack(values).mean() for key, values in logged.items()}
+
+
+def _to(inputs: dict[str, torch.Tensor], device: torch.device, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The named modalities of a batch, on the device: what the method declared it reads, nothing more."""
+    return {name: inputs[name].to(device, non_blocking=True) for name in names}
+
+
+@torch.no_grad()
+def extract_features(method: Method, split: Split, device: torch.device, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen representation of a whole split, in row order."""
+    method.to(device)
+    method.eval()
+    probed = method.input_modalities(method.task).probe
+    features = []
+    for inputs, _labels, _rows in split.batches(batch_size):
+        features.append(method.encode(_to(inputs, device, probed)).float().cpu())
+    return torch.cat(features).numpy(), split.labels.numpy()
