@@ -1,3 +1,3 @@
 """Benchmark harness for multimodal and self-supervised contrastive representation learning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -3,14 +3,11 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 
 import optuna
 import pytest
 
-from harness.cli.app import busy_cores, choose_openmp_wait_policy, main
+from harness.cli.app import SPIN_COUNT, choose_openmp_wait_policy, main
 from harness.results.records import read_records
 
 
@@ -139,28 +136,15 @@ def test_a_failed_assumption_check_fails_its_trial_and_is_recorded_with_its_seed
     assert "seed 1: recorded, but its assumption check failed: seed parity 1" in caplog.text
 
 
-def test_busy_cores_sees_a_process_that_keeps_a_core_busy():
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
-        assert 0.7 < busy_cores(0.5) <= os.cpu_count()
-    finally:
-        spinner.kill()
-        spinner.wait()
-
-
-@pytest.mark.parametrize("busy, user_setting, chosen", [
-    (0.2, None, None),  # every thread has a core: libgomp's own short spinning stays
-    (1.1, None, "PASSIVE"),  # another process holds a core: threads sleep instead of spinning
-    (1.1, "ACTIVE", None),  # the user's setting always wins
+@pytest.mark.parametrize("user_setting, chosen", [
+    ({}, {"GOMP_SPINCOUNT": str(SPIN_COUNT)}),  # nothing set: the harness's short spin
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),  # the user's policy wins, spin count and all
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ({"GOMP_SPINCOUNT": "300000"}, {"GOMP_SPINCOUNT": "300000"}),  # and so does the user's spin count
 ])
-def test_openmp_threads_wait_passively_only_when_other_work_holds_the_cores(monkeypatch, busy, user_setting,
-                                                                            chosen):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr("harness.cli.app.busy_cores", lambda: busy)
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    if user_setting is not None:
-        environment["OMP_WAIT_POLICY"] = user_setting
-    monkeypatch.setattr(os, "environ", environment)  # what the choice sets stays in this test
-    assert choose_openmp_wait_policy() == chosen
-    assert os.environ.get("OMP_WAIT_POLICY") == (chosen or user_setting)
+def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(monkeypatch, user_setting, chosen):
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    monkeypatch.setattr(os, "environ", environment | user_setting)  # what the choice sets stays in this test
+    assert choose_openmp_wait_policy() == (None if user_setting else f"GOMP_SPINCOUNT={SPIN_COUNT}")
+    assert {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ} == chosen
+

@@ -53,7 +53,10 @@ def test_a_domain_holds_what_it_says_and_nothing_else(domain, inside, outside):
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_declares_a_domain_that_holds_its_defaults_and_its_search_space(name):
-    resolve_hyperparameters(Pair(TinySynthetic(), METHODS.get(name)), {})  # raises on any gap or stray value
+    method = METHODS.get(name)
+    # Our own methods declare every domain; inference (below) is for plugins written before domains existed.
+    assert set(method.search_space) | set(method.defaults) <= set(TRAIN_DOMAINS | method.domains)
+    resolve_hyperparameters(Pair(TinySynthetic(), method), {})  # raises on any stray value
 
 
 @pytest.mark.parametrize("pair, expected", [
@@ -80,9 +83,45 @@ def test_a_choice_outside_its_options_is_refused_with_the_options():
 
 
 def test_a_method_whose_declarations_leave_their_domain_is_named():
-    with pytest.raises(HarnessError, match="method m declares no domain for hyperparameter 'depth'"):
-        check_domains("method m", SPACE, {}, {}, {"lr": POSITIVE, "dim": SIZE})
     with pytest.raises(HarnessError, match="method m: default lr=-0.1 is outside its domain"):
         check_domains("method m", {}, {"lr": -0.1}, {}, {"lr": POSITIVE})
     with pytest.raises(HarnessError, match="the search space lr=Float.* leaves its domain"):
         check_domains("method m", {"lr": Float(0.0, 1.0)}, {}, {}, {"lr": POSITIVE})
+
+
+# -- a key without a declared domain (a plugin written before 0.2.0) gets one inferred, with a warning --
+
+@pytest.mark.parametrize("default, param, domain", [
+    (32, None, SIZE),  # a whole number >= 1: a size
+    (0, None, Interval(low=0, integer=True)),
+    (-2, None, Interval(integer=True)),
+    (0.2, Float(0.05, 0.5), POSITIVE),  # the xplug-align margin
+    (0.1, Float(0.0, 0.5), NON_NEGATIVE),  # a range that reaches 0 admits 0
+    (0.0, Float(-1.0, 1.0), Interval()),  # a signed range: any finite number
+    (2, Int(1, 4), SIZE),
+    (1, Float(0.5, 2.0), POSITIVE),  # a whole default of a real range stays real
+    (None, Float(1e-3, 1.0), Interval(low=0, low_open=True, optional=True)),
+    (64, Choice((64, 128)), SIZE),
+    (True, None, OneOf((True, False))),
+    ("mean", Choice(("mean", "max")), OneOf(("mean", "max", "mean"))),
+    ("relu", None, OneOf(prefixes=("",))),
+])
+def test_a_key_without_a_domain_gets_one_from_its_default_and_range(default, param, domain):
+    from harness.api.space import infer_domain
+    assert infer_domain(default, param) == domain
+
+
+def test_an_inferred_domain_still_refuses_what_falls_outside_it_and_warns_once_per_key(caplog):
+    space, defaults = {"margin": Float(0.05, 0.5)}, {"margin": 0.2, "embed_dim": 32}
+    check_domains("method legacy", space, defaults, {}, {})  # accepted, not refused
+    check_domains("method legacy", space, defaults, {}, {})  # a second pair or trial: no second warning
+    warnings = [r.getMessage() for r in caplog.records if "legacy" in r.getMessage()]
+    assert warnings == [
+        "deprecated: method legacy declares no domain for hyperparameter 'embed_dim'; using a whole number >= 1, "
+        "inferred from its default and range (declare it in `domains`)",
+        "deprecated: method legacy declares no domain for hyperparameter 'margin'; using a number > 0, "
+        "inferred from its default and range (declare it in `domains`)"]
+    with pytest.raises(HarnessError, match="--set embed_dim=0: embed_dim must be a whole number >= 1"):
+        check_domains("method legacy", space, defaults, {"embed_dim": 0}, {})
+    with pytest.raises(HarnessError, match="--set margin=-0.1: margin must be a number > 0"):
+        check_domains("method legacy", space, defaults, {"margin": -0.1}, {})

@@ -147,6 +147,12 @@ class Method(nn.Module):
     domains: ClassVar[dict[str, Domain]] = {}
     trains: ClassVar[bool] = True  # False for reference rows that score a fixed representation
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A method that names no display name (plugins written to the smallest interface) shows its name.
+        if "name" in vars(cls) and not hasattr(cls, "display_name"):
+            cls.display_name = cls.name
+
     def __init__(self, task: Task, hparams: dict[str, Any]):
         super().__init__()
         self.task = task

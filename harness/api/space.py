@@ -6,12 +6,14 @@ Each parameter also parses a `--set key=value` override from text.
 A search-space entry is the range the tuner explores; a domain is every value
 the method can run with at all (a learning rate > 0, a size >= 1). A fixed
 value outside the tuned range is legitimate; one outside the domain is not, so
-every key a method tunes or defaults carries a domain, and `check_domains`
-refuses an out-of-domain value before any work starts.
+every key a method tunes or defaults carries a domain (declared; since 0.2.0
+inferred, with a deprecation warning, where a method declares none), and
+`check_domains` refuses an out-of-domain value before any work starts.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -139,6 +141,8 @@ class OneOf:
         return isinstance(value, str) and any(value.startswith(p) and len(value) > len(p) for p in self.prefixes)
 
     def describe(self) -> str:
+        if self.prefixes == ("",) and not self.options:
+            return "any non-empty text"
         return "one of " + ", ".join([str(o) for o in self.options] + [f"{p}..." for p in self.prefixes])
 
 
@@ -163,16 +167,65 @@ NON_NEGATIVE = Interval(low=0)  # weight decay
 SIZE = Interval(low=1, integer=True)  # widths, depths, epochs
 
 
+def infer_domain(default: Any, param: Param | None) -> Domain:
+    """The domain of a key its method declared none for (methods written before 0.2.0 had no `domains`):
+    a number's from the smallest value the method itself gives it (its default and, for a tuned key, the
+    range's low end or options), so that no value the method already runs with is refused: all > 0 is
+    POSITIVE (SIZE for whole numbers >= 1), all >= 0 NON_NEGATIVE, else any finite number; a bool's is
+    True or False; anything else (text, a choice of text) is its default or the tuned options, or any text."""
+    if isinstance(param, Choice):
+        given = [*param.options, default]
+    elif param is not None:
+        given = [param.low, param.high, default]
+    else:
+        given = [default]
+    known = [v for v in given if v is not None]
+    optional = default is None
+    if known and all(isinstance(v, bool) for v in known):
+        return OneOf((True, False, *((None,) if optional else ())))
+    if known and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in known):
+        integer = isinstance(param, Int) or (param is None and isinstance(default, int)) or (
+            isinstance(param, Choice) and all(isinstance(v, int) for v in known))
+        low = min(known)
+        if low >= 1 and integer:
+            return Interval(low=1, integer=True, optional=optional)
+        if low > 0:
+            return Interval(low=0, low_open=True, integer=integer, optional=optional)
+        if low >= 0:
+            return Interval(low=0, integer=integer, optional=optional)
+        return Interval(integer=integer, optional=optional)
+    # Text: the options the method names, or any non-empty text where it names none to choose from.
+    return OneOf(tuple(known) + ((None,) if optional else ())) if isinstance(param, Choice) else OneOf(
+        (None,) if optional else (), prefixes=("",))
+
+
+_warned: set[tuple[str, str]] = set()  # (owner, key): warned once per process, not once per pair or trial
+
+
+def with_inferred_domains(owner: str, space: Mapping[str, Param], defaults: Mapping[str, Any],
+                          domains: Mapping[str, Domain]) -> dict[str, Domain]:
+    """`domains`, plus an inferred one (`infer_domain`) for each key of `space` and `defaults` that lacks
+    one, with a one-line deprecation warning per key on the harness's log (what a CLI user sees)."""
+    found = dict(domains)
+    for key in sorted((set(space) | set(defaults)) - set(domains)):
+        found[key] = infer_domain(defaults.get(key), space.get(key))
+        if (owner, key) not in _warned:
+            _warned.add((owner, key))
+            logging.getLogger("harness").warning(
+                "deprecated: %s declares no domain for hyperparameter '%s'; using %s, inferred from its "
+                "default and range (declare it in `domains`)", owner, key, found[key].describe())
+    return found
+
+
 def check_domains(owner: str, space: Mapping[str, Param], defaults: Mapping[str, Any],
                   overrides: Mapping[str, Any], domains: Mapping[str, Domain]) -> None:
-    """Refuse, in one line, a key without a domain, or a default, --set value or tuned range outside it.
+    """Refuse, in one line, a default, --set value or tuned range outside its domain; a key without a
+    declared domain gets an inferred one, with a deprecation warning (`with_inferred_domains`).
 
     A --set value's error names the fix on the command line; a default's or a search space's names the
     method, whose declaration is the defect.
     """
-    for key in sorted(set(space) | set(defaults) | set(overrides)):
-        if key not in domains:
-            raise HarnessError(f"{owner} declares no domain for hyperparameter '{key}'; add one to its `domains`")
+    domains = with_inferred_domains(owner, space, defaults, domains)
     for key, value in overrides.items():
         if not domains[key].contains(value):
             raise HarnessError(f"--set {key}={value}: {key} must be {domains[key].describe()}; "

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from harness.api.errors import HarnessError
@@ -141,47 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
-BUSY_SAMPLE_S = 0.1  # how long `busy_cores` watches the machine
-
-
-def busy_cores(window: float = BUSY_SAMPLE_S) -> float:
-    """How many cores other processes keep busy now: /proc/stat's non-idle time over a short window (this
-    process sleeps through it), else the last minute's load average, which still counts a run that has
-    just finished."""
-    try:
-        before = _cpu_times()
-        time.sleep(window)
-        after = _cpu_times()
-    except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0]
-    spent = [b - a for a, b in zip(before, after)]
-    total = sum(spent)
-    idle = spent[3] + spent[4]  # idle, iowait
-    return (os.cpu_count() or 1) * (total - idle) / total if total > 0 else 0.0
-
-
-def _cpu_times() -> list[int]:
-    with open("/proc/stat") as stat:
-        return [int(field) for field in stat.readline().split()[1:]]
+SPIN_COUNT_ENV = "GOMP_SPINCOUNT"
+# How long an idle torch thread spins before it sleeps, in libgomp's spin iterations; see below.
+SPIN_COUNT = 3000
 
 
 def choose_openmp_wait_policy() -> str | None:
-    """Passive OpenMP waiting when other work holds the cores torch's threads would need; else libgomp's own.
+    """A short, bounded spin for torch's OpenMP threads, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT.
 
     Must run before torch loads; the commands that train call it. Between two parallel regions libgomp's
-    threads spin for a while before they sleep. When every thread has a core of its own that is what makes
-    short regions cheap (the README's main job: 45 s against 78 s waiting passively), but when another
-    process holds a core the spinning steals its time slices and the run's own partner thread waits for
-    them (2 epochs of CLIP took 8.1 s against 2.9 s). `busy_cores` says which case this is; a policy the
-    user set always wins. Returns the policy set, or None where libgomp's default stays."""
-    if WAIT_POLICY_ENV in os.environ:
+    threads spin before they sleep: 300,000 iterations by default, none with OMP_WAIT_POLICY=PASSIVE.
+    Spinning pays where every thread has a core of its own (waking a sleeping thread for each short
+    region made the README's main job 78 s instead of 45 s on a free 2-core machine), but where other
+    work holds a core the spinning steals its time slices (two runs started together on 2 cores took
+    588 s against 63 s passive, issue 22). No look at the machine when the run starts can say what
+    arrives later, so the harness always takes the short spin measured to keep both (benchmarks/
+    test_wait_policy.py, figures in benchmarks/README.md). Returns what it set, or None where the user's
+    setting stays."""
+    if WAIT_POLICY_ENV in os.environ or SPIN_COUNT_ENV in os.environ:
         return None
-    cores = os.cpu_count() or 1
-    threads = int(os.environ.get("OMP_NUM_THREADS") or cores)
-    if cores - round(busy_cores()) >= threads:
-        return None
-    os.environ[WAIT_POLICY_ENV] = "PASSIVE"
-    return "PASSIVE"
+    os.environ[SPIN_COUNT_ENV] = str(SPIN_COUNT)
+    return f"{SPIN_COUNT_ENV}={SPIN_COUNT}"
 
 
 def main(argv: list[str] | None = None) -> int:
