@@ -4,8 +4,8 @@ extraction and the probes timed from inside. The probe's share of the wall time 
 issue targets (at most 5%). One round of about a minute on a 2-core CPU.
 
 The job runs in a child process with the user's own OpenMP settings (`conftest.user_environment`), where
-it chooses its wait policy as `harness` does (`harness.cli.choose_openmp_wait_policy`): the benchmarks'
-own passive waiting would charge every short parallel region of the probes a thread wake-up that a
+its threads wait as a user's `harness` run's do (libgomp's own spin, with torch's threads following the
+cores other processes leave free, harness.running.core_share): the benchmarks' own passive waiting would charge every short parallel region of the probes a thread wake-up that a
 user's run on a free machine never pays (it made the probes 1.6-3.7x slower).
 Run with `python -m pytest benchmarks/test_run_share.py --benchmark-only`.
 """
@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The runner reaches the probes through the `probe` module and imported `fit` and `extract_features` by name.
 MAIN_JOB = """
 import json, os, sys, time
-from harness.cli.app import choose_openmp_wait_policy, main
+from harness.cli.app import main
 
-choose_openmp_wait_policy()  # as `harness` does before torch loads; harness.cli imports no torch
 from harness.running import probe, runner
 
 spent = {}

@@ -5,7 +5,8 @@ processes started together, under each contender, in alternation, round after ro
 - `libgomp default`: what `harness` left on a free machine before issue 22 (libgomp's own 300,000-spin
   wait, set explicitly as GOMP_SPINCOUNT=300000, which is what libgomp does with neither variable set);
 - `passive`: OMP_WAIT_POLICY=PASSIVE, threads sleep at once;
-- `harness`: neither variable set, so `harness` chooses (`harness.cli.choose_openmp_wait_policy`);
+- `harness`: neither variable set: libgomp's own spin, and torch's threads follow the cores other
+  processes leave free (`harness.running.core_share`);
 - `spin N` for each N in $BENCH_SPINCOUNTS (comma-separated; none by default): GOMP_SPINCOUNT=N, the
   candidates the harness's choice was picked from.
 

@@ -1,13 +1,12 @@
 """Every bad input gets one line naming the problem and the fix, exit code 2, no traceback."""
 
 import json
-import os
 import shutil
 
 import optuna
 import pytest
 
-from harness.cli.app import SPIN_COUNT, choose_openmp_wait_policy, main
+from harness.cli.app import main
 from harness.results.records import read_records
 
 
@@ -135,16 +134,4 @@ def test_a_failed_assumption_check_fails_its_trial_and_is_recorded_with_its_seed
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]  # trial seeds 1000..1003
     assert "seed 1: recorded, but its assumption check failed: seed parity 1" in caplog.text
 
-
-@pytest.mark.parametrize("user_setting, chosen", [
-    ({}, {"GOMP_SPINCOUNT": str(SPIN_COUNT)}),  # nothing set: the harness's short spin
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),  # the user's policy wins, spin count and all
-    ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ({"GOMP_SPINCOUNT": "300000"}, {"GOMP_SPINCOUNT": "300000"}),  # and so does the user's spin count
-])
-def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(monkeypatch, user_setting, chosen):
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    monkeypatch.setattr(os, "environ", environment | user_setting)  # what the choice sets stays in this test
-    assert choose_openmp_wait_policy() == (None if user_setting else f"GOMP_SPINCOUNT={SPIN_COUNT}")
-    assert {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ} == chosen
 

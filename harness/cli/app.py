@@ -139,30 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
-SPIN_COUNT_ENV = "GOMP_SPINCOUNT"
-# How long an idle torch thread spins before it sleeps, in libgomp's spin iterations; see below.
-SPIN_COUNT = 3000
-
-
-def choose_openmp_wait_policy() -> str | None:
-    """A short, bounded spin for torch's OpenMP threads, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT.
-
-    Must run before torch loads; the commands that train call it. Between two parallel regions libgomp's
-    threads spin before they sleep: 300,000 iterations by default, none with OMP_WAIT_POLICY=PASSIVE.
-    Spinning pays where every thread has a core of its own (waking a sleeping thread for each short
-    region made the README's main job 78 s instead of 45 s on a free 2-core machine), but where other
-    work holds a core the spinning steals its time slices (two runs started together on 2 cores took
-    588 s against 63 s passive, issue 22). No look at the machine when the run starts can say what
-    arrives later, so the harness always takes the short spin measured to keep both (benchmarks/
-    test_wait_policy.py, figures in benchmarks/README.md). Returns what it set, or None where the user's
-    setting stays."""
-    if WAIT_POLICY_ENV in os.environ or SPIN_COUNT_ENV in os.environ:
-        return None
-    os.environ[SPIN_COUNT_ENV] = str(SPIN_COUNT)
-    return f"{SPIN_COUNT_ENV}={SPIN_COUNT}"
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
     # Our progress lines at INFO; libraries stay at their default WARNING.
@@ -177,17 +153,14 @@ def main(argv: list[str] | None = None) -> int:
             recorded = recorded_pairs(run_request)
             if recorded is not None:  # nothing to train: answered without importing torch
                 return report_recorded(run_request, recorded)
-            choose_openmp_wait_policy()
             from harness.cli.commands import run_command
 
             return run_command(run_request)
         if args.command == "diagnose":
-            choose_openmp_wait_policy()
             from harness.cli.commands import diagnose_command
 
             return diagnose_command(DiagnoseRequest.from_args(args, _data_dir(args.data_dir)))
         if args.command == "reproduce":
-            choose_openmp_wait_policy()
             from harness.cli.reproduce import reproduce_command
 
             return reproduce_command(ReproduceRequest.from_args(args, _data_dir(args.data_dir)))

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from harness.api.errors import DivergedError
 from harness.api.method import Auxiliary, Method
 from harness.api.task import Batch, Split, TaskData
+from harness.running.core_share import share_cores
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def fit(
         method.train()
         sums = _EpochSums(cfg.device)
         for step, (inputs, labels, rows) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, generator=generator)):
+            share_cores(cfg.device)
             batch = Batch(_to(inputs, cfg.device, modalities.train), labels.to(cfg.device, non_blocking=True), rows,
                           augment)
             with autocast:
