@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from harness.api.catalog import METHODS, TASKS
 from harness.running.environment import seed_everything
 from harness.running.probe import C_GRID, GRADIENT_TOLERANCE, _Probe, accuracy_and_macro_f1, linear_probe, quick_probe_accuracy
-from harness.running.probe_reference import reference_linear_probe
+from harness.running.probe_reference import _fit as _reference_fit
+from harness.running.probe_reference import _standardize, reference_linear_probe
 from harness.running.train import TrainConfig, extract_features, fit
 
 
@@ -23,6 +26,8 @@ def blobs(n: int, classes: int, dims: int, separation: float, seed: int):
 def test_separable_classes_are_found(classes):
     train, val, test = (blobs(600, classes, 16, 6.0, s) for s in (0, 1, 2))
     scores = linear_probe(train, val, test)
+    # Centers N(0, 36) in 16 dims lie ~34 apart: the Bayes error Phi(-17) is nil, so 5% of errors (30 rows)
+    # is a wide margin for any solver that separates at all, and far above what a broken one reaches.
     assert scores.test_acc > 0.95 and scores.test_f1 > 0.95
 
 
@@ -30,7 +35,9 @@ def test_random_labels_score_near_chance():
     rng = np.random.default_rng(1)
     split = lambda: (rng.normal(size=(800, 8)), rng.integers(0, 2, 800))  # noqa: E731
     scores = linear_probe(split(), split(), split())
-    assert 0.4 < scores.test_acc < 0.6
+    # Labels independent of the features: test accuracy is binomial(800, 1/2) / 800 whatever C validation
+    # chose (the test split plays no part in the choice): within 4 sd, sqrt(1/4 / 800) = 0.018, of 1/2.
+    assert abs(scores.test_acc - 0.5) < 4 * (0.25 / 800) ** 0.5
 
 
 def test_regularization_is_chosen_on_validation():
@@ -60,7 +67,12 @@ def test_a_split_with_one_class_predicts_it():
 def test_quick_probe_tracks_separability():
     easy = quick_probe_accuracy(blobs(3000, 2, 8, 6.0, 5), blobs(500, 2, 8, 6.0, 5))
     hard = quick_probe_accuracy(blobs(3000, 2, 8, 0.01, 6), blobs(500, 2, 8, 0.01, 7))
-    assert easy > 0.95 and hard < 0.65
+    # Two unit-variance Gaussians whose centers lie D apart: no classifier beats Phi(D / 2) in expectation;
+    # on 500 rows its accuracy is within 4 binomial sd of that. (easy: D ~ 34, Bayes error nil, as above.)
+    centers = np.random.default_rng(99).normal(0, 0.01, (2, 8))  # as blobs draws them
+    bayes = 0.5 * (1 + math.erf(np.linalg.norm(centers[0] - centers[1]) / 2 / math.sqrt(2)))
+    assert hard < bayes + 4 * (bayes * (1 - bayes) / 500) ** 0.5, (hard, bayes)
+    assert easy > 0.95
 
 
 def trained_features(task_name: str, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -78,18 +90,103 @@ def trained_features(task_name: str, rows: int) -> list[tuple[np.ndarray, np.nda
     return [extract_features(method, split, torch.device("cpu")) for split in splits]
 
 
+def _fast_models(train, grid) -> tuple[_Probe, dict]:
+    """The probe's model at each C of `grid`, reached as linear_probe reaches it (strong to weak, warm-started):
+    as float64 (W, b) on the standardized features (one logit, W: d x 1, for two classes), as the probe holds
+    it, and the objective gap its stopping rule promises."""
+    probe, models = _Probe(train, torch.device("cpu")), {}
+    d, k = probe.basis.rank, probe.problem.outputs
+    for C in sorted(grid):
+        raw = probe.fit(C)
+        # What the stopping rule promises at this C (see the multiclass test below): an objective within
+        # D t^2 / (2 mu) of the optimum, D = d k scaled coordinates, mu = min s^2 / (C n lam_j).
+        step = probe.problem.step_scale.double()
+        mu = float((step.square() / (C * len(train[1]) * probe.basis.floored.double()[:, None])).min())
+        models[C] = ((probe.basis.whiten.double() @ raw[: d * k].view(d, k).double()).numpy(), raw[d * k:].double().numpy(),
+                     raw.clone(), d * k * GRADIENT_TOLERANCE ** 2 / (2 * mu))
+    return probe, models
+
+
+def _decision(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Logits with one column per class: two classes' single logit z becomes [0, z], scikit-learn's binomial form."""
+    z = x @ w + b
+    return np.c_[np.zeros(len(z)), z] if z.shape[1] == 1 else z
+
+
+def _open_rows(xs, optimum, model, C, n, gap) -> np.ndarray:
+    """Rows whose predicted class a model `gap` above the optimum's objective may give otherwise than the optimum.
+
+    The objective is (1 / (C n))-strongly convex in W, so |W - W*|_F <= sqrt(2 C n gap); the difference of two of
+    a row's logits then moves by at most f |x| that (f = 1 for one logit, sqrt(2) for a pair of softmax columns)
+    plus the intercepts' spread (unpenalized, so not held by convexity: measured). The model's logits are
+    computed in float32 on its way to a prediction (standardizing, the d-term whitening and the d-term dot
+    product): each adds at most about d eps32 (|x| |W| + |b|), allowed 4 times over. A row whose optimum
+    margin (top logit minus second) exceeds all that cannot change class."""
+    (w, b), (w_opt, b_opt) = model, optimum
+    one_logit = w.shape[1] == 1
+    radius = np.sqrt(2 * C * n * max(gap, 0.0))
+    spread = abs(b - b_opt).item() if one_logit else np.ptp(b - b_opt)
+    norm = np.linalg.norm(xs, axis=1)
+    rounding = 4 * xs.shape[1] * np.finfo(np.float32).eps * (norm * np.linalg.norm(w) + np.abs(b).sum())
+    moved = (1 if one_logit else np.sqrt(2)) * norm * radius + spread + rounding
+    return _margins(_decision(xs, w_opt, b_opt)) <= moved
+
+
 def test_matches_the_reference_solver_on_trained_features():
+    """The fast probe gets at least as close to the objective's optimum as scikit-learn's lbfgs (the reference
+    it replaced) at the C each chose, within what its stopping rule promises; and its scores differ from the
+    optimum's only on rows that its distance from the optimum leaves open.
+
+    The old bound, a fifth of a point (6 rows of 3,000) between the two probes' accuracies, came from no
+    derivation: the reference stops on a relative change in the objective or at 500 iterations, which
+    promise no distance from the optimum (here about 1e-4 in the objective, enough to leave every row's
+    class open), so its accuracy can be held to nothing; the objective is what both minimize."""
     train, val, test = trained_features("synthetic", 6000)
     fast, reference = linear_probe(train, val, test), reference_linear_probe(train, val, test)
-    within_a_fifth_of_a_point = 0.002 + 1e-9  # the float sum must not count
-    assert abs(fast.test_acc - reference.test_acc) <= within_a_fifth_of_a_point
-    assert abs(fast.val_acc - reference.val_acc) <= within_a_fifth_of_a_point
-    assert abs(fast.test_f1 - reference.test_f1) <= within_a_fifth_of_a_point
+    chosen = sorted({fast.C, reference.C})
+    probe, fast_models = _fast_models(train, [c for c in C_GRID if c <= max(chosen)])
+    # The reference's models, refitted along its own path (strong to weak, warm-started) on its own float32
+    # standardized features.
+    x_ref = _standardize(train[0], val[0], test[0])
+    ref_models, model = {}, None
+    for C in sorted(c for c in C_GRID if c <= max(chosen)):
+        model = _reference_fit(x_ref[0], train[1], C, warm=model)
+        ref_models[C] = (model.coef_.T.astype(np.float64), model.intercept_.astype(np.float64))
+    n = len(train[1])
+    mean, std = train[0].mean(0), train[0].std(0)
+    std[std == 0] = 1
+    x, xv, xt = ((a.astype(np.float64) - mean) / std for a in (train[0], val[0], test[0]))
+    for C in chosen:
+        # The optimum: scikit-learn's lbfgs in float64, to a gradient far below anything asserted here.
+        tight = LogisticRegression(C=C, tol=1e-9, max_iter=20000).fit(x, train[1])
+        optimum = (tight.coef_.T, tight.intercept_)
+        best = _objective(x, train[1], *optimum, C)
+        w, b, raw, promised = fast_models[C]
+        ours, theirs = _objective(x, train[1], w, b, C), _objective(x, train[1], *ref_models[C], C)
+        assert best - 1e-9 <= ours <= best + promised, (C, ours - best, promised)
+        # Hence at least as close as the reference (which cannot lie below the optimum), up to that promise.
+        assert theirs >= best - 1e-9 and ours <= theirs + promised, (C, ours - best, theirs - best)
+        if C != fast.C:
+            continue
+        # The scores at the chosen C: the probe's own predictions (float32) against the optimum's, which may
+        # differ only on the open rows; accuracy by at most their share, macro-F1 by at most 3 m / S_c per
+        # class when m rows change (F = 2T / (S + P), T and P each moving by at most m, T <= S).
+        for (features, ys), xs, acc, f1 in ((val, xv, fast.val_acc, fast.val_f1), (test, xt, fast.test_acc, fast.test_f1)):
+            predicted = tight.classes_[probe.problem.predict(raw, probe.basis.standardize(
+                torch.as_tensor(features, dtype=torch.float32))).numpy()]
+            open_rows = _open_rows(xs, optimum, (w, b), C, n, ours - best)
+            assert not ((predicted != tight.predict(xs)) & ~open_rows).any()
+            assert open_rows.mean() < 0.5, open_rows.mean()  # the bound leaves most rows decided: not vacuous
+            assert (acc, f1) == accuracy_and_macro_f1(ys, predicted)  # the refit is the probe's own model
+            best_acc, best_f1 = accuracy_and_macro_f1(ys, tight.predict(xs))
+            assert abs(acc - best_acc) <= open_rows.mean() + 1e-12
+            assert abs(f1 - best_f1) <= 3 * open_rows.sum() * np.mean(1 / np.bincount(ys)[np.unique(ys)]) + 1e-12
 
 
 def _objective(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, C: float) -> float:
-    """scikit-learn's (and the probe's) objective divided by C n, in float64: mean cross-entropy + |W|^2 / (2 C n)."""
-    z = x @ w + b
+    """scikit-learn's (and the probe's) objective divided by C n, in float64: mean cross-entropy + |W|^2 / (2 C n)
+    (for two classes, the one logit's binomial cross-entropy, as the softmax of [0, z])."""
+    z = _decision(x, w, b)
     top = z.max(1, keepdims=True)
     log_p = z - top - np.log(np.exp(z - top).sum(1, keepdims=True))
     return float(-log_p[np.arange(len(y)), y].mean() + (w ** 2).sum() / (2 * C * len(y)))
