@@ -37,14 +37,30 @@ def recorded_pairs(args, data_dir: Path | None) -> list[tuple[str, str]] | None:
         for method_name in args.method:
             method = declaration(index.method_info(method_name))
             space, fixed = request.hyperparameters(method, task["default_batch_size"], overrides)
+            bf16 = _bf16(args, task)
+            if bf16 is None:
+                return None
             protocol = request.protocol(method.trains, args.epochs or task["default_epochs"], args.trials,
-                                        args.seeds, space, fixed, args.bf16)
+                                        args.seeds, space, fixed, bf16)
             identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed)
             plan = plan_resume(args.results, identity, keep_old=args.keep_old)
             if plan.train or plan.remove or plan.note:
                 return None
             pairs.append((task_name, method_name))
     return pairs
+
+
+def _bf16(args, task: dict[str, Any]) -> bool | None:
+    """The precision the full path would choose, or None where only torch can tell (an image task, device
+    auto, on a machine with an NVIDIA driver)."""
+    if args.bf16 is not None:
+        return args.bf16
+    kinds = [m["kind"] for m in task["modalities"]]
+    if not request.bf16_by_default(kinds, "cuda"):
+        return False
+    if args.device == "auto":
+        return False if not Path("/proc/driver/nvidia").exists() else None
+    return args.device == "cuda"
 
 
 def report_recorded(args, pairs: list[tuple[str, str]]) -> int:
