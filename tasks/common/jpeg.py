@@ -20,6 +20,7 @@ wants, and the device converts to float (encoders and augmentations accept uint8
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,6 +163,19 @@ def _single_threaded_children() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _worker_context():
+    """Workers forked from a fork server that imported torch and this module once: starting one costs a
+    fork, not an interpreter that imports torch and re-imports the caller's main module (spawn). On the
+    H200 machine spawned workers came up one after another at about 4 s each (15 workers: 60 s before
+    the first batch, on every pass before workers persisted); forking from a clean server, not from the
+    training process, keeps what spawn was chosen for (no fork after torch has run threads or CUDA)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # macOS and Windows
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # only while no server runs; a running one already has it
+    return context
+
+
 class ImageFileError(HarnessError):
     """A file a worker could not decode; the message is one line naming it."""
 
@@ -189,12 +203,14 @@ class ImagePool:
         return self.dataset.paths
 
     def _loader_for(self, batch_size: int) -> DataLoader:
+        # A new batch size (the probe's 1024 after training's 256) builds a new loader; its workers start
+        # from the fork server in milliseconds.
         if self._loader is None or self._batch_size != batch_size:
             self.close()
             self._loader = DataLoader(
                 self.dataset, batch_size=batch_size, sampler=self._order, num_workers=self.workers,
                 collate_fn=_whole, pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
-                multiprocessing_context="spawn" if self.workers > 0 else None,
+                multiprocessing_context=_worker_context() if self.workers > 0 else None,
                 worker_init_fn=_one_thread if self.workers > 0 else None,
                 prefetch_factor=4 if self.workers > 0 else None)
             self._batch_size = batch_size
