@@ -127,7 +127,7 @@ def harness_run(data_dir: Path) -> dict:
     records = list((work / "r").rglob("seed0.json"))
     record = json.loads(records[0].read_text()) if records else {}
     return {"rc": done.returncode, "wall_s": round(wall, 1), "stderr_tail": done.stderr.strip().splitlines()[-3:],
-            "precision": (record.get("identity") or {}).get("protocol", {}).get("precision"),
+            "precision": (record.get("protocol") or {}).get("precision"),  # the record's, not its identity's
             "train_wall_s": record.get("wall_time_s"), "peak_memory": record.get("peak_memory_mb")}
 
 
