@@ -1,6 +1,6 @@
 """Throughput of SimCLR pretraining with ResNet-18 on 224-pixel images, through the harness's own loop.
 
-Run: python -m pytest benchmarks/test_image_speed.py --benchmark-only
+Run: python -m pytest benchmarks/test_image_speed.py --benchmark-only -s
 Each round is one epoch of `harness.running.train.fit` over a small in-memory set of
 random images (augmentations on the device, two views, forward, backward,
 AdamW step), so decoding is excluded. Images per second is stored in the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from harness.api.task import TaskData, TensorSplit
@@ -41,3 +42,57 @@ def test_resnet18_simclr_images_per_second(benchmark):
                                  "resolution": RESOLUTION, "device": str(device), "threads": torch.get_num_threads()})
     print(f"\nResNet-18 SimCLR, {RESOLUTION}px, batch {BATCH} on {device}: {per_second:.2f} images/s")
     assert per_second > 0
+
+
+# -- The whole image path (issue 24): files, loader, step against a bare loop, epoch from files ------------
+
+FILES = int(os.environ.get("BENCH_FILES", "512"))
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory):
+    from benchmarks.image_path import write_imagenet_folder
+
+    return write_imagenet_folder(tmp_path_factory.mktemp("imagenet"), FILES, 40, processes=2)
+
+
+def test_loader_at_1_2_and_all_allowed_workers(benchmark, imagenet_folder):
+    """Second-pass images/s (workers running) at 224 px. Targets on a 2-core CPU: one worker >= 150,
+    two >= 1.6x one."""
+    from benchmarks.image_path import loader_rate
+    from tasks.common.jpeg import allowed_cpus
+
+    counts = sorted({1, 2, allowed_cpus()})
+    rates = benchmark.pedantic(lambda: {w: loader_rate(imagenet_folder, w, FILES, 64) for w in counts},
+                               rounds=1, iterations=1)
+    benchmark.extra_info.update({f"workers_{w}": r for w, r in rates.items()} | {"load": os.getloadavg()[0]})
+    one, two = rates[1]["second_pass_per_s"], rates[2]["second_pass_per_s"]
+    print(f"\nloader images/s: {rates}")
+    assert one >= 150 and two >= 1.6 * one
+
+
+def test_harness_epoch_against_the_bare_loop(benchmark):
+    """fit's epoch against a bare loop with the same modules, augmentation, batch and precision, in turns."""
+    from benchmarks.image_path import harness_vs_bare
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = int(os.environ.get("BENCH_STEP_IMAGES", "128" if device.type == "cpu" else "2560"))  # 4 steps: 2 left fixed costs in
+    batch = int(os.environ.get("BENCH_STEP_BATCH", "32" if device.type == "cpu" else "256"))
+    out = benchmark.pedantic(lambda: harness_vs_bare(images, batch, device, device.type == "cuda", rounds=3),
+                             rounds=1, iterations=1)
+    benchmark.extra_info.update(out | {"load": os.getloadavg()[0]})
+    print(f"\nharness vs bare: {out}")
+    assert out["harness_over_bare"] >= 0.9
+
+
+def test_fit_epoch_from_files(benchmark, imagenet_folder):
+    """`fit` end to end from the JPEGs (decode in the task's workers, augment, step): images/s per epoch."""
+    from benchmarks.image_path import epoch_from_files
+    from tasks.common.jpeg import default_workers
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = benchmark.pedantic(lambda: epoch_from_files(imagenet_folder, default_workers(), 32, device,
+                                                      device.type == "cuda"), rounds=1, iterations=1)
+    benchmark.extra_info.update(out | {"load": os.getloadavg()[0]})
+    print(f"\nfit from files: {out}")
+    assert min(out["per_s"]) > 0

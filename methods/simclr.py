@@ -37,8 +37,9 @@ class SimCLR(Method):
         self.projector = mlp([joint, joint, int(hparams["projection_dim"])])
 
     def loss(self, batch):
-        z1 = self.projector(self.encoders.joint(batch.views()))
-        z2 = self.projector(self.encoders.joint(batch.views()))
+        pair = batch.paired_views()  # both views in one call where the task draws them so (ImageNet)
+        z1 = self.projector(self.encoders.joint(pair[0] if pair else batch.views()))
+        z2 = self.projector(self.encoders.joint(pair[1] if pair else batch.views()))
         return nt_xent(z1, z2, float(self.hparams["temperature"]))
 
     def parts(self, inputs):

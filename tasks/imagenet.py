@@ -8,10 +8,11 @@ with the validation images moved into one folder per class):
     imagenet/imagenet100.txt        (ImageNet-100 only: one wnid per line)
 
 The official validation set is the test split. A validation split for tuning
-is carved from the training images with a fixed seed. Images are decoded with
-Pillow in DataLoader worker processes (spawn), resized on the short side and
-centre-cropped to `resolution`; the random augmentations then run batched on
-the training device (tasks.common.image_augment).
+is carved from the training images with a fixed seed. Images are decoded in
+worker processes started once per run (tasks.common.jpeg: libjpeg-turbo,
+short side resized to `resolution`, centre crop), delivered as uint8 and
+converted on the device, where the random augmentations run batched
+(tasks.common.image_augment).
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from harness.api.errors import HarnessError
 from harness.api.task import DataSource, Modality, Split, Task, TaskData
-from tasks.common.augment import augment_by_kind
+from tasks.common.batched_augment import simclr_batched
+from tasks.common.jpeg import ImagePool, default_workers
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 VAL_SEED = 0  # the carved validation split never changes with the run's seed
@@ -36,57 +35,44 @@ INSTRUCTIONS = ("Get ILSVRC-2012 from https://image-net.org (login required), ex
                 "the validation images into val/<wnid>/ folders (e.g. with the widely used valprep.sh).")
 
 
-def decode(path: str, resolution: int) -> torch.Tensor:
-    """A (3, resolution, resolution) uint8 tensor: short side resized to `resolution`, centre crop."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        scale = resolution / min(image.size)
-        size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
-        image = image.resize(size, Image.BILINEAR)
-        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-        image = image.crop((left, top, left + resolution, top + resolution))
-        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-
-
-class _Decoded(Dataset):
-    """Picklable, so spawned workers can rebuild it: a list of paths and a resolution."""
-
-    def __init__(self, paths: list[str], resolution: int):
-        self.paths = paths
-        self.resolution = resolution
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return decode(self.paths[i], self.resolution)
-
-
 class ImageFolderSplit(Split):
-    """Image files and their labels; pixels are decoded batch by batch, never held in memory."""
+    """Image files and their labels; pixels are decoded batch by batch, never held in memory.
 
-    def __init__(self, paths: list[str], labels: torch.Tensor, resolution: int, workers: int, root: Path):
-        self.paths = paths
+    Every split of a task shares one ImagePool: its rows are indices into the pool's files, and the
+    pool's worker processes, started on the first pass, serve every later pass and split.
+    """
+
+    def __init__(self, pool: ImagePool, files: list[int], labels: torch.Tensor, root: Path):
+        self.pool = pool
+        self.files = files
         self.labels = labels
         self.extras = {}
-        self.resolution = resolution
-        self.workers = workers
         self.root = root
+        self._subsets: dict[int, ImageFolderSplit] = {}
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.pool.paths[i] for i in self.files]
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor,
                                                                           torch.Tensor]]:
+        """uint8 pixels (batch, 3, height, width), channels_last in memory; encoders and augmentations
+        convert them to floats in [0, 1] on the device."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        loader = DataLoader(_Decoded(self.paths, self.resolution), batch_size=batch_size, sampler=order.tolist(),
-                            num_workers=self.workers,
-                            multiprocessing_context="spawn" if self.workers > 0 else None)
-        for start, pixels in zip(range(0, len(order), batch_size), loader):
+        files = [self.files[i] for i in order.tolist()]
+        for pixels, start in zip(self.pool.batches(files, batch_size), range(0, len(order), batch_size)):
             rows = order[start : start + batch_size]
-            yield {"image": pixels.float().div_(255)}, self.labels[rows], rows
+            yield {"image": pixels}, self.labels[rows], rows
 
     def take(self, rows: torch.Tensor) -> "ImageFolderSplit":
-        return ImageFolderSplit([self.paths[i] for i in rows.tolist()], self.labels[rows], self.resolution,
-                                self.workers, self.root)
+        return ImageFolderSplit(self.pool, [self.files[i] for i in rows.tolist()], self.labels[rows], self.root)
+
+    def subset(self, limit: int) -> "Split":
+        # The quick probe asks for the same subset every epoch: one object, so nothing is rebuilt.
+        if limit not in self._subsets:
+            self._subsets[limit] = super().subset(limit)
+        return self._subsets[limit]
 
     def fingerprint_update(self, digest: "hashlib._Hash") -> None:
         # Paths (relative to the data root), labels and resolution identify the data; hashing every
@@ -94,7 +80,7 @@ class ImageFolderSplit(Split):
         for path in self.paths:
             digest.update(str(Path(path).relative_to(self.root)).encode())
         digest.update(self.labels.numpy().tobytes())
-        digest.update(str(self.resolution).encode())
+        digest.update(str(self.pool.dataset.resolution).encode())
 
 
 def list_images(folder: Path, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -108,7 +94,7 @@ def list_images(folder: Path, classes: list[str]) -> tuple[list[str], list[int]]
 
 class ImageNet(Task):
     name = "imagenet"
-    version = "1"
+    version = "2"  # 2: batched SimCLR augmentations (tasks.common.batched_augment), both views in one call
     suite = "image"
     description = "ILSVRC-2012 from train/<wnid>/ and val/<wnid>/ folders; val is the test split."
     label_kind = "multiclass"
@@ -119,12 +105,13 @@ class ImageNet(Task):
     nominal_classes = 1000
     resolution = 224
     val_fraction = 0.02
-    workers = 2
+    workers: int | None = None  # decoding processes; None: one per CPU this process may use (tasks.common.jpeg)
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         super().__init__(data_dir, **params)
         self.resolution = int(params.get("resolution", self.resolution))
-        self.workers = int(params.get("workers", self.workers))
+        workers = params.get("workers", self.workers)
+        self.workers = default_workers() if workers is None else int(workers)
         self.val_fraction = float(params.get("val_fraction", self.val_fraction))
         self.classes_file = params.get("classes_file", self.classes_file)
 
@@ -187,18 +174,21 @@ class ImageNet(Task):
         test_paths, test_labels = list_images(val_dir, classes)
         if not train_paths or not test_paths:
             raise HarnessError(f"task {self.name}: no images (*.JPEG) found under {self.root}. {INSTRUCTIONS}")
-        train = self._split(train_paths, train_labels)
+        pool = ImagePool(train_paths + test_paths, self.resolution, self.workers)
+        train = ImageFolderSplit(pool, list(range(len(train_paths))), torch.tensor(train_labels), self.root)
+        test = ImageFolderSplit(pool, list(range(len(train_paths), len(pool.paths))), torch.tensor(test_labels),
+                                self.root)
         carved = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SEED))
         n_val = max(1, round(self.val_fraction * len(train)))
         return TaskData(train=train.take(carved[n_val:].sort().values), val=train.take(carved[:n_val].sort().values),
-                        test=self._split(test_paths, test_labels))
-
-    def _split(self, paths: list[str], labels: list[int]) -> ImageFolderSplit:
-        return ImageFolderSplit(paths, torch.tensor(labels, dtype=torch.long), self.resolution, self.workers,
-                                self.root)
+                        test=test)
 
     def augment(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        return augment_by_kind(self.modality(modality).kind, x)
+        return simclr_batched(x)
+
+    def augment_pair(self, modality: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        views = simclr_batched(torch.cat([x, x]))
+        return views[: len(x)], views[len(x) :]
 
 
 class ImageNet100(ImageNet):

@@ -47,6 +47,7 @@ class Batch:
     labels: torch.Tensor
     index: torch.Tensor
     augment: Any = None  # callable(modality_name, tensor) -> tensor, bound by the harness
+    augment_pair: Any = None  # callable(modality_name, tensor) -> (view, view) or None: Task.augment_pair
 
     def view(self, modality: str) -> torch.Tensor:
         if self.augment is None:
@@ -55,6 +56,16 @@ class Batch:
 
     def views(self) -> dict[str, torch.Tensor]:
         return {name: self.view(name) for name in self.inputs}
+
+    def paired_views(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+        """Two views of every modality, each modality's pair drawn in one call; None where the task draws
+        its views one at a time (then call `views` twice, in the order the method always did)."""
+        if self.augment_pair is None:
+            return None
+        pairs = {name: self.augment_pair(name, x) for name, x in self.inputs.items()}
+        if any(pair is None for pair in pairs.values()):
+            return None
+        return {name: pair[0] for name, pair in pairs.items()}, {name: pair[1] for name, pair in pairs.items()}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -179,6 +190,12 @@ class Task(ABC):
         Tasks that offer augmentations override this; self-supervised methods need it.
         """
         raise NotImplementedError(f"task {self.name} offers no augmentations")
+
+    def augment_pair(self, modality: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Two fresh augmentations of a batch drawn in one call (one launch of each kernel over both views),
+        or None: the task draws views one at a time with `augment`, the random stream every published
+        record was made with. A task overrides this only together with a new version."""
+        return None
 
     @classmethod
     def offers_augmentations(cls) -> bool:

@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--workers", type=_positive, default=1,
                      help="worker processes on this machine sharing the sweep (default 1)")
-    run.add_argument("--bf16", action="store_true",
-                     help="bfloat16 autocast for training's forward passes (for GPUs); the records say so")
+    run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                     help="bfloat16 autocast for training's forward passes; the records say so (default: on for "
+                          "tasks with images on CUDA, off otherwise; --no-bf16 turns it off)")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
     board.add_argument("--results", type=_folder, default="results")

@@ -32,7 +32,7 @@ class RunRequest:
     force: bool = False
     keep_old: bool = False
     allow_dirty: bool = False
-    bf16: bool = False
+    bf16: bool | None = None  # None: bfloat16 where request.bf16_by_default says (image tasks on CUDA)
     results: Path = Path("runs")
     workdir: Path = Path(".harness")
     data_dir: Path | None = None

@@ -39,14 +39,30 @@ def recorded_pairs(run: RunRequest) -> list[tuple[str, str]] | None:
         for method_name in run.methods:
             method = declaration(index.method_info(method_name))
             space, fixed = request.hyperparameters(method, task["default_batch_size"], run.overrides)
+            bf16 = _bf16(run, task)
+            if bf16 is None:
+                return None
             protocol = request.protocol(method.trains, run.epochs or task["default_epochs"], run.trials,
-                                        run.seeds, space, fixed, run.bf16)
+                                        run.seeds, space, fixed, bf16)
             identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed)
             plan = plan_resume(run.results, identity, keep_old=run.keep_old)
             if plan.train or plan.remove or plan.note:
                 return None
             pairs.append((task_name, method_name))
     return pairs
+
+
+def _bf16(run: RunRequest, task: dict[str, Any]) -> bool | None:
+    """The precision the full path would choose, or None where only torch can tell (an image task, device
+    auto, on a machine with an NVIDIA driver)."""
+    if run.bf16 is not None:
+        return run.bf16
+    kinds = [m["kind"] for m in task["modalities"]]
+    if not request.bf16_by_default(kinds, "cuda"):
+        return False
+    if run.device == "auto":
+        return False if not Path("/proc/driver/nvidia").exists() else None
+    return run.device == "cuda"
 
 
 def report_recorded(run: RunRequest, pairs: list[tuple[str, str]]) -> int:

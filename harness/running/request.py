@@ -42,6 +42,13 @@ def hyperparameters(method: MethodDeclaration, default_batch_size: int,
     return {k: v for k, v in space.items() if k not in fixed}, defaults | fixed
 
 
+def bf16_by_default(modality_kinds, device_type: str) -> bool:
+    """Without --bf16 or --no-bf16: bfloat16 autocast for tasks with images trained on CUDA (about half
+    of a float32 step there), float32 everywhere else, so records of other tasks and of CPU runs keep
+    the protocol they had."""
+    return device_type == "cuda" and "image" in set(modality_kinds)
+
+
 def protocol(trains: bool, epochs: int, trials: int, seeds: int, space: dict[str, Param], fixed: dict[str, Any],
              bf16: bool = False) -> dict[str, Any]:
     # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.

@@ -52,7 +52,7 @@ class RunOptions:
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
     progress: bool = True
-    bf16: bool = False
+    bf16: bool | None = None  # None: request.bf16_by_default for the task and device
 
 
 class Step(enum.Enum):
@@ -120,7 +120,12 @@ class PairRunner:
 
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
         return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
-                                self.options.seeds, space, fixed, self.options.bf16)
+                                self.options.seeds, space, fixed, self.bf16(pair.task))
+
+    def bf16(self, task: Task) -> bool:
+        if self.options.bf16 is not None:
+            return self.options.bf16
+        return request.bf16_by_default((m.kind for m in task.modalities), self.device.type)
 
     def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
         return request.identity(pair.task.identity(), fingerprint, pair.method_cls, self.protocol(pair, space, fixed),
@@ -317,7 +322,7 @@ class PairRunner:
         if method.trains:
             config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
                                  weight_decay=float(hparams["weight_decay"]), device=self.device,
-                                 progress=self.options.progress, bf16=self.options.bf16)
+                                 progress=self.options.progress, bf16=self.bf16(pair.task))
             stats = fit(method, data, config, generator, on_epoch)
         else:
             method.prepare(data.train)

@@ -89,6 +89,8 @@ class ResNet(nn.Module):
         self.head = nn.Linear(fan_in, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # File-backed tasks keep uint8 pixels until the device (probe features are taken without augmentation).
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
         return self.head(self.features(x))
 
 
