@@ -53,6 +53,7 @@ class RunOptions:
     data_dir: Path | None = None
     progress: bool = True
     bf16: bool = False
+    world_size: int = 1  # ranks training each run data-parallel (torchrun; harness.running.distributed)
 
 
 class Step(enum.Enum):
@@ -120,7 +121,7 @@ class PairRunner:
 
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
         return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
-                                self.options.seeds, space, fixed, self.options.bf16)
+                                self.options.seeds, space, fixed, self.options.bf16, self.options.world_size)
 
     def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
         return request.identity(pair.task.identity(), fingerprint, pair.method_cls, self.protocol(pair, space, fixed),
