@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from harness.api.distributed import gather
 from harness.api.method import InputModalities, Method, Requirements
 from harness.api.space import POSITIVE, SIZE, Choice, OneOf
 from methods.common.encoders import ModalityEncoders
@@ -45,7 +46,7 @@ class CLIP(Method):
 
     def loss(self, batch):
         inputs = {name: crop_and_flip(x) if name in self.cropped else x for name, x in batch.inputs.items()}
-        embeddings = self.encoders(inputs)
+        embeddings = {name: gather(z) for name, z in self.encoders(inputs).items()}  # the global batch's rows
         scale = self.log_logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
         terms = [symmetric_info_nce(embeddings[a], embeddings[b], scale)
                  for a, b in itertools.combinations(embeddings, 2)]

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.api.distributed import gather
 from harness.api.errors import HarnessError
 from harness.api.method import AssumptionCheck, InputModalities, Requirements
 from harness.api.space import POSITIVE, SIZE, Interval, OneOf
@@ -258,8 +259,9 @@ class ClipGuidedSimCLR(SimCLR):
         z2 = self.projector(self.encoders.joint(v2))
         with torch.no_grad():
             g1, g2 = self.guide(v1[self.image], batch.index), self.guide(v2[self.image], batch.index)
-        return guided_nt_xent(z1, z2, g1, g2, batch.labels, self.variant, self.fraction,
-                              float(self.hparams["temperature"]))
+        # The guide's neighbours and rankings, like SimCLR's negatives, range over the global batch.
+        return guided_nt_xent(gather(z1), gather(z2), gather(g1), gather(g2), gather(batch.labels), self.variant,
+                              self.fraction, float(self.hparams["temperature"]))
 
 
 class AddNewPositive(ClipGuidedSimCLR):

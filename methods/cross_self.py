@@ -11,6 +11,7 @@ import itertools
 
 import torch
 
+from harness.api.distributed import gather
 from harness.api.method import Requirements
 from methods.common.losses import nt_xent, symmetric_info_nce
 from methods.common.projected import ProjectedModalities
@@ -24,10 +25,14 @@ class CrossSelf(ProjectedModalities):
 
     def loss(self, batch):
         temperature = float(self.hparams["temperature"])
-        clean = self.project(batch.inputs)
+        clean = self._gathered(batch.inputs)
         cross = torch.stack([symmetric_info_nce(clean[a], clean[b], 1 / temperature)
                              for a, b in itertools.combinations(clean, 2)]).mean()
-        first, second = self.project(batch.views()), self.project(batch.views())
+        first, second = self._gathered(batch.views()), self._gathered(batch.views())
         self_terms = {m: nt_xent(first[m], second[m], temperature) for m in clean}
         total = cross + sum(self_terms.values())
         return {"loss": total, "cross": cross.detach(), **{f"self_{m}": v.detach() for m, v in self_terms.items()}}
+
+    def _gathered(self, inputs):
+        """Each modality's projections of the global batch's rows (harness.api.distributed)."""
+        return {m: gather(z) for m, z in self.project(inputs).items()}

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.api.distributed import gather
 from harness.api.method import AssumptionCheck, Auxiliary, Method, Requirements
 from harness.api.space import POSITIVE, SIZE, Choice, Float, OneOf
 from harness.api.task import Batch
@@ -79,6 +80,12 @@ class Factors:
 
     def parts(self) -> dict[str, torch.Tensor]:
         return {"ZS1": self.shared[0], "ZU1": self.unique[0], "ZS2": self.shared[1], "ZU2": self.unique[1]}
+
+    def gathered(self) -> Factors:
+        """The global batch's parts, when several ranks train (harness.api.distributed): every bound's
+        negatives, conditions and CLUB pairs then range over the global batch, as in one process."""
+        return Factors((gather(self.shared[0]), gather(self.shared[1])),
+                       (gather(self.unique[0]), gather(self.unique[1])))
 
 
 @dataclass
@@ -139,6 +146,8 @@ class FactorCL(Method):
         raise NotImplementedError
 
     def context(self, batch: Batch, factors: Factors) -> Context:
+        """Y for the global batch: `factors` are gathered already; what the context reads of `batch`
+        (labels, augmented views) it gathers itself."""
         raise NotImplementedError
 
     # -- shared by the family -----------------------------------------------------------------------
@@ -158,7 +167,7 @@ class FactorCL(Method):
 
     def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The six bounds of the objective, in nats, and each CLUB critic's own InfoNCE (detached)."""
-        f = self.factors(batch.inputs)
+        f = self.factors(batch.inputs).gathered()
         ctx = self.context(batch, f)
         shared_club, shared_critic = self.shared_club_given_y(*f.shared, ctx.shared.value, ctx.shared.weights)
         unique_club, unique_critic = self.unique_club(*f.unique)
@@ -183,7 +192,7 @@ class FactorCL(Method):
     def club_critic_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The CLUB critics' own InfoNCE objective, on embeddings they cannot move; each critic's value logged."""
         with torch.no_grad():
-            f = self.factors(batch.inputs)
+            f = self.factors(batch.inputs).gathered()
             ctx = self.context(batch, f)
         shared = self.shared_club_given_y.critic_nce(*f.shared, ctx.shared.value, ctx.shared.weights)
         unique = self.unique_club.critic_nce(*f.unique)
@@ -236,8 +245,9 @@ class FactorCLSup(FactorCL):
         return LabelNCEBound(factor_dim, self.task.num_classes, **critic)
 
     def context(self, batch: Batch, factors: Factors) -> Context:
-        given = Condition(one_hot(batch.labels, self.task.num_classes), same_condition_weights(batch.labels))
-        return Context(shared=given, unique=given, targets=(batch.labels, batch.labels))
+        labels = gather(batch.labels)
+        given = Condition(one_hot(labels, self.task.num_classes), same_condition_weights(labels))
+        return Context(shared=given, unique=given, targets=(labels, labels))
 
 
 class FactorCLSsl(FactorCL):
@@ -255,7 +265,7 @@ class FactorCLSsl(FactorCL):
         return NCEBound(factor_dim, factor_dim, **critic)
 
     def context(self, batch: Batch, factors: Factors) -> Context:
-        augmented = self.factors({m: batch.view(m) for m in self.pair_names})
+        augmented = self.factors({m: batch.view(m) for m in self.pair_names}).gathered()
         return Context(shared=augmentation_condition(factors.shared, augmented.shared),
                        unique=augmentation_condition(factors.unique, augmented.unique),
                        targets=augmented.unique)

@@ -8,6 +8,7 @@ view is the projection of all modalities' embeddings together. The probe sees
 the embeddings before the projection head, as in SimCLR.
 """
 
+from harness.api.distributed import gather
 from harness.api.method import InputModalities, Method, Requirements
 from harness.api.space import POSITIVE, SIZE, Choice, Float
 from methods.common.encoders import ModalityEncoders, mlp
@@ -40,7 +41,8 @@ class SimCLR(Method):
         pair = batch.paired_views()  # both views in one call where the task draws them so (ImageNet)
         z1 = self.projector(self.encoders.joint(pair[0] if pair else batch.views()))
         z2 = self.projector(self.encoders.joint(pair[1] if pair else batch.views()))
-        return nt_xent(z1, z2, float(self.hparams["temperature"]))
+        # Gathered: the negatives are the global batch when several ranks train (harness.api.distributed).
+        return nt_xent(gather(z1), gather(z2), float(self.hparams["temperature"]))
 
     def parts(self, inputs):
         """Each modality's embedding, for diagnostics (harness.results.diagnostics)."""

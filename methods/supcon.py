@@ -8,6 +8,7 @@ modality embeddings side by side, before the projection heads.
 
 import torch
 
+from harness.api.distributed import gather
 from harness.api.method import Requirements
 from methods.common.losses import supcon
 from methods.common.projected import ProjectedModalities
@@ -21,6 +22,6 @@ class SupCon(ProjectedModalities):
 
     def loss(self, batch):
         projected = self.project(batch.inputs)
-        views = torch.cat(list(projected.values()))
-        labels = batch.labels.repeat(len(projected))
+        views = torch.cat([gather(z) for z in projected.values()])  # the global batch's rows, modality by modality
+        labels = gather(batch.labels).repeat(len(projected))
         return supcon(views, labels, float(self.hparams["temperature"]))

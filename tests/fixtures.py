@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import replace
 
 import torch
 
+from harness.api import distributed
 from harness.api.method import AssumptionCheck, Method
 from harness.api.task import Modality, Task, TaskData, TensorSplit
 from methods.common.encoders import ModalityEncoders
@@ -92,9 +95,28 @@ class OutOfMemoryOnLargeBatches(DivergesOnOddSeeds):
         return self.encoders.joint(batch.inputs).pow(2).mean()
 
 
+class DiesOnRank1(DivergesOnOddSeeds):
+    """Rank 1 of a data-parallel run is killed (SIGKILL, as the kernel's OOM killer or a lost node would)
+    at its second step."""
+
+    name = "dies-on-rank-1"
+    display_name = "Dies on rank 1"
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.steps = 0
+
+    def loss(self, batch):
+        self.steps += 1
+        if distributed.rank() == 1 and self.steps == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return distributed.gather(self.encoders.joint(batch.inputs)).pow(2).mean()
+
+
 TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a clean one
 
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
                 "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
-                "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches"}
+                "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches",
+                "dies-on-rank-1": "tests.fixtures:DiesOnRank1"}

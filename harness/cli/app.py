@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                      help="bfloat16 autocast for training's forward passes; the records say so (default: on for "
                           "tasks with images on CUDA, off otherwise; --no-bf16 turns it off)")
+    run.add_argument("--nproc", type=_positive, default=1,
+                     help="train each run data-parallel on N ranks of this machine, started through torchrun's "
+                          "launcher (one GPU each); --set batch_size is the global batch (docs/distributed.md)")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
     board.add_argument("--results", type=_folder, default="results")
@@ -151,9 +154,19 @@ def main(argv: list[str] | None = None) -> int:
             from harness.cli.resumed import recorded_pairs, report_recorded
 
             run_request = RunRequest.from_args(args, _data_dir(args.data_dir))
-            recorded = recorded_pairs(run_request)
+            check_ranks(run_request)
+            # Under torchrun every rank goes on to the group, which rank 0 alone decides for.
+            recorded = recorded_pairs(run_request) if run_request.world_size == 1 or run_request.launches else None
             if recorded is not None:  # nothing to train: answered without importing torch
                 return report_recorded(run_request, recorded)
+            if run_request.launches:
+                from harness.cli.launch import launch
+
+                return launch(run_request.nproc, sys.argv[1:] if argv is None else argv)
+            if run_request.world_size > 1:  # one rank of a data-parallel command
+                from harness.cli.ranks import run_as_rank
+
+                return run_as_rank(run_request)
             from harness.cli.commands import run_command
 
             return run_command(run_request)
@@ -182,11 +195,33 @@ def main(argv: list[str] | None = None) -> int:
         return list_command(args.what, _data_dir(args.data_dir))
     except HarnessError as exc:
         # One line even when the message quotes input that holds line breaks.
-        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        _say_error("error: " + " ".join(str(exc).splitlines()))
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
+
+
+def _say_error(line: str) -> None:
+    """On stderr; a rank that `harness run --nproc` started leaves it to the launcher, which says one line."""
+    from harness.cli.launch import rank_error_file
+
+    where = rank_error_file()
+    if where is None:
+        print(line, file=sys.stderr)
+    else:
+        where.write_text(line + "\n")
+
+
+def check_ranks(run: RunRequest) -> None:
+    """Data parallelism combines with nothing that would start processes or ranks twice."""
+    if run.nproc > 1 and "WORLD_SIZE" in os.environ:
+        raise HarnessError("--nproc starts the ranks itself; under torchrun, leave it out (torchrun's "
+                           "--nproc-per-node says how many)")
+    if run.world_size > 1 and run.workers > 1:
+        raise HarnessError("--workers and data-parallel ranks do not combine: a data-parallel run is one worker "
+                           "of the sweep; start more such runs against the same --storage instead "
+                           "(docs/distributed.md)")
 
 
 def _data_dir(given: Path | None) -> Path | None:

@@ -8,6 +8,7 @@ is answered from a RunRequest without it.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,14 +41,25 @@ class RunRequest:
     storage: str | None = None
     workers: int = 1
     progress: bool = True
+    nproc: int = 1  # ranks this command starts through torchrun's launcher (`--nproc`)
+    world_size: int = 1  # ranks that train each run together: --nproc's, or those torchrun started this one among
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, data_dir: Path | None) -> RunRequest:
+        # torchrun tells each rank how many there are (WORLD_SIZE); read here without torch, which a fully
+        # recorded run never loads.
+        started_among = int(os.environ.get("WORLD_SIZE", "1") or 1)
         return cls(methods=tuple(args.method), tasks=tuple(args.task), trials=args.trials, seeds=args.seeds,
                    epochs=args.epochs, device=args.device, overrides=parse_overrides(args.overrides),
                    force=args.force, keep_old=args.keep_old, allow_dirty=args.allow_dirty, bf16=args.bf16,
                    results=args.results, workdir=args.workdir, data_dir=data_dir, tracking_uri=args.tracking_uri,
-                   storage=args.storage, workers=args.workers, progress=not args.no_progress)
+                   storage=args.storage, workers=args.workers, progress=not args.no_progress, nproc=args.nproc,
+                   world_size=args.nproc if args.nproc > 1 else started_among)
+
+    @property
+    def launches(self) -> bool:
+        """This process starts the ranks (`--nproc N`) instead of training."""
+        return self.nproc > 1 and "WORLD_SIZE" not in os.environ
 
     def options(self) -> RunOptions:
         from harness.running.runner import RunOptions
@@ -55,7 +67,7 @@ class RunRequest:
         return RunOptions(trials=self.trials, seeds=self.seeds, epochs=self.epochs, device=self.device,
                           overrides=dict(self.overrides), force=self.force, keep_old=self.keep_old,
                           results=self.results, workdir=self.workdir, data_dir=self.data_dir,
-                          progress=self.progress, bf16=self.bf16)
+                          progress=self.progress, bf16=self.bf16, world_size=self.world_size)
 
 
 @dataclass(frozen=True)

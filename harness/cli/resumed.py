@@ -43,7 +43,7 @@ def recorded_pairs(run: RunRequest) -> list[tuple[str, str]] | None:
             if bf16 is None:
                 return None
             protocol = request.protocol(method.trains, run.epochs or task["default_epochs"], run.trials,
-                                        run.seeds, space, fixed, bf16)
+                                        run.seeds, space, fixed, bf16, run.world_size)
             identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed)
             plan = plan_resume(run.results, identity, keep_old=run.keep_old)
             if plan.train or plan.remove or plan.note:

@@ -5,7 +5,8 @@ imports no torch), so a command can decide what to train without loading data:
 
 - task: name, version, parameters and the fingerprint of the data it loads;
 - method: name and version;
-- protocol: epochs, trial budget, number of seeds, batch size;
+- protocol: epochs, trial budget, number of seeds, batch size (the global batch: all ranks'
+  rows together) and, for a data-parallel run, how many ranks trained it;
 - fixed: every hyperparameter not tuned, whether a default or given with --set.
 
 Every record stores its identity. A seed's record is reused only when its
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PROTOCOL_KEYS = ("epochs", "trials", "seeds", "batch_size")
+# Kept in an identity only when it differs from this: a one-process run keeps the identity (and the study
+# name) it always had, and a data-parallel run's identity says how many ranks trained it.
+WORLD_SIZE, ONE_PROCESS = "world_size", 1
 
 # How each part of an identity reads in a sentence; "{}" is the value.
 _PHRASES = {
@@ -38,7 +42,9 @@ _PHRASES = {
     ("method", "name"): "method {}", ("method", "version"): "method version {}",
     ("protocol", "epochs"): "{} epochs", ("protocol", "trials"): "{} trials",
     ("protocol", "seeds"): "{} seeds", ("protocol", "batch_size"): "batch size {}",
+    ("protocol", WORLD_SIZE): "{} rank(s)",
 }
+_ABSENT = {("protocol", WORLD_SIZE): ONE_PROCESS}  # what a key an identity leaves out stands for
 
 
 def plain(value: Any) -> Any:
@@ -54,11 +60,13 @@ def plain(value: Any) -> Any:
 def run_identity(task: Mapping[str, Any], method: Mapping[str, Any], protocol: Mapping[str, Any],
                  fixed: Mapping[str, Any] | None) -> dict[str, Any]:
     """The identity of a run; extra keys in the inputs (a task's suite, a method's display name) are left out."""
+    ranks = protocol.get(WORLD_SIZE) or ONE_PROCESS
     return plain({
         "task": {"name": task["name"], "version": task.get("version"), "params": task.get("params") or {},
                  "fingerprint": task.get("fingerprint")},
         "method": {"name": method["name"], "version": method.get("version")},
-        "protocol": {key: protocol.get(key) for key in PROTOCOL_KEYS},
+        "protocol": {key: protocol.get(key) for key in PROTOCOL_KEYS}
+                    | ({WORLD_SIZE: ranks} if ranks != ONE_PROCESS else {}),
         "fixed": None if fixed is None else dict(fixed),
     })
 
@@ -98,7 +106,9 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any],
     """
     found = []
     for (part, key), phrase in _PHRASES.items():
-        a, b = (recorded.get(part) or {}).get(key), (requested.get(part) or {}).get(key)
+        absent = _ABSENT.get((part, key))
+        a = (recorded.get(part) or {}).get(key, absent)
+        b = (requested.get(part) or {}).get(key, absent)
         if a != b:
             found.append(Difference(phrase, a, b))
     a_params = _flat((recorded.get("task") or {}).get("params") or {})

@@ -50,12 +50,16 @@ def bf16_by_default(modality_kinds, device_type: str) -> bool:
 
 
 def protocol(trains: bool, epochs: int, trials: int, seeds: int, space: dict[str, Param], fixed: dict[str, Any],
-             bf16: bool = False) -> dict[str, Any]:
+             bf16: bool = False, world_size: int = 1) -> dict[str, Any]:
     # A reference row (untrained encoders, raw features) trains for no epochs, and its record says so.
     found = {"epochs": epochs if trains else 0, "trials": trials if space else 0, "seeds": seeds,
              "batch_size": fixed.get("batch_size")}
     if bf16:
         found["precision"] = "bf16"  # only when set, so float32 records keep the protocol they had
+    if trains and world_size > 1:
+        # Data parallel (torchrun): batch_size is the global batch, split among the ranks. A reference row
+        # trains nothing, so how many ranks ran it changes nothing.
+        found["world_size"] = world_size
     return found
 
 

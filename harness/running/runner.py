@@ -25,7 +25,7 @@ from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
 from harness.results.records import Record, write_record
-from harness.running import environment, probe, request
+from harness.running import distributed, environment, probe, request
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
 from harness.running.resume import plan_resume
@@ -53,6 +53,7 @@ class RunOptions:
     data_dir: Path | None = None
     progress: bool = True
     bf16: bool | None = None  # None: request.bf16_by_default for the task and device
+    world_size: int = 1  # ranks training each run data-parallel (torchrun; harness.running.distributed)
 
 
 class Step(enum.Enum):
@@ -120,7 +121,7 @@ class PairRunner:
 
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
         return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
-                                self.options.seeds, space, fixed, self.bf16(pair.task))
+                                self.options.seeds, space, fixed, self.bf16(pair.task), self.options.world_size)
 
     def bf16(self, task: Task) -> bool:
         if self.options.bf16 is not None:
@@ -268,7 +269,7 @@ class PairRunner:
             value = self._objective(trial, pair, sweep)
         except optuna.TrialPruned:
             self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, distributed.RanksFailed):  # not the trial's fault: given back, run again later
             self.coordinator.abandon_trial(sweep.study, trial)
             raise
         except BaseException:
@@ -323,6 +324,7 @@ class PairRunner:
             config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
                                  weight_decay=float(hparams["weight_decay"]), device=self.device,
                                  progress=self.options.progress, bf16=self.bf16(pair.task))
+            distributed.lead(pair.key, hparams, seed, config)  # the other ranks, if any, train it with this one
             stats = fit(method, data, config, generator, on_epoch)
         else:
             method.prepare(data.train)

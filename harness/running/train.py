@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from harness.api.errors import DivergedError
 from harness.api.method import Auxiliary, Method
 from harness.api.task import Batch, Split, TaskData
+from harness.running import distributed
 from harness.running.core_share import share_cores
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,16 @@ def fit(
     generator: torch.Generator,
     on_epoch: EpochCallback | None = None,
 ) -> TrainStats:
-    """Train `method` on the training split; `on_epoch` may raise to stop early (pruning)."""
+    """Train `method` on the training split; `on_epoch` may raise to stop early (pruning).
+
+    Data-parallel across the ranks when torchrun started the command (harness.running.distributed);
+    `cfg.batch_size` is then the global batch."""
+    with distributed.replicas() as parallel:
+        return _fit(method, data, cfg, generator, on_epoch, parallel)
+
+
+def _fit(method: Method, data: TaskData, cfg: TrainConfig, generator: torch.Generator,
+         on_epoch: EpochCallback | None, parallel: distributed.Alone | distributed.DataParallel) -> TrainStats:
     stats = TrainStats()
     started = time.perf_counter()
     method.to(cfg.device)
@@ -115,6 +125,7 @@ def fit(
         if cfg.compile:
             _compile_convolutional(method)
     method.prepare(data.train)
+    parallel.prepare(method)
     main, aux = _optimizers(method, cfg)
     main_params = [p for group in main.param_groups for p in group["params"]] if main else []
     offered = method.task.offers_augmentations()
@@ -126,26 +137,27 @@ def fit(
     for epoch in bar:
         method.train()
         sums = _EpochSums(cfg.device)
-        batches = data.train.batches(cfg.batch_size, shuffle=True, generator=generator)
+        batches = parallel.batches(data.train, cfg.batch_size, generator)
         for step, (inputs, labels, rows) in enumerate(_ahead(batches, cfg.device, modalities.train)):
             share_cores(cfg.device)
             batch = Batch(inputs, labels, rows, augment, augment_pair)
             with autocast:
-                out = method.loss(batch)
+                out = parallel.loss(batch)
             terms = out if isinstance(out, dict) else {"loss": out}
             loss = terms["loss"]
             sums.watch("loss", loss, step)
             if main is not None:
                 _step(main, loss, main_params, cfg.max_grad_norm)
             for objective, optimizer in aux:
-                terms.update(_auxiliary_steps(objective, optimizer, batch, cfg.max_grad_norm, sums, step, autocast))
+                terms.update(_auxiliary_steps(parallel.auxiliary(objective), optimizer, batch, cfg.max_grad_norm,
+                                              sums, step, autocast))
             sums.add(terms)
+        parallel.agree(sums.first_bad)
         metrics = sums.close(epoch)
         stats.history.append(metrics)
         stats.epochs_run = epoch + 1
         bar.set_postfix(loss=f"{metrics.get('train_loss', float('nan')):.4f}")
-        if on_epoch is not None:
-            on_epoch(method, epoch, metrics)
+        parallel.after_epoch(on_epoch, method, epoch, metrics)
     stats.wall_time_s = time.perf_counter() - started
     return stats
 
@@ -218,3 +230,4 @@ def extract_features(method: Method, split: Split, device: torch.device, batch_s
     for inputs, _labels, _rows in split.batches(batch_size):
         features.append(method.encode(_to(inputs, device, probed)).float().cpu())
     return torch.cat(features).numpy(), split.labels.numpy()
+

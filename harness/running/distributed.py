@@ -1,0 +1,331 @@
+"""One training run across several processes (ranks), data-parallel, as torchrun starts them.
+
+`torchrun --nproc-per-node N -m harness run ...` (or `harness run --nproc N`, harness/cli/launch.py)
+starts N copies of the command; torchrun gives each its RANK, LOCAL_RANK and WORLD_SIZE. Here:
+
+* Who does what. Rank 0 runs the command as one process would: Optuna, MLflow, the records, the
+  probe. The other ranks (followers) open none of them. Each time rank 0 trains (a trial or a seed)
+  it first sends the job (pair, hyperparameters, seed, training configuration) to the followers
+  (`lead`); every rank then enters the same `fit`. A "done" message ends the followers (`release`).
+  Control messages travel in a gloo group of their own with a long timeout: followers wait there
+  while rank 0 tunes, probes and records, which may take longer than a collective is allowed to.
+* Agreement. Every decision that ends a fit early is taken once and shared, so no rank is left
+  waiting in a collective the others have left: a loss that turned non-finite on any rank stops all
+  of them (`DataParallel.agree`), and rank 0's epoch callback (validation probe, pruning) decides for
+  everyone whether training goes on (`DataParallel.after_epoch`).
+* Failure. A rank that fails or dies takes the run with it: the survivors' next collective fails,
+  which ends them with one line (`RanksFailed`), and torchrun stops whoever is left. Records are written
+  only after a seed is scored, atomically, so no partial record is left; rerunning continues.
+* The step (`DataParallel`): every rank draws the same epoch order and takes its own slice of each
+  global batch (`batch_size` is the global batch; each rank holds batch_size / N rows), so the ranks'
+  shards are disjoint and together cover the epoch. The method runs under DistributedDataParallel,
+  its auxiliary objectives (FactorCL's critics) under one DDP wrapper each; losses gather the global
+  batch through harness.api.distributed. Batch norm: SyncBatchNorm on GPUs (statistics over the
+  global batch, as SimCLR trains); on the CPU torch has no SyncBatchNorm, so each rank normalizes by
+  its own rows and DDP hands rank 0's running statistics to all ranks at every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from harness.api import distributed as gathering
+from harness.api.errors import DivergedError, HarnessError
+from harness.api.method import Auxiliary, Method
+from harness.api.task import Split
+from harness.running import environment
+from harness.running.failures import out_of_memory, out_of_memory_line
+
+log = logging.getLogger(__name__)
+
+# Followers wait in the control group while rank 0 tunes, probes (a whole ImageNet's features) and records.
+CONTROL_TIMEOUT = datetime.timedelta(hours=float(os.environ.get("HARNESS_CONTROL_TIMEOUT_H", "24")))
+# Each rank's augmentations draw from their own stream; rank 0 keeps the run's. Seeds are below 2**32,
+# so no other run's seed lands on a follower's, and the parity some test methods read is kept.
+RANK_SEED_STRIDE = 2**32
+
+
+def world_size_from_environment() -> int:
+    """How many ranks torchrun started this command among (1 when it did not start it)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+class RanksFailed(HarnessError):
+    """A rank failed or died: the whole run stops, with one line."""
+
+
+class Stopped(Exception):
+    """A follower's fit ended where rank 0's did (its trial was pruned, or its callback failed)."""
+
+
+@dataclass
+class Ranks:
+    rank: int
+    world_size: int
+    local_rank: int
+    control: Any  # gloo group for the leader's messages
+    broken: bool = False  # a collective failed: send nothing more
+
+
+_RANKS: Ranks | None = None
+
+
+def start(device: torch.device) -> Ranks:
+    """Join the process group torchrun set up for this command; one device per rank (LOCAL_RANK) on GPUs."""
+    global _RANKS
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)  # before any CUDA work, so "cuda" means this rank's GPU
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend)
+        control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
+    except (RuntimeError, ValueError) as exc:
+        raise HarnessError(f"cannot join the ranks torchrun started ({_first_line(exc)}); check MASTER_ADDR, "
+                           f"--rdzv-endpoint and that every node can reach it") from None
+    _RANKS = Ranks(dist.get_rank(), dist.get_world_size(), local_rank, control)
+    return _RANKS
+
+
+def stop() -> None:
+    """Leave the group: rank 0 first releases the followers, unless a collective already failed."""
+    global _RANKS
+    if _RANKS is None:
+        return
+    ranks, _RANKS = _RANKS, None
+    if not ranks.broken:
+        if ranks.rank == 0:
+            _send(ranks, {"job": "done"})
+        dist.destroy_process_group()
+
+
+def current() -> Ranks | None:
+    return _RANKS
+
+
+# -- rank 0 leads, the others follow --------------------------------------------------------------
+
+
+def lead(pair_key: str, hparams: dict[str, Any], seed: int, config: Any) -> None:
+    """Rank 0, about to train: tell the followers what, so every rank enters the same fit. A no-op alone."""
+    if _RANKS is not None and _RANKS.rank == 0:
+        _send(_RANKS, {"job": "train", "pair": pair_key, "hparams": hparams, "seed": seed, "config": config})
+
+
+def follow(pairs: list, fit: Callable) -> int:
+    """A follower's whole command: train each job rank 0 sends, until it says done. `fit` is
+    harness.running.train.fit (passed in: train imports this module)."""
+    ranks = _RANKS
+    assert ranks is not None and ranks.rank > 0
+    by_key = {pair.key: pair for pair in pairs}
+    loaded: dict[int, Any] = {}
+    while True:
+        job = _receive(ranks)
+        if job["job"] == "done":
+            return 0
+        pair = by_key[job["pair"]]
+        if id(pair.task) not in loaded:
+            loaded[id(pair.task)] = pair.task.load()
+        generator = environment.seed_everything(job["seed"])  # as rank 0 seeded it: the same weights, order
+        method = pair.method_cls(pair.task, job["hparams"])
+        try:
+            fit(method, loaded[id(pair.task)], dataclasses.replace(job["config"], progress=False), generator)
+        except (Stopped, DivergedError):
+            pass  # decided together: rank 0 records what it means; wait for the next job
+
+
+def _send(ranks: Ranks, message: dict[str, Any]) -> None:
+    try:
+        dist.broadcast_object_list([message], src=0, group=ranks.control)
+    except RuntimeError as exc:
+        raise ranks_failed(ranks, exc) from None
+
+
+def _receive(ranks: Ranks) -> dict[str, Any]:
+    box: list[Any] = [None]
+    try:
+        dist.broadcast_object_list(box, src=0, group=ranks.control)
+    except RuntimeError as exc:
+        raise ranks_failed(ranks, exc) from None
+    return box[0]
+
+
+def ranks_failed(ranks: Ranks, exc: BaseException) -> RanksFailed:
+    """The one line a rank ends with when the group broke (or it ran out of memory, which breaks it)."""
+    ranks.broken = True
+    what = out_of_memory_line(exc) if out_of_memory(exc) else f"{type(exc).__name__}: {_first_line(exc)}"
+    return RanksFailed(f"rank {ranks.rank} of {ranks.world_size} stopped: {what}. A rank that fails or dies "
+                       f"ends the whole data-parallel run; no record was written for the run in progress, and "
+                       f"the same command continues from the records kept")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The message's first sentence, without the source location gloo puts before it."""
+    text = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", str(exc).strip())
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
+# -- one fit, one process or data-parallel ----------------------------------------------------------
+
+
+class Alone:
+    """One process: every call goes straight to the method, as before data parallelism existed."""
+
+    def prepare(self, method: Method) -> None:
+        self.method = method
+
+    def batches(self, split: Split, batch_size: int, generator: torch.Generator):
+        return split.batches(batch_size, shuffle=True, generator=generator)
+
+    def loss(self, batch):
+        return self.method.loss(batch)
+
+    def auxiliary(self, objective: Auxiliary) -> Auxiliary:
+        return objective
+
+    def agree(self, first_bad: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def after_epoch(self, on_epoch, method: Method, epoch: int, metrics: dict[str, float]) -> None:
+        if on_epoch is not None:
+            on_epoch(method, epoch, metrics)
+
+
+class _Objective(nn.Module):
+    """What DDP wraps: a module holding the parameters (and buffers) to keep in step, and the loss to call.
+    DDP prepares its gradient reduction in `forward`, so the loss must be called through it."""
+
+    def __init__(self, holder: nn.Module, loss: Callable):
+        super().__init__()
+        self.holder = holder
+        self.objective = loss  # a bound method, not a module: not registered, so its owner is not wrapped twice
+
+    def forward(self, batch):
+        return self.objective(batch)
+
+
+class DataParallel:
+    """One fit across the ranks (see the module's docstring)."""
+
+    def __init__(self, ranks: Ranks):
+        self.ranks = ranks
+        self.agreed = False  # the fit ends by a decision every rank shares: no rank is left behind
+        self._auxiliary: dict[int, Auxiliary] = {}
+
+    def prepare(self, method: Method) -> None:
+        """After `method.prepare` (a guide built there is broadcast with the rest), before the optimizers."""
+        device = next(method.parameters(), torch.empty(0)).device
+        if device.type == "cuda":
+            nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces batch norm children in place
+        auxiliary = {id(p) for aux in method.auxiliaries() for p in aux.parameters}
+        holder = _Objective(method, method.loss)
+        ignored = [name for name, p in holder.named_parameters() if id(p) in auxiliary]
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(holder, ignored)
+        self.main = self._wrap(holder)
+        if self.ranks.rank > 0:
+            # Reseeded after the weights are made (DDP broadcast rank 0's anyway): only augmentations differ.
+            torch.manual_seed(torch.initial_seed() + self.ranks.rank * RANK_SEED_STRIDE)
+
+    def _wrap(self, holder: _Objective) -> Callable:
+        if not any(p.requires_grad for p in holder.parameters()):
+            return holder  # DDP refuses a module with nothing to train; there is nothing to reduce either
+        # A method may leave parameters out of its loss (FactorCL's encoders of a third modality), which DDP must
+        # not wait for. static_graph: DDP learns which in the first step, as the loss uses the same parameters
+        # every step; find_unused_parameters would search the graph at every step, and warn on every rank when
+        # it finds none. device_ids None: the module lives on one device already.
+        return nn.parallel.DistributedDataParallel(holder, device_ids=None, static_graph=True)
+
+    def batches(self, split: Split, batch_size: int, generator: torch.Generator):
+        """This rank's slice of each global batch, in steps every rank takes together; rows as the split numbers
+        them. The same epoch order as one process draws (one randperm per epoch from `generator`)."""
+        size, rank = self.ranks.world_size, self.ranks.rank
+        if batch_size % size:
+            raise HarnessError(f"batch_size {batch_size} (the global batch) does not split evenly among "
+                               f"{size} ranks; --set batch_size to a multiple of {size}")
+        order = torch.randperm(len(split), generator=generator)
+        steps = [order[start : start + batch_size].tensor_split(size) for start in range(0, len(order), batch_size)]
+        # A last batch with fewer rows than ranks would leave some rank without a row, and the others waiting
+        # for it in the step's collectives: every rank drops it (at most world_size - 1 rows an epoch).
+        steps = [chunks for chunks in steps if len(chunks[-1])]
+        own = torch.cat([chunks[rank] for chunks in steps])
+        shard = split.take(own)  # this rank reads its rows only
+        for (inputs, labels, rows), chunks in zip(shard.batches(batch_size // size), steps, strict=True):
+            gathering.set_step_rows([len(chunk) for chunk in chunks])
+            yield inputs, labels, own[rows]
+
+    def loss(self, batch):
+        return self.main(batch)
+
+    def auxiliary(self, objective: Auxiliary) -> Auxiliary:
+        """The objective, its loss called through a DDP wrapper of its own parameters (made once per fit)."""
+        if id(objective) not in self._auxiliary:
+            holder = _Objective(nn.ParameterList(objective.parameters), objective.loss)
+            self._auxiliary[id(objective)] = dataclasses.replace(objective, loss=self._wrap(holder))
+        return self._auxiliary[id(objective)]
+
+    def agree(self, first_bad: dict[str, torch.Tensor]) -> None:
+        """Each watched loss's first non-finite step, the earliest over all ranks (-1: none), on every rank."""
+        never = torch.iinfo(torch.long).max
+        for bad in first_bad.values():  # the same keys in the same order on every rank: the same code ran
+            earliest = torch.where(bad < 0, never, bad)
+            dist.all_reduce(earliest, op=dist.ReduceOp.MIN)
+            bad.copy_(torch.where(earliest == never, -1, earliest))
+
+    def after_epoch(self, on_epoch, method: Method, epoch: int, metrics: dict[str, float]) -> None:
+        """Rank 0 runs the callback (validation probe, MLflow, pruning) and says whether training goes on."""
+        if self.ranks.rank == 0:
+            try:
+                if on_epoch is not None:
+                    on_epoch(method, epoch, metrics)
+            except BaseException:
+                _send(self.ranks, {"stop": True})
+                self.agreed = True
+                raise
+            _send(self.ranks, {"stop": False})
+        elif _receive(self.ranks)["stop"]:
+            self.agreed = True
+            raise Stopped()
+
+
+@contextlib.contextmanager
+def replicas() -> Iterator[Alone | DataParallel]:
+    """How `fit` trains: alone, or with the other ranks while a data-parallel command runs."""
+    ranks = _RANKS
+    if ranks is None or ranks.world_size == 1:
+        yield Alone()
+        return
+    parallel = DataParallel(ranks)
+    with gathering.across(dist.group.WORLD, ranks.rank, ranks.world_size):
+        try:
+            yield parallel
+        except (DivergedError, Stopped, KeyboardInterrupt):
+            raise  # every rank saw the same (KeyboardInterrupt: Ctrl+C reached all of them)
+        except (RuntimeError, MemoryError) as exc:
+            if parallel.agreed:
+                raise
+            # A collective failed (a rank died) or this rank failed on its own: the others cannot go on.
+            raise ranks_failed(ranks, exc) from None
+        except BaseException:
+            if not parallel.agreed:
+                ranks.broken = True  # a defect: Python prints its traceback; torchrun stops the other ranks
+            raise
+
+
+def follower_logging() -> None:
+    """Followers say only warnings: rank 0 speaks for the run."""
+    if _RANKS is not None and _RANKS.rank > 0:
+        for package in ("harness", "methods", "tasks"):
+            logging.getLogger(package).setLevel(logging.WARNING)
