@@ -89,7 +89,8 @@ def run_command(run: RunRequest) -> int:
         outcomes = [PairOutcome(p.task.name, p.method_cls.name, "") for p in pairs]
         failures = [p.key for p in pairs] if failed else []
     else:
-        failures, outcomes = workers.sweep(runner, pairs)
+        with workers.limited_threads(environment.divide_threads(1), only_lower=True):
+            failures, outcomes = workers.sweep(runner, pairs)
     print(summary_table(outcomes, options.results, tracking_uri, runner.tracker.experiment_ids(
         f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
     if failures:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from harness.api.errors import DivergedError, HarnessError, RunFailed
 from harness.results.publishing.run_report import PairOutcome
 from harness.running.coordination import POLL_S, SEED_PREFIX, Coordinator, mutex_for
-from harness.running.environment import divide_threads
+from harness.running.environment import divide_threads, user_threads
 from harness.running.failures import out_of_memory, out_of_memory_line
 from harness.running.pair import Pair
 from harness.running.runner import PairRunner, RunOptions, Step
@@ -136,12 +136,17 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
 
 
 @contextlib.contextmanager
-def limited_threads(threads: int) -> Iterator[None]:
-    """Torch's and the BLAS libraries' threads (the probe's) held to this worker's share of the cores."""
+def limited_threads(threads: int, only_lower: bool = False) -> Iterator[None]:
+    """Torch's and the BLAS libraries' threads (the probe's) held to this worker's share of the CPUs;
+    with `only_lower`, only where torch's own default would start more (one process on a free machine keeps
+    torch's choice of physical cores, but not more than its cgroup or affinity mask allows)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
+    if only_lower and (user_threads() is not None or threads >= before):
+        yield
+        return
     torch.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads):
