@@ -59,6 +59,8 @@ def sweep(runner: PairRunner, pairs: list[Pair]) -> tuple[list[str], list[PairOu
     that finds the rest of a pair held by others moves on to the next pair instead of idling."""
     pending, failures, outcomes = list(pairs), [], []
     try:
+        for pair in pairs:
+            runner.prepare(pair)  # a definition that clashes with a running sweep's is refused before any work
         while pending:
             for pair in list(pending):
                 try:
@@ -107,14 +109,20 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
                         args=(WorkerSpec(quiet, pairs, tracking_uri, storage_spec, threads, i),))
         for i in range(1, count)
     ]
+    # This process is worker 0: it has paid for its imports already, and works while the others start. It
+    # decides and joins every pair first, so a definition that clashes with a running sweep's spawns nothing.
+    myself = PairRunner(quiet, runner.tracker, runner.storage, runner.coordinator)
+    try:
+        plan = _progress_plan(myself, pairs)
+    except BaseException:
+        runner.coordinator.close()  # leave the studies it joined before the refusal
+        raise
     for process in processes:
         process.start()
     log.info("%d workers started; their logs are in %s", count, logs)
-    # This process is worker 0: it has paid for its imports already, and works while the others start.
-    myself = PairRunner(quiet, runner.tracker, runner.storage, runner.coordinator)
     finished = threading.Event()
     progress = threading.Thread(target=_show_progress, daemon=True, args=(
-        _progress_plan(myself, pairs), runner.coordinator.started, finished, options.progress))
+        plan, runner.coordinator.started, finished, options.progress))
     progress.start()
     try:
         with _logs_to(logs / "worker-0.log"), limited_threads(threads):
