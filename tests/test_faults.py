@@ -75,6 +75,19 @@ def wait_for(process: subprocess.Popen, storage, what, timeout: float = 180):
     raise AssertionError(f"{what.__name__} never happened")
 
 
+def wait_for_run(process: subprocess.Popen, tracking: str, tag: str, value: str, timeout: float = 60) -> None:
+    """Until the MLflow run tagged `tag`=`value` exists: a claim is written just before its run is made."""
+    client = mlflow.MlflowClient(tracking)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        experiment = client.get_experiment_by_name("harness/tiny-synthetic")
+        if experiment and client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tag}` = '{value}'"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no MLflow run tagged {tag}={value}")
+
+
 def training_slot_1(study: optuna.Study) -> int | None:
     """The Optuna number of the trial filling slot 1 while it trains (its parameters drawn), else None."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -109,7 +122,8 @@ def stores_for(kind: str, tmp_path: Path, stack: contextlib.ExitStack) -> tuple[
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_a_worker_killed_mid_trial_then_one_killed_mid_seed_change_nothing_published(kind, tmp_path, one_process):
+def test_a_worker_killed_mid_trial_then_one_killed_mid_seed_change_nothing_published(kind, tmp_path, one_process,
+                                                                                      capsys):
     """Kill-and-rerun with one worker at a time, compared with one uninterrupted process.
 
     One worker at a time, because that is what makes the comparison exact: a trial's parameters depend on
@@ -124,10 +138,12 @@ def test_a_worker_killed_mid_trial_then_one_killed_mid_seed_change_nothing_publi
         storage = optuna.storages.RDBStorage(url)
         first = start(tmp_path, args)
         killed_trial = wait_for(first, storage, training_slot_1)
+        wait_for_run(first, tracking, "harness.optuna_trial", str(killed_trial))  # killed while it trains
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = start(tmp_path, args)
         killed_seed = wait_for(second, storage, training_seed_1)
+        wait_for_run(second, tracking, "harness.seed_claim", killed_seed["claim_id"])
         second.send_signal(signal.SIGKILL)
         second.wait()
         finish(start(tmp_path, args))
@@ -146,6 +162,11 @@ def test_a_worker_killed_mid_trial_then_one_killed_mid_seed_change_nothing_publi
         lost = [r for r in runs if r.data.tags.get("harness.seed_claim") == killed_seed["claim_id"]]
         assert [(r.info.status, r.info.lifecycle_stage) for r in lost] == [("KILLED", "deleted")]
         assert all(r.info.status != "RUNNING" for r in runs)
+        capsys.readouterr()
+        assert main(["status", *args[:2], *args[4:]]) == 0  # what status says of it, on this storage
+        status = capsys.readouterr().out
+        assert "trials   3 done, 0 running, 0 failed, 1 retried; 0 to start" in status
+        assert "seeds    2 (0, 1) settled, 0 running, 0 failed; 0 to start; 2 of 2 records" in status
 
 
 def test_a_worker_that_stalled_past_its_lease_writes_nothing(tmp_path):

@@ -1,4 +1,4 @@
-"""The `harness` command: run, collect, leaderboard, reproduce, list, data check, diagnose."""
+"""The `harness` command: run, status, collect, leaderboard, reproduce, list, data check, diagnose."""
 
 from __future__ import annotations
 
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
     collect.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
     collect.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
+
+    status = sub.add_parser("status", help="where a sweep stands: trials and seeds done, running, failed, held")
+    status.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
+    status.add_argument("--results", type=_folder, default=RUNS_DIR,
+                        help=f"records folder, to count the records there (default {RUNS_DIR}/)")
+    status.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
 
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
     diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
@@ -216,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.cli.commands import collect_command
 
             return collect_command(args.storage, args.workdir, args.results)
+        if args.command == "status":
+            from harness.cli.status import status_command
+
+            return status_command(args.storage, args.workdir, args.results)
         if args.command == "leaderboard":
             from harness.cli.leaderboard import leaderboard_command
 

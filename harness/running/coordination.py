@@ -168,7 +168,7 @@ def _lease(holder: Holder) -> dict[str, Any]:
     return {"owner": holder.id, "expires": now + lease_seconds(), "renewed": now}
 
 
-def _expired(lease: dict[str, Any] | None) -> bool:
+def lease_expired(lease: dict[str, Any] | None) -> bool:
     """No lease, a lease past its time, or one whose holder is a dead process on this machine."""
     if not lease:
         return True
@@ -269,7 +269,7 @@ class Coordinator:
 
     def _give_back_stale_trials(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
         for trial in trials:
-            if trial.state == TrialState.RUNNING and _expired(trial.system_attrs.get(LEASE_KEY)):
+            if trial.state == TrialState.RUNNING and lease_expired(trial.system_attrs.get(LEASE_KEY)):
                 log.warning("%s: trial %d (slot %d) lost its worker", study.study_name, trial.number,
                             slot_of(trial))
                 self._give_back(study, trial, died=True)
@@ -332,7 +332,7 @@ class Coordinator:
                 claim = claims.get(f"{SEED_PREFIX}{seed}")
                 if self._stands(claim, accepts):
                     continue
-                if claim and claim["state"] == "running" and not _expired(claim["lease"]):
+                if claim and claim["state"] == "running" and not lease_expired(claim["lease"]):
                     continue
                 lost = [claim["claim_id"]] if claim and claim["state"] == "running" else []
                 deaths = claim.get("deaths", 0) + (claim["lease"] is not None) if lost else 0  # None: handed back
@@ -404,7 +404,7 @@ class Coordinator:
         with self.mutex.hold():
             current = study._storage.get_study_system_attrs(study._study_id).get(DEFINITION_KEY) or {}
             members = {who: lease for who, lease in (current.get("members") or {}).items()
-                       if who != self.holder.id and not _expired(lease)}
+                       if who != self.holder.id and not lease_expired(lease)}
             if members and current.get("definition") != definition:
                 raise HarnessError(_refusal(study.study_name, current["definition"], definition, members))
             members[self.holder.id] = _lease(self.holder)
