@@ -65,3 +65,29 @@ def test_a_users_omp_num_threads_wins(monkeypatch):
     assert divide_threads(1) == 3 and divide_threads(4) == 3
     monkeypatch.setenv(THREADS_ENV, "lots")  # not a count: ignored, as OpenMP itself ignores it
     assert divide_threads(1) == available_cpus()
+
+
+def test_workers_on_a_machine_with_several_gpus_get_one_each_or_the_devices_listed():
+    from harness.running.environment import worker_devices
+
+    assert worker_devices(3, "auto", cuda_count=2) == ["cuda:0", "cuda:1", "cuda:0"]  # in turn
+    assert worker_devices(2, "cpu", cuda_count=2) == ["cpu", "cpu"]  # asked for the CPU: stays there
+    assert worker_devices(2, "auto", cuda_count=0) == ["auto", "auto"]  # no GPU: auto resolves to the CPU
+    assert worker_devices(1, "auto", cuda_count=4) == ["auto"]  # one process keeps its default, cuda (GPU 0)
+    assert worker_devices(3, "auto", ("cpu",)) == ["cpu", "cpu", "cpu"]
+
+
+def test_a_devices_list_this_machine_cannot_serve_is_one_line(capsys, tmp_path):
+    import torch
+
+    from harness.cli.app import main
+
+    bad = "cuda:0" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    for devices in (bad, "cpu,tpu"):
+        code = main(["run", "--method", "clip", "--task", "tiny-synthetic", "--devices", devices, "--workdir",
+                     str(tmp_path / "work"), "--results", str(tmp_path / "results")])
+        error = capsys.readouterr().err
+        assert code == 2 and error.count("\n") == 1 and error.startswith("error: --device"), error
+    assert not (tmp_path / "work").exists()  # refused before any store was made
+    assert main(["run", "--method", "clip", "--task", "tiny-synthetic", "--device", "cpu", "--devices", "cpu"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=_positive, default=6, help="Optuna trials per (task, method) (default 6)")
     run.add_argument("--seeds", type=_positive, default=3, help="seeds for the final retraining (default 3)")
     run.add_argument("--epochs", type=_positive, help="epochs per training run (default: the task's)")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    where.add_argument("--devices", type=_names, metavar="D1,D2",
+                       help="a device per worker on this machine, in turn (cuda:0,cuda:1); --workers defaults "
+                            "to their number")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     run.add_argument("--storage", help="Optuna storage: a .journal file, sqlite:/// or postgresql:// URL")
     run.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
@@ -89,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
     run.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--workers", type=_positive, default=1,
-                     help="worker processes on this machine sharing the sweep (default 1)")
+    run.add_argument("--workers", type=_positive,
+                     help="worker processes on this machine sharing the sweep (default 1, or one per --devices "
+                          "entry); with several GPUs each worker gets its own")
     run.add_argument("--bf16", action="store_true",
                      help="bfloat16 autocast for training's forward passes (for GPUs); the records say so")
 

@@ -32,11 +32,34 @@ def seed_everything(seed: int) -> torch.Generator:
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"--device {requested}: no CUDA device is available here; use --device cpu or auto")
+    index = requested.removeprefix("cuda:")
+    if requested.startswith("cuda:") and index.isdigit():
+        if int(index) >= torch.cuda.device_count():
+            raise HarnessError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(requested)
     if requested not in ("cpu", "cuda"):
-        raise HarnessError(f"--device {requested}: choose auto, cpu or cuda")
+        raise HarnessError(f"--device {requested}: choose auto, cpu, cuda or cuda:N")
     return torch.device(requested)
+
+
+def worker_devices(workers: int, device: str, devices: tuple[str, ...] = (),
+                   cuda_count: int | None = None) -> list[str]:
+    """The device of each of `workers` workers on this machine: the --devices list in turn, else, where the
+    request leaves the choice to the harness (auto or cuda) and there are several GPUs, one GPU each
+    (cuda:i, in turn when workers outnumber them); otherwise every worker gets `device`. Every worker on
+    cuda (GPU 0) made one GPU share a machine's whole sweep while the others idled."""
+    if devices:
+        for entry in devices:
+            resolve_device(entry)
+        return [devices[i % len(devices)] for i in range(workers)]
+    resolve_device(device)
+    count = torch.cuda.device_count() if cuda_count is None else cuda_count
+    if device in ("auto", "cuda") and count > 1 and workers > 1:
+        return [f"cuda:{i % count}" for i in range(workers)]
+    return [device] * workers
 
 
 def hardware(device: torch.device) -> str:

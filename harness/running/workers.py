@@ -95,9 +95,10 @@ def _failure_line(exc: BaseException) -> str:
 
 
 def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri: str,
-                storage_spec: str | None) -> bool:
-    """Work as worker 0 beside `count - 1` spawned workers, showing the sweep's progress until all end;
-    True if some pair failed (each worker's log names it)."""
+                storage_spec: str | None, devices: list[str] | None = None) -> bool:
+    """Work as worker 0 beside `count - 1` spawned workers, worker i on `devices[i]`, showing the sweep's
+    progress until all end; True if some pair failed (each worker's log names it)."""
+    devices = devices or [runner.options.device] * count
     options = runner.options
     logs = options.workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -106,12 +107,13 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=worker_main, name=f"harness-worker-{i}",
-                        args=(WorkerSpec(quiet, pairs, tracking_uri, storage_spec, threads, i),))
+                        args=(WorkerSpec(replace(quiet, device=devices[i]), pairs, tracking_uri, storage_spec,
+                                         threads, i),))
         for i in range(1, count)
     ]
     # This process is worker 0: it has paid for its imports already, and works while the others start. It
     # decides and joins every pair first, so a definition that clashes with a running sweep's spawns nothing.
-    myself = PairRunner(quiet, runner.tracker, runner.storage, runner.coordinator)
+    myself = PairRunner(replace(quiet, device=devices[0]), runner.tracker, runner.storage, runner.coordinator)
     try:
         plan = _progress_plan(myself, pairs)
     except BaseException:
