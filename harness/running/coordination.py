@@ -481,6 +481,8 @@ class Coordinator:
     def close(self) -> None:
         """Stop renewing, and leave every study this worker joined, so a later command may redefine it."""
         self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=30)  # a renewal under way must not extend a lease after this returns
         for study in list(self._joined.values()):
             try:
                 self.leave(study)

@@ -247,7 +247,8 @@ class PairRunner:
     def _keep_history(self, pair: Pair, sweep: PairSweep) -> Path:
         """History file and figure beside the records; summary, figure and history on the parent run.
 
-        With several workers, each writes the curves of the seeds it trained; the last one to finish wins."""
+        With several workers, each writes every settled seed's curve (a claim carries its seed's curve), so
+        whichever finishes last writes the same history."""
         results, task, method = self.options.results, pair.task.name, pair.method_cls.name
         study = sweep.study if sweep.tunes else None
         # Every seed that stands, whoever trained it: a seed trained by a worker that was killed before the
