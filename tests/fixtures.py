@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import replace
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from harness.api import distributed
 from harness.api.method import AssumptionCheck, Method
 from harness.api.task import Modality, Task, TaskData, TensorSplit
+from methods.clip import CLIP
 from methods.common.encoders import ModalityEncoders
 from tasks.synthetic import Synthetic
 
@@ -113,10 +115,26 @@ class DiesOnRank1(DivergesOnOddSeeds):
         return distributed.gather(self.encoders.joint(batch.inputs)).pow(2).mean()
 
 
+SLOW_CLIP_PAUSE_ENV = "SLOW_CLIP_PAUSE_S"
+
+
+class SlowCLIP(CLIP):
+    """CLIP, paused $SLOW_CLIP_PAUSE_S seconds per batch (none unless set; 0.15 makes an epoch of tiny-synthetic
+    about a second) and nothing else: a test can see a trial or seed in progress in the storage and kill its
+    worker there. Its numbers are CLIP's, with or without the pause."""
+
+    name = "slow-clip"
+    display_name = "Slow CLIP"
+
+    def loss(self, batch):
+        time.sleep(float(os.environ.get(SLOW_CLIP_PAUSE_ENV, "0")))
+        return super().loss(batch)
+
+
 TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a clean one
 
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
                 "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
                 "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches",
-                "dies-on-rank-1": "tests.fixtures:DiesOnRank1"}
+                "dies-on-rank-1": "tests.fixtures:DiesOnRank1", "slow-clip": "tests.fixtures:SlowCLIP"}

@@ -28,7 +28,7 @@ def one_error_line(capsys) -> str:
      "data directory /no/such/dir does not exist"),
     (["run", "--method", "clip", "--task", "single-modality"],
      "method clip cannot run on task single-modality: it needs 2 modalities"),
-    (["run", "--method", "clip", "--task", "synthetic", "--device", "tpu"], "--device tpu: choose auto, cpu or cuda"),
+    (["run", "--method", "clip", "--task", "synthetic", "--device", "tpu"], "--device tpu: choose auto, cpu, cuda or cuda:N"),
     (["run", "--method", "clip", "--task", "synthetic", "--tracking-uri", "./mlruns"],
      "MLflow no longer accepts a file store"),
     (["run", "--method", "clip", "--task", "synthetic", "--force", "--keep-old"],

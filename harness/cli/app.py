@@ -1,4 +1,4 @@
-"""The `harness` command: run, collect, leaderboard, reproduce, list, data check, diagnose."""
+"""The `harness` command: run, status, collect, leaderboard, reproduce, list, data check, diagnose."""
 
 from __future__ import annotations
 
@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=_positive, default=6, help="Optuna trials per (task, method) (default 6)")
     run.add_argument("--seeds", type=_positive, default=3, help="seeds for the final retraining (default 3)")
     run.add_argument("--epochs", type=_positive, help="epochs per training run (default: the task's)")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    where.add_argument("--devices", type=_names, metavar="D1,D2",
+                       help="a device per worker on this machine, in turn (cuda:0,cuda:1); --workers defaults "
+                            "to their number")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     run.add_argument("--storage", help="Optuna storage: a .journal file, sqlite:/// or postgresql:// URL")
     run.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
@@ -88,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
     run.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--workers", type=_positive, default=1,
-                     help="worker processes on this machine sharing the sweep (default 1)")
+    run.add_argument("--workers", type=_positive,
+                     help="worker processes on this machine sharing the sweep (default 1, or one per --devices "
+                          "entry); with several GPUs each worker gets its own")
     run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                      help="bfloat16 autocast for training's forward passes; the records say so (default: on for "
                           "tasks with images on CUDA, off otherwise; --no-bf16 turns it off)")
@@ -105,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
     collect.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
     collect.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
+
+    status = sub.add_parser("status", help="where a sweep stands: trials and seeds done, running, failed, held")
+    status.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
+    status.add_argument("--results", type=_folder, default=RUNS_DIR,
+                        help=f"records folder, to count the records there (default {RUNS_DIR}/)")
+    status.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
 
     diagnose = sub.add_parser("diagnose", help="MI between a trained representation's parts and a task's latents")
     diagnose.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
@@ -182,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.cli.commands import collect_command
 
             return collect_command(args.storage, args.workdir, args.results)
+        if args.command == "status":
+            from harness.cli.status import status_command
+
+            return status_command(args.storage, args.workdir, args.results)
         if args.command == "leaderboard":
             from harness.cli.leaderboard import leaderboard_command
 

@@ -73,7 +73,7 @@ def run_command(run: RunRequest) -> int:
     pairs, skipped = plan(run.methods, run.tasks, run.data_dir)
     for pair in pairs:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
-    resolve_device(options.device)
+    devices = environment.worker_devices(run.workers, run.device, run.devices)  # a bad entry fails here
     tracking_uri = run.tracking_uri or default_uri(options.workdir)
     check_uri(tracking_uri)
     check_files(pairs, options.workdir)
@@ -84,12 +84,13 @@ def run_command(run: RunRequest) -> int:
         log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
         write_record(options.results, not_applicable_record(task, method_cls, reason))
     if run.workers > 1:
-        failed = workers.run_workers(run.workers, runner, pairs, tracking_uri, run.storage)
+        failed = workers.run_workers(run.workers, runner, pairs, tracking_uri, run.storage, devices)
         # The other workers' runs are in the shared stores; the table reads the records they wrote.
         outcomes = [PairOutcome(p.task.name, p.method_cls.name, "") for p in pairs]
         failures = [p.key for p in pairs] if failed else []
     else:
-        failures, outcomes = workers.sweep(runner, pairs)
+        with workers.limited_threads(environment.divide_threads(1), only_lower=True):
+            failures, outcomes = workers.sweep(runner, pairs)
     print(summary_table(outcomes, options.results, tracking_uri, runner.tracker.experiment_ids(
         f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
     if failures:

@@ -40,6 +40,7 @@ class RunRequest:
     tracking_uri: str | None = None
     storage: str | None = None
     workers: int = 1
+    devices: tuple[str, ...] = ()  # --devices: worker i trains on devices[i % len]; empty: --device decides
     progress: bool = True
     nproc: int = 1  # ranks this command starts through torchrun's launcher (`--nproc`)
     world_size: int = 1  # ranks that train each run together: --nproc's, or those torchrun started this one among
@@ -49,12 +50,15 @@ class RunRequest:
         # torchrun tells each rank how many there are (WORLD_SIZE); read here without torch, which a fully
         # recorded run never loads.
         started_among = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        devices = tuple(args.devices or ())
+        # A list of devices asks for a worker on each, unless --workers says how many.
+        workers = args.workers or len(devices) or 1
         return cls(methods=tuple(args.method), tasks=tuple(args.task), trials=args.trials, seeds=args.seeds,
                    epochs=args.epochs, device=args.device, overrides=parse_overrides(args.overrides),
                    force=args.force, keep_old=args.keep_old, allow_dirty=args.allow_dirty, bf16=args.bf16,
                    results=args.results, workdir=args.workdir, data_dir=data_dir, tracking_uri=args.tracking_uri,
-                   storage=args.storage, workers=args.workers, progress=not args.no_progress, nproc=args.nproc,
-                   world_size=args.nproc if args.nproc > 1 else started_among)
+                   storage=args.storage, workers=workers, devices=devices, progress=not args.no_progress,
+                   nproc=args.nproc, world_size=args.nproc if args.nproc > 1 else started_among)
 
     @property
     def launches(self) -> bool:
@@ -64,7 +68,8 @@ class RunRequest:
     def options(self) -> RunOptions:
         from harness.running.runner import RunOptions
 
-        return RunOptions(trials=self.trials, seeds=self.seeds, epochs=self.epochs, device=self.device,
+        device = self.devices[0] if self.devices else self.device  # one process trains on the list's first
+        return RunOptions(trials=self.trials, seeds=self.seeds, epochs=self.epochs, device=device,
                           overrides=dict(self.overrides), force=self.force, keep_old=self.keep_old,
                           results=self.results, workdir=self.workdir, data_dir=self.data_dir,
                           progress=self.progress, bf16=self.bf16, world_size=self.world_size)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -61,11 +62,26 @@ def record_path(root: Path, task: str, method: str, seed: int | None) -> Path:
 def write_record(root: Path, record: Record) -> Path:
     """Write atomically, so an interrupted run never leaves half a record behind."""
     path = record_path(root, record.task["name"], record.method["name"], record.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    replace_atomically(path, json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
     return path
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """`path` holds `text` or what it held before, never a part; any number of processes may write it at once.
+
+    Each writer goes through a temporary name of its own in the same folder (a shared name let one
+    writer's rename take the file another was about to rename: FileNotFoundError), then renames it
+    over `path`, which is atomic on one file system: the last rename wins, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its files are private (0600), and a record on a shared disk must stay readable (umask).
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_records(root: Path) -> Iterator[Record]:

@@ -8,6 +8,16 @@ each seed once. Whoever holds a trial or a seed renews a lease on it; a worker
 that sees a lease run out (its holder was killed) gives the trial or seed back,
 and another worker, or the next run, takes it up.
 
+A fault must not change the answer. Every trial fills a slot of the budget, and its slot, not Optuna's
+trial number, seeds its sampler and its training: in a run where no worker dies the two are equal, and
+the retry of a trial whose worker died fills the same slot (with its parameters, and Optuna's
+`failed_trial` / `retry_history` attributes linking it to the attempts before it), so it trains exactly
+what the lost attempt would have. A slot whose worker died MAX_ATTEMPTS times is failed for good, with
+the reason, rather than retried forever (a setting that gets its worker killed for memory).
+
+A study also holds the sweep's definition (trials, seeds, epochs, fixed values) and the workers running
+it; a worker asking for another definition while others run it is refused (`join`).
+
 The mutex is an flock on a file beside a local store (a journal file or a sqlite
 database) and a PostgreSQL advisory lock for a PostgreSQL storage: both are
 released by the operating system or the server when their holder dies.
@@ -34,6 +44,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.api.errors import HarnessError
+from harness.results.identity import plain
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,14 @@ POLL_S = 1.0
 LEASE_KEY = "harness:lease"
 ABANDONED_KEY = "harness:abandoned"
 SEED_PREFIX = "harness:seed:"
+SLOT_KEY = "harness:slot"  # the budget slot a trial fills: its number in a run where no worker died
+CLAIM_KEY = "harness:claim"  # a trial's claim id, which its MLflow run is tagged with
+DEATHS_KEY = "harness:deaths"  # how many attempts at a slot lost their worker
+FAILED_BECAUSE_KEY = "harness:failed_because"  # why a slot or seed failed for good
+RETRY_OF_KEY = "failed_trial"  # Optuna's names (RetryFailedTrialCallback): the first attempt's number,
+RETRY_HISTORY_KEY = "retry_history"  # and every earlier attempt's
+DEFINITION_KEY = "harness:definition"
+MAX_ATTEMPTS = 3  # a trial or seed whose worker died this many times is not tried again
 WAIT = "wait"  # claim_trial's answer while other workers hold every remaining trial
 
 
@@ -145,10 +164,11 @@ class Holder:
 
 
 def _lease(holder: Holder) -> dict[str, Any]:
-    return {"owner": holder.id, "expires": time.time() + lease_seconds()}
+    now = time.time()
+    return {"owner": holder.id, "expires": now + lease_seconds(), "renewed": now}
 
 
-def _expired(lease: dict[str, Any] | None) -> bool:
+def lease_expired(lease: dict[str, Any] | None) -> bool:
     """No lease, a lease past its time, or one whose holder is a dead process on this machine."""
     if not lease:
         return True
@@ -178,8 +198,10 @@ class Coordinator:
         self.holder = Holder.me()
         self.started = time.time()
         self.force = force  # seeds finished before this sweep started are trained again
-        self._held_trials: dict[int, optuna.Study] = {}
+        self._held_trials: dict[int, tuple[optuna.Study, int, str]] = {}  # trial id -> study, slot, claim id
         self._held_seeds: dict[tuple[int, int], optuna.Study] = {}
+        self._joined: dict[int, optuna.Study] = {}  # studies this worker works on, as a member
+        self._lost_trial_claims: list[str] = []  # claims of trials given back here, whose MLflow runs are ended
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -190,7 +212,8 @@ class Coordinator:
                     sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None
                     ) -> optuna.Trial | str | None:
         """A new trial while finished plus running trials stay under the budget; WAIT while others
-        hold the rest; None once the budget is spent. `sampler_for(number)` samples the new trial."""
+        hold the rest; None once the budget is spent. A retry waiting for a worker comes first.
+        `sampler_for(slot)` samples the new trial; `trial_slot` and `trial_claim` say what it holds."""
         with self.mutex.hold():
             trials = study.get_trials(deepcopy=False)
             self._give_back_stale_trials(study, trials)
@@ -199,14 +222,33 @@ class Coordinator:
             running = sum(1 for t in trials if t.state == TrialState.RUNNING)
             if spent + running >= budget:
                 return WAIT if running else None
+            # study.ask() takes the oldest waiting trial (a retry) before it samples a new one.
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
+            slot = slot_of(waiting[0]) if waiting else 1 + max((slot_of(t) for t in trials), default=-1)
             if sampler_for is not None:
-                study.sampler = sampler_for(len(trials))
+                study.sampler = sampler_for(slot)
             trial = study.ask()
-            study._storage.set_trial_system_attr(trial._trial_id, LEASE_KEY, _lease(self.holder))
+            slot = study._storage.get_trial_system_attrs(trial._trial_id).get(SLOT_KEY, slot)
+            claim = uuid.uuid4().hex
+            for key, value in ((SLOT_KEY, slot), (CLAIM_KEY, claim), (LEASE_KEY, _lease(self.holder))):
+                study._storage.set_trial_system_attr(trial._trial_id, key, value)
         with self._guard:
-            self._held_trials[trial._trial_id] = study
+            self._held_trials[trial._trial_id] = (study, slot, claim)
         self._ensure_heartbeat()
         return trial
+
+    def trial_slot(self, trial: optuna.Trial) -> int:
+        """The budget slot a held trial fills: what seeds its training (and sampled its parameters)."""
+        return self._held_trials[trial._trial_id][1]
+
+    def trial_claim(self, trial: optuna.Trial) -> str:
+        return self._held_trials[trial._trial_id][2]
+
+    def lost_trial_claims(self) -> list[str]:
+        """The claims of trials this worker gave back since it last asked: their MLflow runs are to end KILLED."""
+        with self._guard:
+            lost, self._lost_trial_claims = self._lost_trial_claims, []
+        return lost
 
     def finish_trial(self, study: optuna.Study, trial: optuna.Trial, value: float | None,
                      state: TrialState = TrialState.COMPLETE) -> None:
@@ -223,23 +265,42 @@ class Coordinator:
         with self._guard:
             self._held_trials.pop(trial._trial_id, None)
         with self.mutex.hold():
-            self._give_back(study, study._storage.get_trial(trial._trial_id))
+            self._give_back(study, study._storage.get_trial(trial._trial_id), died=False)
 
     def _give_back_stale_trials(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
         for trial in trials:
-            if trial.state == TrialState.RUNNING and _expired(trial.system_attrs.get(LEASE_KEY)):
-                log.warning("%s: trial %d lost its worker; it is retried with the same parameters",
-                            study.study_name, trial.number)
-                self._give_back(study, trial)
+            if trial.state == TrialState.RUNNING and lease_expired(trial.system_attrs.get(LEASE_KEY)):
+                log.warning("%s: trial %d (slot %d) lost its worker", study.study_name, trial.number,
+                            slot_of(trial))
+                self._give_back(study, trial, died=True)
 
-    @staticmethod
-    def _give_back(study: optuna.Study, trial: FrozenTrial) -> None:
+    def _give_back(self, study: optuna.Study, trial: FrozenTrial, died: bool) -> None:
+        """Mark the attempt failed and not counted, and queue its retry in the same slot with the same
+        parameters; after MAX_ATTEMPTS deaths, fail the slot for good (it counts) and say why."""
         if trial.state != TrialState.RUNNING:
             return
-        storage = study._storage
+        storage, attrs = study._storage, trial.system_attrs
+        deaths = attrs.get(DEATHS_KEY, 0) + died
+        history = [*attrs.get(RETRY_HISTORY_KEY, []), trial.number]
+        if claim := attrs.get(CLAIM_KEY):
+            with self._guard:
+                self._lost_trial_claims.append(claim)
+        if deaths >= MAX_ATTEMPTS:
+            reason = (f"its worker died {deaths} times running these parameters (trials "
+                      f"{', '.join(map(str, history))}), so it is not retried again; a worker killed for "
+                      f"memory is the usual cause")
+            log.error("%s: slot %d failed: %s", study.study_name, slot_of(trial), reason)
+            storage.set_trial_system_attr(trial._trial_id, FAILED_BECAUSE_KEY, reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            return
         storage.set_trial_system_attr(trial._trial_id, ABANDONED_KEY, True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.system_attrs.get("fixed_params", trial.params), skip_if_exists=False)
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={
+            "fixed_params": attrs.get("fixed_params", trial.params),
+            RETRY_OF_KEY: attrs.get(RETRY_OF_KEY, trial.number), RETRY_HISTORY_KEY: history,
+            SLOT_KEY: slot_of(trial), DEATHS_KEY: deaths}))
+        log.warning("%s: slot %d is retried with the parameters of trial %d", study.study_name, slot_of(trial),
+                    trial.number)
 
     # seeds
 
@@ -256,7 +317,7 @@ class Coordinator:
             return False
         if claim["state"] == "ok" and not accepts(claim["record"]):
             return False
-        # A seed that diverged before this sweep is tried again, as a rerun of one process always did.
+        # A seed that diverged (or failed) before this sweep is tried again, as a rerun of one process always did.
         fresh = claim["finished_at"] >= self.started
         return fresh or (claim["state"] == "ok" and not self.force)
 
@@ -264,32 +325,50 @@ class Coordinator:
                    accepts: Callable[[dict[str, Any]], bool]) -> tuple[int | None, list[str]]:
         """The first of `seeds` nobody holds, now held by this worker, or None while others hold them all;
         with it, the ids of the claims it replaced (so their unfinished MLflow runs can be removed)."""
+        ended: list[str] = []  # claims of seeds failed for good just now: their runs are removed too
         with self.mutex.hold():
             claims = study._storage.get_study_system_attrs(study._study_id)
             for seed in seeds:
                 claim = claims.get(f"{SEED_PREFIX}{seed}")
                 if self._stands(claim, accepts):
                     continue
-                if claim and claim["state"] == "running" and not _expired(claim["lease"]):
+                if claim and claim["state"] == "running" and not lease_expired(claim["lease"]):
                     continue
                 lost = [claim["claim_id"]] if claim and claim["state"] == "running" else []
+                deaths = claim.get("deaths", 0) + (claim["lease"] is not None) if lost else 0  # None: handed back
+                if deaths >= MAX_ATTEMPTS:
+                    reason = (f"its worker died {deaths} times training it, so it is not tried again in this "
+                              f"sweep; a worker killed for memory is the usual cause")
+                    log.error("%s: seed %d failed: %s", study.study_name, seed, reason)
+                    study._storage.set_study_system_attr(study._study_id, f"{SEED_PREFIX}{seed}", claim | {
+                        "state": "failed", "reason": reason, "record": None, "finished_at": time.time()})
+                    ended += lost
+                    continue
                 if lost:
                     log.warning("%s: seed %d lost its worker; training it again", study.study_name, seed)
                 study._storage.set_study_system_attr(study._study_id, f"{SEED_PREFIX}{seed}", {
                     "state": "running", "lease": _lease(self.holder), "claim_id": uuid.uuid4().hex,
-                    "finished_at": 0.0,
+                    "finished_at": 0.0, "deaths": deaths,
                 })
+                lost += ended
                 with self._guard:
                     self._held_seeds[(study._study_id, seed)] = study
                 self._ensure_heartbeat()
                 return seed, lost
-        return None, []
+        return None, ended
 
     def seed_claim_id(self, study: optuna.Study, seed: int) -> str:
         return study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}{seed}"]["claim_id"]
 
-    def finish_seed(self, study: optuna.Study, seed: int, claim_id: str, record: dict[str, Any] | None) -> None:
-        """Settle a held seed: its record, or None when it diverged."""
+    def holds_seed(self, study: optuna.Study, seed: int, claim_id: str) -> bool:
+        """Whether this worker's claim on the seed still stands (no other worker took it over)."""
+        claim = study._storage.get_study_system_attrs(study._study_id).get(f"{SEED_PREFIX}{seed}", {})
+        return claim.get("claim_id") == claim_id and claim.get("state") == "running"
+
+    def finish_seed(self, study: optuna.Study, seed: int, claim_id: str, record: dict[str, Any] | None,
+                    curve: list[dict[str, float]] | None = None) -> bool:
+        """Settle a held seed: its record and per-epoch curve, or None when it diverged. False when the
+        claim was lost meanwhile; then the caller writes nothing, since the seed is another worker's now."""
         with self._guard:
             self._held_seeds.pop((study._study_id, seed), None)
         with self.mutex.hold():
@@ -297,12 +376,14 @@ class Coordinator:
             claim = study._storage.get_study_system_attrs(study._study_id).get(key, {})
             if claim.get("claim_id") != claim_id:
                 # Our lease ran out (a stalled machine) and another worker took the seed over: its result stands.
-                log.warning("%s: seed %d was taken over while it ran; this result is not shared",
+                log.warning("%s: seed %d was taken over while it ran; this worker writes nothing for it",
                             study.study_name, seed)
-                return
+                return False
             study._storage.set_study_system_attr(study._study_id, key, claim | {
-                "state": "ok" if record is not None else "diverged", "record": record, "finished_at": time.time(),
+                "state": "ok" if record is not None else "diverged", "record": record, "curve": curve,
+                "finished_at": time.time(),
             })
+            return True
 
     def release_seed(self, study: optuna.Study, seed: int) -> None:
         """Give a held seed back unfinished (this worker is being interrupted)."""
@@ -312,6 +393,36 @@ class Coordinator:
             study._storage.set_study_system_attr(study._study_id, f"{SEED_PREFIX}{seed}", {
                 **study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}{seed}"],
                 "lease": None})
+
+    # the sweep's definition
+
+    def join(self, study: optuna.Study, definition: dict[str, Any]) -> None:
+        """Work on this study under `definition` (trials, seeds, epochs, fixed values). Refused in one line
+        while live workers run it under another one; a study nobody runs takes the new definition, so a
+        later command may still raise the budget or the seeds, as one process always could."""
+        definition = plain(definition)
+        with self.mutex.hold():
+            current = study._storage.get_study_system_attrs(study._study_id).get(DEFINITION_KEY) or {}
+            members = {who: lease for who, lease in (current.get("members") or {}).items()
+                       if who != self.holder.id and not lease_expired(lease)}
+            if members and current.get("definition") != definition:
+                raise HarnessError(_refusal(study.study_name, current["definition"], definition, members))
+            members[self.holder.id] = _lease(self.holder)
+            study._storage.set_study_system_attr(study._study_id, DEFINITION_KEY,
+                                                 {"definition": definition, "members": members})
+        with self._guard:
+            self._joined[study._study_id] = study
+        self._ensure_heartbeat()
+
+    def leave(self, study: optuna.Study) -> None:
+        with self._guard:
+            if self._joined.pop(study._study_id, None) is None:
+                return
+        with self.mutex.hold():
+            current = study._storage.get_study_system_attrs(study._study_id).get(DEFINITION_KEY)
+            if current and self.holder.id in current.get("members", {}):
+                members = {k: v for k, v in current["members"].items() if k != self.holder.id}
+                study._storage.set_study_system_attr(study._study_id, DEFINITION_KEY, current | {"members": members})
 
     # values created once
 
@@ -348,10 +459,17 @@ class Coordinator:
 
     def renew(self) -> None:
         with self._guard:
-            trials, seeds = dict(self._held_trials), dict(self._held_seeds)
-        for trial_id, study in trials.items():
+            trials, seeds, joined = dict(self._held_trials), dict(self._held_seeds), dict(self._joined)
+        for trial_id, (study, _slot, _claim) in trials.items():
             with contextlib.suppress(UpdateFinishedTrialError):
                 study._storage.set_trial_system_attr(trial_id, LEASE_KEY, _lease(self.holder))
+        for study in joined.values():
+            with self.mutex.hold():
+                current = study._storage.get_study_system_attrs(study._study_id).get(DEFINITION_KEY)
+                if current and self.holder.id in current.get("members", {}):
+                    members = current["members"] | {self.holder.id: _lease(self.holder)}
+                    study._storage.set_study_system_attr(study._study_id, DEFINITION_KEY,
+                                                         current | {"members": members})
         for (_, seed), study in seeds.items():
             with self.mutex.hold():
                 key = f"{SEED_PREFIX}{seed}"
@@ -361,7 +479,32 @@ class Coordinator:
                     study._storage.set_study_system_attr(study._study_id, key, claim | {"lease": _lease(self.holder)})
 
     def close(self) -> None:
+        """Stop renewing, and leave every study this worker joined, so a later command may redefine it."""
         self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=30)  # a renewal under way must not extend a lease after this returns
+        for study in list(self._joined.values()):
+            try:
+                self.leave(study)
+            except Exception as exc:  # a storage that went away: the membership lapses with its lease
+                log.warning("could not leave %s: %s", study.study_name, exc)
+
+
+def slot_of(trial: FrozenTrial) -> int:
+    """The budget slot a trial fills; a trial made before slots were stored fills its own number."""
+    return trial.system_attrs.get(SLOT_KEY, trial.number)
+
+
+def _refusal(study: str, running: dict[str, Any], asked: dict[str, Any], members: dict[str, Any]) -> str:
+    def says(definition: dict[str, Any]) -> str:
+        fixed = ", ".join(f"{k}={v}" for k, v in sorted((definition.get("fixed") or {}).items()))
+        return (f"{definition.get('trials')} trials, {definition.get('seeds')} seeds, {definition.get('epochs')} "
+                f"epochs" + (f", fixed {fixed}" if fixed else ""))
+
+    who = ", ".join(sorted(":".join(m.split(":")[:2]) for m in members))
+    return (f"study {study} is being run by {len(members)} worker(s) ({who}) with {says(running)}; this command "
+            f"asks for {says(asked)}: join it with the same --trials, --seeds, --epochs and --set, or run yours "
+            f"once it is done")
 
 
 def counts_against_budget(trial: FrozenTrial) -> bool:

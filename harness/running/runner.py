@@ -3,6 +3,7 @@ configuration with K seeds, score the test split once per seed, record it all.""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
 CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
+TRIAL_CLAIM_TAG = "harness.trial_claim"  # likewise on a trial's run, to end it KILLED if its worker dies
 
 
 @dataclass
@@ -78,9 +80,16 @@ class PairSweep:
     hparams: dict[str, Any] | None = None  # set once tuning is over
     settled: set[int] = field(default_factory=set)
     diverged: set[int] = field(default_factory=set)
+    failed: dict[int, str] = field(default_factory=dict)  # seed -> why it failed for good (its worker kept dying)
     trained: int = 0
     copied: int = 0
-    curves: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # seed -> per-epoch metrics, this worker's
+    # seed -> per-epoch metrics, of the seeds this worker trained or found settled by another worker
+    curves: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+
+    def definition(self) -> dict[str, Any]:
+        """What workers sharing this pair's study must agree on (harness.running.coordination.Coordinator.join)."""
+        return {"task": self.identity["task"]["name"], "method": self.identity["method"]["name"],
+                **{key: self.protocol[key] for key in ("trials", "seeds", "epochs")}, "fixed": self.identity["fixed"]}
 
     def accepts(self, record: dict[str, Any]) -> bool:
         """A seed another worker recorded stands for this sweep as a record on disk would: same identity."""
@@ -93,9 +102,13 @@ class PairSweep:
         self.settled.add(seed)
         if claim["state"] == "diverged":
             self.diverged.add(seed)
+        elif claim["state"] == "failed":
+            self.failed[seed] = claim["reason"]
         elif results is not None:
             write_record(results, Record(**claim["record"]))
             self.copied += 1
+        if claim["state"] == "ok" and claim.get("curve") is not None:
+            self.curves[seed] = claim["curve"]
 
 
 class PairRunner:
@@ -177,6 +190,7 @@ class PairRunner:
         self._prepare_to_train(pair, sweep)
         if sweep.hparams is None:
             trial = self.coordinator.claim_trial(sweep.study, self.options.trials, sampler_for) if sweep.tunes else None
+            self._end_lost_trial_runs(sweep)
             if trial == WAIT:
                 return Step.WAITING
             if trial is not None:
@@ -187,21 +201,32 @@ class PairRunner:
             sweep.hparams = sweep.fixed | {k: v for k, v in tuned.items() if k in sweep.space}
             self.tracker.log_dict({"best": sweep.hparams}, "best_hparams.json", run_id=sweep.parent_run)
         seed, lost = self.coordinator.claim_seed(sweep.study, needed, sweep.accepts)
+        self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
         if seed is None:
             return Step.WAITING
-        self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
         claim_id = self.coordinator.seed_claim_id(sweep.study, seed)
         try:
-            record = self.run_seed(pair, sweep, seed, claim_id)
+            record, curve = self.run_seed(pair, sweep, seed, claim_id)
         except BaseException:
             self.coordinator.release_seed(sweep.study, seed)
             raise
-        self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None)
+        # Settled in the storage first: a worker whose lease ran out (its seed was taken over, its MLflow run
+        # removed) writes nothing, so no record points at a run that is gone.
+        if not self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None, curve):
+            return Step.WORKED
         sweep.settled.add(seed)
         if record is None:
             sweep.diverged.add(seed)
-        sweep.trained += record is not None
+        else:
+            write_record(self.options.results, record)
+            sweep.curves[seed] = curve
+            sweep.trained += 1
         return Step.WORKED
+
+    def prepare(self, pair: Pair) -> None:
+        """Decide what the pair needs and join its study, before any pair's work starts: a definition
+        that clashes with a running sweep's is refused before anything is trained."""
+        self._sweep(pair)
 
     def finish(self, pair: Pair) -> run_report.PairOutcome:
         """What this worker did for a finished pair; RunFailed if a seed of this sweep diverged."""
@@ -214,6 +239,11 @@ class PairRunner:
             outcome.figure = self._keep_history(pair, sweep)
         if sweep.parent_run:
             self.tracker.end_run(sweep.parent_run)  # every worker that saw the pair done says so; once is enough
+        self.coordinator.leave(sweep.study)
+        if sweep.failed:
+            seed, reason = min(sweep.failed.items())
+            raise RunFailed(f"seed(s) {sorted(sweep.failed)} failed: seed {seed}: {reason}; the other seeds were "
+                            "recorded, and running the command again tries them once more")
         if sweep.diverged:
             raise RunFailed(f"seed(s) {sorted(sweep.diverged)} diverged; the other seeds were recorded")
         copied = f", {sweep.copied} recorded by other workers" if sweep.copied else ""
@@ -223,12 +253,18 @@ class PairRunner:
     def _keep_history(self, pair: Pair, sweep: PairSweep) -> Path:
         """History file and figure beside the records; summary, figure and history on the parent run.
 
-        With several workers, each writes the curves of the seeds it trained; the last one to finish wins."""
+        With several workers, each writes every settled seed's curve (a claim carries its seed's curve), so
+        whichever finishes last writes the same history."""
         results, task, method = self.options.results, pair.task.name, pair.method_cls.name
         study = sweep.study if sweep.tunes else None
+        # Every seed that stands, whoever trained it: a seed trained by a worker that was killed before the
+        # pair was done keeps its curve in its claim, so the history still equals one process's.
+        curves = {seed: claim["curve"] for seed, claim in self.coordinator.settled_seeds(
+            sweep.study, list(range(self.options.seeds)), sweep.accepts).items()
+            if claim["state"] == "ok" and claim.get("curve") is not None} | sweep.curves
         figure = run_report.keep_history(
             results, task, method, pair.method_cls.display_name, study.study_name if study is not None else None,
-            trial_history(study, self.options.trials) if study is not None else [], sweep.curves)
+            trial_history(study, self.options.trials) if study is not None else [], curves)
         if sweep.parent_run:
             interval = run_report.pair_interval(results, task, method)
             if interval is not None:
@@ -244,8 +280,11 @@ class PairRunner:
             # Named by the identity without seeds and budget: another space, fixed value or data never shares a
             # study. The study also holds the seeds' claims.
             study = open_study(study_name(identity), self.storage) if seeds else None
-            self._sweeps[pair.key] = PairSweep(space, fixed, self.protocol(pair, space, fixed), identity, seeds,
-                                               study, bool(space) and self.options.trials > 0, data)
+            sweep = PairSweep(space, fixed, self.protocol(pair, space, fixed), identity, seeds, study,
+                              bool(space) and self.options.trials > 0, data)
+            if study is not None:
+                self.coordinator.join(study, sweep.definition())
+            self._sweeps[pair.key] = sweep
         return self._sweeps[pair.key]
 
     def _prepare_to_train(self, pair: Pair, sweep: PairSweep) -> None:
@@ -271,6 +310,8 @@ class PairRunner:
             self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
         except (KeyboardInterrupt, distributed.RanksFailed):  # not the trial's fault: given back, run again later
             self.coordinator.abandon_trial(sweep.study, trial)
+            with contextlib.suppress(Exception):  # interrupted again, or the server is gone: the run stays FAILED
+                self._end_lost_trial_runs(sweep)
             raise
         except BaseException:
             self.coordinator.finish_trial(sweep.study, trial, None, TrialState.FAIL)
@@ -279,10 +320,18 @@ class PairRunner:
             state = TrialState.FAIL if math.isnan(value) else TrialState.COMPLETE
             self.coordinator.finish_trial(sweep.study, trial, value, state)
 
+    def _end_lost_trial_runs(self, sweep: PairSweep) -> None:
+        """The MLflow runs of trials given back (their workers died) end KILLED instead of RUNNING for good."""
+        self.tracker.end_runs_tagged(sweep.parent_run, TRIAL_CLAIM_TAG, self.coordinator.lost_trial_claims(),
+                                     "KILLED")
+
     def _objective(self, trial: optuna.Trial, pair: Pair, sweep: PairSweep) -> float:
         data, epochs = sweep.data, sweep.protocol["epochs"]
         hparams = sweep.fixed | suggest(trial, sweep.space)
-        with self.tracker.child_run(f"trial-{trial.number}", hparams, parent=sweep.parent_run):
+        # The slot, not Optuna's number, names and seeds the trial: a retry trains what the lost attempt would.
+        slot = self.coordinator.trial_slot(trial)
+        tags = {TRIAL_CLAIM_TAG: self.coordinator.trial_claim(trial), "harness.optuna_trial": str(trial.number)}
+        with self.tracker.child_run(f"trial-{slot}", hparams, parent=sweep.parent_run, tags=tags):
 
             def report(method: Method, epoch: int, metrics: dict[str, float]) -> None:
                 quick = probe.quick_probe_accuracy(
@@ -294,25 +343,25 @@ class PairRunner:
                 trial.report(quick, epoch)
                 if trial.should_prune():
                     self.tracker.set_tags({"status": "pruned"})
-                    log.info("%s trial %d pruned after epoch %d (quick val acc %.4f)", pair.key, trial.number,
+                    log.info("%s trial %d pruned after epoch %d (quick val acc %.4f)", pair.key, slot,
                              epoch + 1, quick)
                     raise optuna.TrialPruned()
 
             try:
-                scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + trial.number,
+                scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + slot,
                                                              epochs, report, with_test=False)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
-                log.warning("%s trial %d diverged: %s; the study goes on", pair.key, trial.number, exc)
+                log.warning("%s trial %d diverged: %s; the study goes on", pair.key, slot, exc)
                 return float("nan")  # Optuna records the trial as failed, without a traceback
             self.tracker.log_metrics(scores.as_metrics())
             violated = [c for c in self.record_checks(method, stats) if not c.held]
             if violated:
                 # A number resting on a broken assumption must never be the configuration the tuner picks.
-                log.warning("%s trial %d failed its assumption check: %s", pair.key, trial.number,
+                log.warning("%s trial %d failed its assumption check: %s", pair.key, slot,
                             "; ".join(c.detail for c in violated))
                 return float("nan")
-            log.info("%s trial %d: val acc %.4f with %s", pair.key, trial.number, scores.val_acc, _short(hparams))
+            log.info("%s trial %d: val acc %.4f with %s", pair.key, slot, scores.val_acc, _short(hparams))
             return scores.val_acc
 
     def train_and_probe(self, pair: Pair, data: TaskData, hparams, seed: int, epochs: int, on_epoch=None,
@@ -332,8 +381,10 @@ class PairRunner:
         test = extract_features(method, data.test, self.device) if with_test else None
         return probe.linear_probe(*features, test, device=self.device), method, stats
 
-    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str) -> Record | None:
-        """Train, score and record one seed; None if it diverged (then nothing is recorded)."""
+    def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str
+                 ) -> tuple[Record | None, list[dict[str, float]] | None]:
+        """Train and score one seed: its record (for the caller to write once the claim is settled) and its
+        per-epoch curve; None if it diverged, or if another worker took the seed over meanwhile."""
         data, identity, hparams, protocol = sweep.data, sweep.identity, sweep.hparams, sweep.protocol
         started = time.perf_counter()
         if self.device.type == "cuda":
@@ -347,21 +398,32 @@ class PairRunner:
                 extract_features(method, data.val.subset(probe.QUICK_ROWS), self.device))
             curve.append(metrics | {"val_quick_acc": quick})
 
-        with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
-                                    tags={CLAIM_TAG: claim_id}) as run_id:
-            try:
-                scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"], validate)
-            except DivergedError as exc:
-                self.tracker.set_tags({"status": "diverged", "error": str(exc)})
-                log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
-                return None
-            for epoch, metrics in enumerate(curve):
-                self.tracker.log_metrics(metrics, step=epoch)
-            sweep.curves[seed] = curve
-            checks = self.record_checks(method, stats)
-            wall = time.perf_counter() - started
-            peak = environment.peak_memory_mb(self.device)
-            self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
+        try:
+            with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
+                                        tags={CLAIM_TAG: claim_id}) as run_id:
+                try:
+                    scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"],
+                                                                 validate)
+                except DivergedError as exc:
+                    self.tracker.set_tags({"status": "diverged", "error": str(exc)})
+                    log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
+                    return None, None
+                if not self.coordinator.holds_seed(sweep.study, seed, claim_id):
+                    raise _ClaimLost
+                for epoch, metrics in enumerate(curve):
+                    self.tracker.log_metrics(metrics, step=epoch)
+                checks = self.record_checks(method, stats)
+                wall = time.perf_counter() - started
+                peak = environment.peak_memory_mb(self.device)
+                self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
+        except Exception as exc:
+            # This worker stalled past its lease and another took the seed over, removing this run: whatever
+            # MLflow says of the removed run, this worker writes nothing for the seed.
+            if not isinstance(exc, _ClaimLost) and self.coordinator.holds_seed(sweep.study, seed, claim_id):
+                raise
+            log.warning("%s seed %d was taken over by another worker while this one trained it (its lease ran "
+                        "out); this worker writes nothing for it", pair.key, seed)
+            return None, None
         record = Record(
             task=pair.task.identity() | {"fingerprint": identity["task"]["fingerprint"]}, identity=identity,
             method={"name": method.name, "display_name": method.display_name, "version": method.version},
@@ -373,13 +435,12 @@ class PairRunner:
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},
         )
-        write_record(self.options.results, record)
         log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
                  scores.test_f1, wall)
         for check in checks:
             if not check.held:
                 log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
-        return record
+        return record, curve
 
     def record_checks(self, method: Method, stats) -> list[AssumptionCheck]:
         """The method's assumption checks for this run, tagged on the active MLflow run."""
@@ -387,6 +448,10 @@ class PairRunner:
         if checks:
             self.tracker.set_tags({f"check.{c.name}": "held" if c.held else f"violated: {c.detail}" for c in checks})
         return checks
+
+
+class _ClaimLost(Exception):
+    """This worker's claim on the seed it trains was taken over by another worker."""
 
 
 def _short(hparams: dict[str, Any]) -> str:

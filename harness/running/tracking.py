@@ -132,12 +132,23 @@ class Tracker:
         self.client.delete_run(run_id)
 
     def delete_runs_tagged(self, parent_id: str, tag: str, values: list[str]) -> None:
-        """Remove the runs a killed worker left unfinished, so each seed keeps exactly one run."""
+        """Remove the runs a killed worker left unfinished (ended KILLED), so each seed keeps exactly one run."""
+        if not values:
+            return
         experiment_id = self._experiment_of(parent_id)
         for value in values:
             for run in self.client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'"):
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 self.client.delete_run(run.info.run_id)
+
+    def end_runs_tagged(self, parent_id: str, tag: str, values: list[str], status: str) -> None:
+        """End the runs a killed worker left RUNNING (a trial's attempt stays, as the history of its slot)."""
+        if not values:
+            return
+        experiment_id = self._experiment_of(parent_id)
+        for value in values:
+            for run in self.client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'"):
+                self.client.set_terminated(run.info.run_id, status)
 
     def _experiment_of(self, run_id: str) -> str:
         if run_id not in self._experiments:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from harness.api.errors import HarnessError, RunFailed
 from harness.api.space import Choice, Float, Int, Param
-from harness.running.coordination import counts_against_budget, mutex_for
+from harness.running.coordination import counts_against_budget, mutex_for, slot_of
 
 SAMPLER_SEED = 0
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,10 +84,11 @@ def open_study(name: str, storage) -> optuna.Study:
         raise HarnessError(f"cannot open the Optuna study {name} ({exc}); check --storage") from None
 
 
-def sampler_for(trial_number: int) -> optuna.samplers.BaseSampler:
-    """TPE seeded by the trial's number: workers sharing a study never draw the same parameters
-    (each process's sampler would start from one seed), and one process stays reproducible."""
-    return optuna.samplers.TPESampler(seed=SAMPLER_SEED + trial_number)
+def sampler_for(slot: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded by the trial's budget slot (harness.running.coordination): workers sharing a study never
+    draw the same parameters (each process's sampler would start from one seed), one process stays
+    reproducible, and a trial retried after its worker died draws what the lost attempt drew."""
+    return optuna.samplers.TPESampler(seed=SAMPLER_SEED + slot)
 
 
 def spent_trials(study: optuna.Study) -> int:
@@ -109,19 +110,24 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
     return values
 
 
+def budget_trials(study: optuna.Study, budget: int | None = None) -> list:
+    """The trials a budget of `budget` counts, in slot order: the first `budget` spent ones. A study that ran
+    more trials for a larger budget gives a smaller budget exactly what it would have run itself, and an
+    attempt given back after its worker died is not among them (its retry, in the same slot, is)."""
+    return sorted((t for t in study.get_trials(deepcopy=False) if counts_against_budget(t)),
+                  key=lambda t: (slot_of(t), t.number))[:budget]
+
+
 def best_params(study: optuna.Study, budget: int | None = None) -> dict[str, Any]:
-    """The best completed trial among the study's first `budget` spent ones: a study that ran more
-    trials for a larger budget gives a smaller budget exactly what it would have run itself."""
-    spent = sorted((t for t in study.get_trials(deepcopy=False) if counts_against_budget(t)),
-                   key=lambda t: t.number)[:budget]
-    completed = [t for t in spent if t.state == TrialState.COMPLETE]
+    """The best completed trial among those the budget counts (`budget_trials`)."""
+    completed = [t for t in budget_trials(study, budget) if t.state == TrialState.COMPLETE]
     if not completed:
         raise RunFailed(f"study {study.study_name}: no trial completed (all diverged or were pruned)")
     return dict(max(completed, key=lambda t: t.value).params)
 
 
 def trial_history(study: optuna.Study, budget: int | None = None) -> list[dict[str, Any]]:
-    """The trials `best_params` chose among (the first `budget` spent ones), as plain data for the figures."""
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    spent = sorted(study.get_trials(deepcopy=False, states=done), key=lambda t: t.number)[:budget]
-    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in spent]
+    """Exactly the trials `best_params` chose among (`budget_trials`), as plain data for the figures. Each is
+    numbered by its slot, so the history of a sweep whose workers died equals one process's."""
+    return [{"number": slot_of(t), "state": t.state.name, "value": t.value, "params": dict(t.params)}
+            for t in budget_trials(study, budget)]

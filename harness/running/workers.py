@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from harness.api.errors import DivergedError, HarnessError, RunFailed
 from harness.results.publishing.run_report import PairOutcome
 from harness.running.coordination import POLL_S, SEED_PREFIX, Coordinator, mutex_for
-from harness.running.environment import divide_threads
+from harness.running.environment import divide_threads, user_threads
 from harness.running.failures import out_of_memory, out_of_memory_line
 from harness.running.pair import Pair
 from harness.running.runner import PairRunner, RunOptions, Step
@@ -59,6 +59,8 @@ def sweep(runner: PairRunner, pairs: list[Pair]) -> tuple[list[str], list[PairOu
     that finds the rest of a pair held by others moves on to the next pair instead of idling."""
     pending, failures, outcomes = list(pairs), [], []
     try:
+        for pair in pairs:
+            runner.prepare(pair)  # a definition that clashes with a running sweep's is refused before any work
         while pending:
             for pair in list(pending):
                 try:
@@ -93,9 +95,10 @@ def _failure_line(exc: BaseException) -> str:
 
 
 def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri: str,
-                storage_spec: str | None) -> bool:
-    """Work as worker 0 beside `count - 1` spawned workers, showing the sweep's progress until all end;
-    True if some pair failed (each worker's log names it)."""
+                storage_spec: str | None, devices: list[str] | None = None) -> bool:
+    """Work as worker 0 beside `count - 1` spawned workers, worker i on `devices[i]`, showing the sweep's
+    progress until all end; True if some pair failed (each worker's log names it)."""
+    devices = devices or [runner.options.device] * count
     options = runner.options
     logs = options.workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -104,17 +107,24 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=worker_main, name=f"harness-worker-{i}",
-                        args=(WorkerSpec(quiet, pairs, tracking_uri, storage_spec, threads, i),))
+                        args=(WorkerSpec(replace(quiet, device=devices[i]), pairs, tracking_uri, storage_spec,
+                                         threads, i),))
         for i in range(1, count)
     ]
+    # This process is worker 0: it has paid for its imports already, and works while the others start. It
+    # decides and joins every pair first, so a definition that clashes with a running sweep's spawns nothing.
+    myself = PairRunner(replace(quiet, device=devices[0]), runner.tracker, runner.storage, runner.coordinator)
+    try:
+        plan = _progress_plan(myself, pairs)
+    except BaseException:
+        runner.coordinator.close()  # leave the studies it joined before the refusal
+        raise
     for process in processes:
         process.start()
     log.info("%d workers started; their logs are in %s", count, logs)
-    # This process is worker 0: it has paid for its imports already, and works while the others start.
-    myself = PairRunner(quiet, runner.tracker, runner.storage, runner.coordinator)
     finished = threading.Event()
     progress = threading.Thread(target=_show_progress, daemon=True, args=(
-        _progress_plan(myself, pairs), runner.coordinator.started, finished, options.progress))
+        plan, runner.coordinator.started, finished, options.progress))
     progress.start()
     try:
         with _logs_to(logs / "worker-0.log"), limited_threads(threads):
@@ -136,12 +146,17 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
 
 
 @contextlib.contextmanager
-def limited_threads(threads: int) -> Iterator[None]:
-    """Torch's and the BLAS libraries' threads (the probe's) held to this worker's share of the cores."""
+def limited_threads(threads: int, only_lower: bool = False) -> Iterator[None]:
+    """Torch's and the BLAS libraries' threads (the probe's) held to this worker's share of the CPUs;
+    with `only_lower`, only where torch's own default would start more (one process on a free machine keeps
+    torch's choice of physical cores, but not more than its cgroup or affinity mask allows)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
+    if only_lower and (user_threads() is not None or threads >= before):
+        yield
+        return
     torch.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads):

@@ -10,9 +10,10 @@ files alone, so anyone can regenerate and check them from a clone.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from harness.results.records import replace_atomically
 
 HISTORY_DIR = "history"
 
@@ -34,10 +35,7 @@ def write_history(results: Path, task: str, method: str, display_name: str, stud
         "task": task, "method": method, "display_name": display_name, "study": study, "trials": trials,
         "seeds": earlier | {str(seed): curve for seed, curve in seeds.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    replace_atomically(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return path
 
 
