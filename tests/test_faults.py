@@ -194,16 +194,27 @@ def test_a_worker_that_stalled_past_its_lease_writes_nothing(tmp_path):
 
 
 def stop_outside_the_mutex(process: subprocess.Popen, lock: Path) -> None:
-    """SIGSTOP the process at a moment it does not hold the workers' flock (a stopped holder would block
-    everyone: only a dead one releases it)."""
-    for _ in range(100):
+    """SIGSTOP the process at a moment it holds no file lock: not the workers' flock (a stopped holder would
+    block everyone: only a dead one releases it), nor sqlite's locks on the Optuna or MLflow store (a stopped
+    writer leaves the others "database is locked")."""
+    for _ in range(200):
         process.send_signal(signal.SIGSTOP)
-        with open(lock, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                return
-            except BlockingIOError:
-                process.send_signal(signal.SIGCONT)
-                time.sleep(0.05)
-    raise AssertionError("the worker never let go of the lock")
+        time.sleep(0.01)  # let a signal in flight land
+        if not _holds_a_lock(process.pid):
+            with open(lock, "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    return
+                except BlockingIOError:
+                    pass
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the worker never let go of its locks")
+
+
+def _holds_a_lock(pid: int) -> bool:
+    """Whether /proc/locks lists a lock (POSIX, as sqlite takes, or flock) owned by `pid`."""
+    with open("/proc/locks") as locks:
+        return any(line.split()[4] == str(pid) for line in locks if len(line.split()) > 4 and "->" not in line)
+
