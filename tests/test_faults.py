@@ -27,6 +27,8 @@ from harness.running.coordination import ABANDONED_KEY, LEASE_ENV, RETRY_OF_KEY,
 from tests.fixtures import SLOW_CLIP_PAUSE_ENV
 from tests.servers import mlflow_server, postgres_bindir, postgres_server
 
+pytestmark = pytest.mark.system  # slow: .ci/run runs these after the default suite
+
 ROOT = Path(__file__).resolve().parent.parent
 # The smallest sweep that shows it: a trial before and after the killed one (so the sampler's seeding shows),
 # two seeds (so a seed recorded before the kill must reach the history), two epochs (so the pruner decides).

@@ -102,6 +102,7 @@ def test_workers_share_one_sweep_and_match_a_single_process(tmp_path, caplog):
         sorted(p.read_text() for p in (tmp_path / "results").rglob("seed*.json"))
 
 
+@pytest.mark.system  # slow: .ci/run runs it after the default suite
 @pytest.mark.skipif(postgres_bindir() is None,
                     reason="PostgreSQL is not installed here (no initdb); CI installs it (.ci/run)")
 def test_four_workers_on_postgresql_and_an_mlflow_server_survive_a_sigkill(tmp_path):
