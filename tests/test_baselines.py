@@ -29,6 +29,8 @@ def supcon_by_the_definition(features: torch.Tensor, labels: torch.Tensor, tempe
 def test_supcon_matches_its_definition():
     torch.manual_seed(0)
     features, labels = torch.randn(12, 5), torch.tensor([0, 1, 2, 0, 1, 0, 0, 1, 1, 0, 1, 3])  # class 3 seen once
+    # Scores of unit vectors over 0.2 are at most 5; a logsumexp over 11 of them, taken two ways, rounds by
+    # ~11 eps32 x 5 = 6.6e-6 on a loss of O(1): inside atol 1e-5 (plus allclose's rtol 1e-5).
     assert torch.allclose(supcon(features, labels, 0.2), supcon_by_the_definition(features, labels, 0.2), atol=1e-5)
 
 
@@ -52,6 +54,8 @@ def test_supcon_treats_each_modality_as_a_view_with_the_sample_label():
     embeddings = method.encoders(inputs)
     views = torch.cat([method.projectors[m](z) for m, z in embeddings.items()])
     expected = supcon(views, labels.repeat(2), method.hparams["temperature"])
+    # The same float32 loss computed twice on the same tensors, O(1) and far from 0: allclose's rtol 1e-5
+    # (84 ulps at 1) is the binding tolerance, well above rounding; its atol 1e-8 plays no part.
     assert torch.allclose(method.loss(Batch(inputs, labels, index)), expected)
 
 
@@ -64,6 +68,8 @@ def test_cross_self_sums_the_cross_modal_term_and_one_self_term_per_modality():
     out = method.loss(batch)
     t = method.hparams["temperature"]
     clean = method.project(inputs)
+    # InfoNCE losses over 16 rows are ~log 16 = 2.8, far from 0: allclose's rtol 1e-5 binds (2.8e-5), well
+    # above the same computation's rounding, and their sum below adds 2 roundings of ~eps32 x 9 = 1e-6.
     assert torch.allclose(out["cross"], symmetric_info_nce(clean["x1"], clean["x2"], 1 / t))
     first = method.project({"x1": inputs["x1"] + 1.0, "x2": inputs["x2"] + 2.0})
     second = method.project({"x1": inputs["x1"] + 3.0, "x2": inputs["x2"] + 4.0})

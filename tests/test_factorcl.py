@@ -15,6 +15,12 @@ from tests.fixtures import TinySynthetic
 SMALL = {"embed_dim": 16, "factor_dim": 8, "critic_hidden": 32, "critic_depth": 1}
 
 
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """A tensor the bound was given against the same one recomputed: the same float32 computation, O(1)
+    values, so within torch.testing's float32 tolerances (rtol 1.3e-6, atol 1e-5), a few ulps."""
+    return torch.allclose(a, b, rtol=1.3e-6, atol=1e-5)
+
+
 def build(name: str, **overrides):
     torch.manual_seed(0)
     cls = METHODS.get(name)
@@ -53,6 +59,7 @@ def test_the_objective_adds_the_nce_terms_and_subtracts_the_club_terms(name):
                             "unique_nce_given_y": 13.0}, relevance=(5.0, 7.0))
     out = method.loss(batch_of(method.task))
     # maximize I_NCE(S) - I_CLUB(S | Y) + I_NCE(U1; Y) + I_NCE(U2; Y) - I_CLUB(U1; U2) + I_NCE(U1; U2 | Y)
+    # Small integers sum exactly in float32 in any order; approx's default rel 1e-6 is never used.
     assert out["loss"].item() == pytest.approx(-(2 - 3 + 5 + 7 - 11 + 13))
     assert out["unique1_nce_y"].item() == 5.0 and out["unique_club"].item() == 11.0
     assert out["shared_club_critic_nce"].item() == 0.5 and out["unique_club_critic_nce"].item() == 0.5
@@ -68,12 +75,13 @@ def test_sup_conditions_on_the_label_with_negatives_from_the_anchors_own_class()
     factors = method.factors(batch.inputs)
     for term, part in (("shared_club_given_y", factors.shared), ("unique_nce_given_y", factors.unique)):
         a, b, given, weights = getattr(method, term).seen
-        assert torch.allclose(a, part[0], atol=1e-6) and torch.allclose(b, part[1], atol=1e-6), term
+        assert close(a, part[0]) and close(b, part[1]), term
         assert torch.equal(given, expected), term
         assert torch.equal(weights > 0, same_class), f"{term}: negatives outside the anchor's class"
+        # Softmax rows summed over 32 entries: within 32 eps32 = 3.8e-6 of 1, inside allclose's rtol 1e-5 at 1.
         assert torch.allclose(weights.sum(dim=1), torch.ones(len(weights))), term
     a, b = method.unique_club.seen
-    assert torch.allclose(a, factors.unique[0], atol=1e-6) and torch.allclose(b, factors.unique[1], atol=1e-6)
+    assert close(a, factors.unique[0]) and close(b, factors.unique[1])
     assert torch.equal(method.relevance[0].seen[1], batch.labels)
 
 
@@ -89,26 +97,33 @@ def test_ssl_conditions_each_term_on_both_augmented_views_of_its_part():
     for term, part, views in (("shared_club_given_y", factors.shared, augmented.shared),
                               ("unique_nce_given_y", factors.unique, augmented.unique)):
         a, b, given, weights = getattr(method, term).seen
-        assert torch.allclose(a, part[0], atol=1e-6) and torch.allclose(b, part[1], atol=1e-6), term
-        assert torch.allclose(given, torch.cat(views, dim=1), atol=1e-6), term
+        assert close(a, part[0]) and close(b, part[1]), term
+        assert close(given, torch.cat(views, dim=1)), term
+        # Offsets of 1 and 2 on unit-scale inputs move the factors by O(0.1): anything past rounding (the
+        # 1e-5 above) tells the views from the parts; 1e-3 is a hundred times rounding.
         assert not torch.allclose(given, torch.cat(part, dim=1), atol=1e-3), f"{term}: conditioned on itself"
         assert (weights.argmax(dim=1) == torch.arange(len(weights))).all(), term
     z, target = method.relevance[1].seen
-    assert torch.allclose(z, factors.unique[1], atol=1e-6) and torch.allclose(target, augmented.unique[1], atol=1e-6)
+    assert close(z, factors.unique[1]) and close(target, augmented.unique[1])
 
 
 def test_ssl_conditional_terms_vanish_when_the_augmentation_changes_nothing():
     """A view identical to its sample determines it: no negative shares its condition, nothing is left to measure."""
     method = build("factorcl-ssl")
     out = method.loss(batch_of(method.task, augment=lambda m, x: x))
+    # Bandwidth 1e-6: the weights are one-hot (exp underflows to 0), so f_ii - logsumexp_j(f_ij + log w_ij)
+    # and f_ii - sum_j w_ij f_ij cancel to rounding of O(1) critic scores averaged over 32 rows, at most
+    # 32 eps32 = 3.8e-6 (in fact exactly 0).
     for term in ("shared_club_given_y", "unique_nce_given_y", "shared_club_critic_nce"):
         assert abs(out[term].item()) < 1e-5, (term, out[term].item())
-    assert abs(out["unique_club"].item()) > 1e-4  # the unconditional CLUB term still measures something
+    # The unconditional CLUB term still measures something: ten times past that rounding floor (its value
+    # at initialisation is ~5e-3, a random critic's, and it is exactly 0 if it too were conditioned).
+    assert abs(out["unique_club"].item()) > 1e-4
 
 
 def test_club_critics_learn_at_their_own_scaled_rate():
     _, aux = _optimizers(build("factorcl-sup", club_lr_scale=10.0), TrainConfig(1, 32, 1e-3, 0.0, torch.device("cpu")))
-    assert aux[0][1].param_groups[0]["lr"] == pytest.approx(1e-2)
+    assert aux[0][1].param_groups[0]["lr"] == pytest.approx(1e-2)  # 1e-3 x 10 in float64: one ulp at most
 
 
 @pytest.mark.parametrize("name", ["factorcl-sup", "factorcl-ssl"])
@@ -152,7 +167,10 @@ def test_critic_depth_is_a_hyperparameter():
 def test_factor_embeddings_lie_on_a_sphere_of_radius_sqrt_dim_only_when_normalized(normalize):
     method = build("factorcl-sup", normalize_factors=normalize)
     norms = method.encode(batch_of(method.task).inputs).view(32, 4, -1).norm(dim=2)
-    on_sphere = torch.allclose(norms, torch.full_like(norms, SMALL["factor_dim"] ** 0.5), atol=1e-4)
+    # Normalizing then scaling by sqrt(8) = 2.83: 8 squares summed, a sqrt, a divide and a multiply round to
+    # ~11 eps32 x 2.83 = 3.7e-6, inside torch.testing's float32 tolerances (1e-5 + 1.3e-6 x 2.83); the
+    # unnormalized heads' norms at initialisation are 0.3-0.8, nowhere near.
+    on_sphere = torch.allclose(norms, torch.full_like(norms, SMALL["factor_dim"] ** 0.5), rtol=1.3e-6, atol=1e-5)
     assert on_sphere == normalize
 
 
@@ -171,6 +189,9 @@ def test_the_club_critics_take_club_steps_steps_per_main_step_and_log_each_criti
                 "train_shared_club_critic_nce", "train_unique_club_critic_nce", "train_shared_club_given_y",
                 "train_unique_club", "train_shared_nce", "train_unique_nce_given_y", "train_unique1_nce_y"):
         assert key in history[0], key
+    # Each step's loss -(a + b) rounds once in float32, by eps32 (|a| + |b|); the critics' InfoNCE is at
+    # most log 64 = 4.2 at batch 64 and near 0 at initialisation: 2 x 4.2 x 1.2e-7 = 1e-6, and 1e-5 lets
+    # the critics fall tenfold further below before it binds; a dropped or sign-flipped term moves it by ~0.02.
     assert history[0]["train_club_critics_loss"] == pytest.approx(
         -(history[0]["train_club_critics_shared_nce"] + history[0]["train_club_critics_unique_nce"]), abs=1e-5)
 

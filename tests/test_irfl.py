@@ -114,6 +114,9 @@ def test_each_caption_is_paired_with_its_true_image_in_either_layout(layout, tmp
         images, labels = split.inputs["image"], split.labels
         assert images.dtype == torch.uint8 and images.shape[1:] == (3, 64, 64)
         # True images are saturated in the channel of their figure; a distractor would read near 0 there.
+        # Another figure's image has uniform noise there: its mean over the 480 source pixels reads at most
+        # 127.5 + 4 x 74 / sqrt(480) = 141 (4 sd); 200 is midway from that to 255, leaving the true image's
+        # JPEG error, clipped at 255 and so biased down by up to half its mean absolute error, ~55 of room.
         lit = images[torch.arange(len(labels)), labels].float().mean(dim=(1, 2))
         assert (lit > 200).all()
     tokens = data.train.inputs["caption"]
@@ -211,5 +214,7 @@ def test_base64_answers_resolve_through_their_metadata(tmp_path):
     assert not json.loads(first["answer"])[0].startswith("http")  # the fixture's base64 answer
     data = TASKS.get("irfl")(data_dir=tmp_path).load()
     idioms = torch.cat([s.inputs["image"][s.labels == 0] for s in (data.train, data.val, data.test)])
+    # Saturated red (channel 0) once decoded: 200 lies midway between 255 and what an unsaturated channel's
+    # noise reads, 141 at 4 sd (as in the pairing test above).
     assert len(idioms) == 12 and (idioms[:, 0].float().mean(dim=(1, 2)) > 200).all()
     assert np.isfinite(idioms.float().numpy()).all()
