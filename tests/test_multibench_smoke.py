@@ -20,7 +20,10 @@ def applicable(task_name: str) -> list[str]:
     return [m for m in METHODS.names() if m not in TEST_ONLY and METHODS.get(m).requirements.unmet(task) is None]
 
 
-@pytest.mark.parametrize("task_name", BENCHMARKS)
+# IRFL's row trains every applicable method on images and captions (about 35 s on 2 cores, a ninth of the
+# suite): a `system` test, which .ci/run runs after the default suite.
+@pytest.mark.parametrize("task_name", [pytest.param(t, marks=pytest.mark.system) if t == "irfl" else t
+                                       for t in BENCHMARKS])
 def test_every_applicable_method_runs_on_the_fixture(task_name, harness_run, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
