@@ -9,41 +9,27 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.api.space import parse_overrides
-
-if TYPE_CHECKING:
-    from harness.running.runner import RunOptions
+from harness.running.request import RunOptions
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """`harness run`: the cross product of methods and tasks under one protocol."""
+@dataclass
+class RunRequest(RunOptions):
+    """`harness run`: the cross product of methods and tasks under one protocol; how each pair runs is the
+    RunOptions part, the rest is what the command alone needs."""
 
-    methods: tuple[str, ...]
-    tasks: tuple[str, ...]
-    trials: int = 6
-    seeds: int = 3
-    epochs: int | None = None
-    device: str = "auto"
-    overrides: dict[str, str] = field(default_factory=dict)
-    force: bool = False
-    keep_old: bool = False
+    methods: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    results: Path = Path("runs")  # a user's own runs, not the published results/
     allow_dirty: bool = False
-    bf16: bool | None = None  # None: bfloat16 where request.bf16_by_default says (image tasks on CUDA)
-    results: Path = Path("runs")
-    workdir: Path = Path(".harness")
-    data_dir: Path | None = None
     tracking_uri: str | None = None
     storage: str | None = None
     workers: int = 1
     devices: tuple[str, ...] = ()  # --devices: worker i trains on devices[i % len]; empty: --device decides
-    progress: bool = True
     nproc: int = 1  # ranks this command starts through torchrun's launcher (`--nproc`)
-    world_size: int = 1  # ranks that train each run together: --nproc's, or those torchrun started this one among
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, data_dir: Path | None) -> RunRequest:
@@ -66,13 +52,10 @@ class RunRequest:
         return self.nproc > 1 and "WORLD_SIZE" not in os.environ
 
     def options(self) -> RunOptions:
-        from harness.running.runner import RunOptions
-
-        device = self.devices[0] if self.devices else self.device  # one process trains on the list's first
-        return RunOptions(trials=self.trials, seeds=self.seeds, epochs=self.epochs, device=device,
-                          overrides=dict(self.overrides), force=self.force, keep_old=self.keep_old,
-                          results=self.results, workdir=self.workdir, data_dir=self.data_dir,
-                          progress=self.progress, bf16=self.bf16, world_size=self.world_size)
+        """The RunOptions part; one process trains on the first of --devices."""
+        shared = {f.name: getattr(self, f.name) for f in fields(RunOptions)}
+        return RunOptions(**shared | {"device": self.devices[0] if self.devices else self.device,
+                                      "overrides": dict(self.overrides)})
 
 
 @dataclass(frozen=True)
@@ -100,8 +83,6 @@ class DiagnoseRequest:
                    progress=not args.no_progress)
 
     def options(self) -> RunOptions:
-        from harness.running.runner import RunOptions
-
         return RunOptions(seeds=1, epochs=self.epochs, device=self.device, overrides=dict(self.overrides),
                           results=self.results, workdir=self.workdir, data_dir=self.data_dir, progress=self.progress)
 
@@ -124,7 +105,5 @@ class ReproduceRequest:
                    data_dir=data_dir, tracking_uri=args.tracking_uri, progress=not args.no_progress)
 
     def options(self) -> RunOptions:
-        from harness.running.runner import RunOptions
-
         return RunOptions(seeds=1, device=self.device, workdir=self.workdir, data_dir=self.data_dir,
                           progress=self.progress)

@@ -7,6 +7,8 @@ train, and `harness/cli/resumed.py` to see, before torch loads, that nothing nee
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from harness.api.space import NON_NEGATIVE, POSITIVE, Domain, Float, Interval, Param, check_domains, typed_overrides
@@ -18,6 +20,26 @@ TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-5}
 # A contrastive batch of one row holds no negative (and batch norm cannot train on it).
 TRAIN_DOMAINS: dict[str, Domain] = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE,
                                     "batch_size": Interval(low=2, integer=True)}
+
+
+@dataclass
+class RunOptions:
+    """How every pair of a request runs: its budget, stores and precision (the command line's RunRequest
+    adds what only the command needs)."""
+
+    trials: int = 6
+    seeds: int = 3
+    epochs: int | None = None
+    device: str = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    keep_old: bool = False  # keep records made under another identity instead of retraining them
+    results: Path = Path("results")
+    workdir: Path = Path(".harness")
+    data_dir: Path | None = None
+    progress: bool = True
+    bf16: bool | None = None  # None: request.bf16_by_default for the task and device
+    world_size: int = 1  # ranks training each run data-parallel (torchrun; harness.running.distributed)
 
 
 class MethodDeclaration(Protocol):

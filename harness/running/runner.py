@@ -29,6 +29,7 @@ from harness.results.records import Record, write_record
 from harness.running import distributed, environment, probe, request
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
+from harness.running.request import RunOptions
 from harness.running.resume import plan_resume
 from harness.running.tracking import Tracker
 from harness.running.train import TrainConfig, extract_features, fit
@@ -39,23 +40,6 @@ log = logging.getLogger(__name__)
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
 CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 TRIAL_CLAIM_TAG = "harness.trial_claim"  # likewise on a trial's run, to end it KILLED if its worker dies
-
-
-@dataclass
-class RunOptions:
-    trials: int = 6
-    seeds: int = 3
-    epochs: int | None = None
-    device: str = "auto"
-    overrides: dict[str, str] = field(default_factory=dict)
-    force: bool = False
-    keep_old: bool = False  # keep records made under another identity instead of retraining them
-    results: Path = Path("results")
-    workdir: Path = Path(".harness")
-    data_dir: Path | None = None
-    progress: bool = True
-    bf16: bool | None = None  # None: request.bf16_by_default for the task and device
-    world_size: int = 1  # ranks training each run data-parallel (torchrun; harness.running.distributed)
 
 
 class Step(enum.Enum):
