@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import image_path  # noqa: E402
-from tasks.common.jpeg import allowed_cpus, default_workers  # noqa: E402
+from harness.running.environment import available_cpus  # noqa: E402
+from tasks.common.jpeg import default_workers  # noqa: E402
 
 IMAGES = int(os.environ.get("BENCH_IMAGES", "4000"))
 BATCH = int(os.environ.get("BENCH_BATCH", "256"))
@@ -34,7 +35,7 @@ OUT = Path(os.environ.get("OUT") or tempfile.mkdtemp())
 BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "270"))
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))  # names of the measurements to run; all if empty
 STARTED = time.perf_counter()
-results: dict = {"device": str(DEVICE), "allowed_cpus": allowed_cpus(), "images": IMAGES, "batch": BATCH}
+results: dict = {"device": str(DEVICE), "allowed_cpus": available_cpus(), "images": IMAGES, "batch": BATCH}
 
 
 def left() -> float:
@@ -136,7 +137,7 @@ def main() -> None:
     measure("machine", machine)
     data_dir = Path(tempfile.mkdtemp())
     measure("write_folder_s", lambda: _timed(lambda: image_path.write_imagenet_folder(
-        data_dir, IMAGES, max(20, IMAGES // 20), processes=allowed_cpus())))
+        data_dir, IMAGES, max(20, IMAGES // 20), processes=available_cpus())))
     all_workers = default_workers()
     results["default_workers"] = all_workers
     few = min(IMAGES, 1024)
@@ -144,9 +145,9 @@ def main() -> None:
     measure("loader_2_workers", lambda: image_path.loader_rate(data_dir, 2, few, BATCH))
     if all_workers > 2:
         measure(f"loader_{all_workers}_workers", lambda: image_path.loader_rate(data_dir, all_workers, IMAGES, BATCH))
-    if allowed_cpus() not in (1, 2, all_workers):
-        measure(f"loader_{allowed_cpus()}_workers",
-                lambda: image_path.loader_rate(data_dir, allowed_cpus(), IMAGES, BATCH))
+    if available_cpus() not in (1, 2, all_workers):
+        measure(f"loader_{available_cpus()}_workers",
+                lambda: image_path.loader_rate(data_dir, available_cpus(), IMAGES, BATCH))
     if DEVICE.type == "cuda":
         measure("nvjpeg", lambda: nvjpeg_rate(data_dir, min(IMAGES, 2048)), needs_s=20)
     measure("old_loader_14_workers", lambda: old_loader_first_batch(data_dir, 14, min(40.0, max(5.0, left() / 6))))

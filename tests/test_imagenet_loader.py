@@ -86,11 +86,17 @@ def test_workers_start_once_per_run(tmp_path):
 
 
 def test_default_worker_count_follows_the_allowed_cpus(monkeypatch):
+    from harness.running import environment
+
+    monkeypatch.setattr(environment, "cgroup_cpu_quota", lambda _root, _membership: None)
     monkeypatch.setattr(jpeg.os, "sched_getaffinity", lambda _pid: set(range(16)))
     assert jpeg.default_workers() == 15 and ImageNet().workers == 15  # one core left to feed the GPU
     monkeypatch.setattr(jpeg.os, "sched_getaffinity", lambda _pid: {0, 3})
     assert jpeg.default_workers() == 2 and ImageNet().workers == 2
     assert ImageNet(workers=1).workers == 1
+    monkeypatch.setattr(jpeg.os, "sched_getaffinity", lambda _pid: set(range(16)))
+    monkeypatch.setattr(environment, "cgroup_cpu_quota", lambda _root, _membership: 4)  # a container's --cpus 4
+    assert jpeg.default_workers() == 3
 
 
 def test_a_corrupt_jpeg_stops_the_run_with_one_line_naming_it(tmp_path, capsys):

@@ -30,8 +30,10 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    from harness.running.environment import divide_threads
+
     # torchrun would set one thread per rank; the ranks rather share the cores as --workers' processes do.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(divide_threads(nproc)))
     errors = Path(tempfile.mkdtemp(prefix="harness-ranks-"))
     os.environ[ERRORS_ENV] = str(errors)
     _quiet_torchrun()

@@ -31,6 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.api.errors import HarnessError
+from harness.running.environment import available_cpus
 
 try:  # a dependency; the fallback keeps a broken wheel from stopping the image track
     import simplejpeg
@@ -40,18 +41,10 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
 JPEG_SUFFIXES = (".jpeg", ".jpg")
 
 
-def allowed_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which a container or `taskset` narrows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def default_workers() -> int:
     """Decoding processes: one per allowed CPU, less one for the training process where there are
     four or more (on a GPU the main process feeds the device; starving it starves the GPU)."""
-    cpus = allowed_cpus()
+    cpus = available_cpus()
     return cpus - 1 if cpus >= 4 else cpus
 
 
