@@ -93,3 +93,14 @@ def test_reproducing_something_that_is_not_a_record_is_one_line(tmp_path, capsys
     assert main(["reproduce", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "x.json") in err[0] and "the record lacks field(s)" in err[0]
+
+
+UNPATCHED_GIT_COMMIT = environment.git_commit.__wrapped__  # before conftest's fixture names a test commit
+
+
+def test_a_copy_without_git_names_the_commit_its_launcher_declares(tmp_path, monkeypatch):
+    monkeypatch.setattr(environment, "PROJECT_ROOT", tmp_path)  # a tree copied without its .git folder
+    monkeypatch.delenv(environment.SOURCE_COMMIT_ENV, raising=False)
+    assert UNPATCHED_GIT_COMMIT() == "unknown"
+    monkeypatch.setenv(environment.SOURCE_COMMIT_ENV, "0123456789ab")
+    assert UNPATCHED_GIT_COMMIT() == "0123456789ab"

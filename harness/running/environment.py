@@ -76,9 +76,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SOURCE_COMMIT_ENV = "HARNESS_SOURCE_COMMIT"
+
+
 @functools.cache
 def git_commit() -> str:
-    """The commit this process's code came from; read once, so a long run cannot stamp a later commit."""
+    """The commit this process's code came from; read once, so a long run cannot stamp a later commit.
+
+    A copy of the tree without its .git folder (a container image, a GPU machine that received the
+    files alone) cannot tell; there the launcher may declare the commit it copied in
+    $HARNESS_SOURCE_COMMIT, else the record says "unknown".
+    """
     try:
         out = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
@@ -86,7 +94,7 @@ def git_commit() -> str:
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get(SOURCE_COMMIT_ENV, "").strip() or "unknown"
 
 
 def versions() -> dict[str, str]:
