@@ -1,8 +1,8 @@
 # Sourced by the GPU scripts (gpu_imagenet.sh, gpu_records.sh): the set-up a bare GPU machine without
 # network access needs. Installs the wheels in $WHEELS (default .whl at the repository root, where the
 # device tool carries them) into /tmp/site when mlflow, optuna, kornia or simplejpeg are missing, puts
-# the repository on PYTHONPATH, names the commit the tree was copied from (it travels without .git),
-# and prints the machine. $OUT (default a temporary folder) receives what the scripts write.
+# the repository on PYTHONPATH
+# and prints the machine (export HARNESS_SOURCE_COMMIT to name the commit: the tree travels without .git). $OUT (default a temporary folder) receives what the scripts write.
 OUT=${OUT:-$(mktemp -d)}
 export OUT PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -14,5 +14,4 @@ if ! python3 -c "import mlflow, optuna, kornia, simplejpeg" 2>/dev/null && [ -d 
     "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-[ -f SOURCE_COMMIT ] && export HARNESS_SOURCE_COMMIT=$(cat SOURCE_COMMIT)
 python3 -c "import torch, numpy, mlflow, optuna, kornia, simplejpeg; print('torch', torch.__version__, 'numpy', numpy.__version__, 'mlflow', mlflow.__version__, 'kornia', kornia.__version__)"
