@@ -1,8 +1,9 @@
 # Sourced by the GPU scripts (gpu_imagenet.sh, gpu_records.sh): the set-up a bare GPU machine without
 # network access needs. Installs the wheels in $WHEELS (default .whl at the repository root, where the
 # device tool carries them) into /tmp/site when mlflow, optuna, kornia or simplejpeg are missing, puts
-# the repository on PYTHONPATH
-# and prints the machine (export HARNESS_SOURCE_COMMIT to name the commit: the tree travels without .git). $OUT (default a temporary folder) receives what the scripts write.
+# the repository on PYTHONPATH and prints the machine. The tree travels without .git: export
+# HARNESS_SOURCE_COMMIT to name its commit in the records. $OUT (default a temporary folder) receives
+# what the scripts write.
 OUT=${OUT:-$(mktemp -d)}
 export OUT PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
