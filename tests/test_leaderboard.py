@@ -192,3 +192,21 @@ def test_a_migrated_record_shares_a_cell_with_a_new_one_whose_fixed_values_it_ho
         "identity": {}})
     write_record(tmp_path, identified("t", "m", 1, 0.7, 6, {"lr": 0.001}))
     assert row(render(tmp_path), "M")[1] == "**60.00 ± 127.06 (2)**"  # t(0.975, 1) * 14.14 / sqrt 2
+
+
+def test_a_check_that_could_not_fail_is_marked_not_measurable_never_held(tmp_path):
+    from harness.api.checks import AssumptionCheck, check_state
+    from harness.results.leaderboard import CHECK_FAILED, NOT_MEASURABLE
+    from harness.results.records import Record
+
+    pinned = AssumptionCheck("bound", held=False, detail="pinned at 0", measurable=False)
+    assert pinned.state == "not measurable" and not pinned.failed
+    with pytest.raises(ValueError):
+        AssumptionCheck("bound", held=True, detail="x", measurable=False)
+    assert check_state({"held": False}) == "violated"  # records before the third state
+    for seed in range(2):
+        write_record(tmp_path, Record(
+            task={"name": "t", "version": "1", "suite": "s"}, method={"name": "m", "display_name": "M", "version": "1"},
+            seed=seed, status="ok", metrics={"test_acc": 0.5}, checks={"bound": pinned.as_record()}))
+    row = next(line for line in render(tmp_path).splitlines() if line.startswith("| M "))
+    assert NOT_MEASURABLE in row and CHECK_FAILED not in row

@@ -16,7 +16,7 @@ _HOMES = {
     "METHODS": "catalog", "TASKS": "catalog",
     "HarnessError": "errors",
     "Method": "method", "Requirements": "method", "InputModalities": "method", "Auxiliary": "method",
-    "AssumptionCheck": "method",
+    "AssumptionCheck": "checks", "check_state": "checks",
     "Registry": "registry",
     "Float": "space", "Int": "space", "Choice": "space", "Interval": "space", "OneOf": "space",
     "POSITIVE": "space", "NON_NEGATIVE": "space", "SIZE": "space", "parse_overrides": "space",

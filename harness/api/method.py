@@ -15,6 +15,7 @@ from typing import Any, ClassVar, get_args
 import torch
 from torch import nn
 
+from harness.api.checks import AssumptionCheck  # noqa: F401 (its old home; check_assumptions returns them)
 from harness.api.space import Domain, Param
 from harness.api.task import Batch, ModalityKind, Task
 
@@ -67,24 +68,6 @@ class Requirements:
         if self.needs_guide:
             parts.append("a guide model (on an image modality)")
         return ", ".join(parts) or "-"
-
-
-@dataclass(frozen=True)
-class AssumptionCheck:
-    """Whether an assumption a method's number rests on held in one run.
-
-    An upper bound that must stay a bound, a guide that must beat chance: the
-    method says what it checked, the harness records it beside the result, and
-    a tuning trial whose check failed counts as failed (never selected).
-    """
-
-    name: str
-    held: bool
-    detail: str  # one line a reader understands, with the measured figure
-    value: float | None = None
-
-    def as_record(self) -> dict[str, Any]:
-        return {"held": self.held, "detail": self.detail, "value": self.value}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from harness.api.checks import check_state
 from harness.api.errors import HarnessError
 from harness.results import stats
 from harness.results.identity import differences
@@ -30,6 +31,7 @@ from harness.results.records import Record, read_records, record_path
 METRIC = "test_acc"
 NO_RUN = "—"
 CHECK_FAILED = "⚠"
+NOT_MEASURABLE = "◌"
 TIED = "≈"
 DIRTY = "†"
 DIRTY_SUFFIX = "-dirty"
@@ -77,7 +79,8 @@ def load_results(root: Path) -> pd.DataFrame:
             "torch": r.environment.get("torch"), "harness": r.environment.get("harness"),
             "commit": r.environment.get("git_commit"), "finished_at": r.finished_at,
             "wall_time_s": r.wall_time_s,
-            "check_failed": any(not check["held"] for check in r.checks.values()),
+            "check_failed": any(check_state(c) == "violated" for c in r.checks.values()),
+            "check_unmeasurable": any(check_state(c) == "not measurable" for c in r.checks.values()),
             "dirty": str(r.environment.get("git_commit") or "").endswith(DIRTY_SUFFIX),
         })
     return pd.DataFrame(rows)
@@ -138,6 +141,7 @@ class Summary:
     tied: bool
     check_failed: bool
     dirty: bool
+    check_unmeasurable: bool = False
 def load_suite_settings(reference_dir: Path) -> dict:
     """sources.toml's per-suite `[notes]` (lines printed under a table) and `[paired]` (the baseline to pair with)."""
     path = reference_dir / "sources.toml"
@@ -158,7 +162,7 @@ def summarize(results: pd.DataFrame) -> dict[tuple[str, str], Summary]:
         for method, group in in_task.groupby("display"):
             summaries[(task, method)] = Summary(
                 stats.t_interval(group.score.tolist()), method == comparison.best, method in ties,
-                bool(group.check_failed.any()), bool(group.dirty.any()))
+                bool(group.check_failed.any()), bool(group.dirty.any()), bool(group.check_unmeasurable.any()))
     return summaries
 
 
@@ -166,7 +170,8 @@ def cell_text(summary: Summary) -> str:
     interval = summary.interval
     spread = "" if math.isnan(interval.low) else f" ± {100 * interval.half_width:.2f}"
     marks = "".join(mark for mark, on in ((TIED, summary.tied), (CHECK_FAILED, summary.check_failed),
-                                           (DIRTY, summary.dirty)) if on)
+                                           (NOT_MEASURABLE, summary.check_unmeasurable), (DIRTY, summary.dirty))
+                    if on)
     return f"{100 * interval.mean:.2f}{spread} ({interval.n})" + (f" {marks}" if marks else "")
 
 
@@ -240,7 +245,8 @@ LEGEND = (
     "numbers, not reproduced here. Average rank only for methods with every task of the table. "
     f"{NO_RUN}: no run recorded (for tasks read from downloaded files: their data were not present where these "
     f"records were made). {CHECK_FAILED}: at least one seed failed an assumption its method rests on (the "
-    f"record's `checks` say which and by how much). {DIRTY}: at least one seed was trained from a working tree "
+    f"record's `checks` say which and by how much). {NOT_MEASURABLE}: at least one seed's check could not have "
+    f"failed in that run (its estimator was pinned; the record says why), so it neither held nor failed. {DIRTY}: at least one seed was trained from a working tree "
     "with uncommitted changes, so its commit does not say which code produced it.")
 
 

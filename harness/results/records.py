@@ -143,6 +143,7 @@ def _typed_entries(data: dict[str, Any]) -> Iterator[tuple[str, Any, tuple[type,
     for key, value in data.get("checks", {}).items():
         yield f"checks.{key}", value, (dict,)
         yield f"checks.{key}.held", value.get("held", MISSING), (bool,)
+        yield f"checks.{key}.measurable", value.get("measurable", True), (bool,)  # absent before the third state
 
 
 def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -339,7 +339,7 @@ class PairRunner:
                 log.warning("%s trial %d diverged: %s; the study goes on", pair.key, slot, exc)
                 return float("nan")  # Optuna records the trial as failed, without a traceback
             self.tracker.log_metrics(scores.as_metrics())
-            violated = [c for c in self.record_checks(method, stats) if not c.held]
+            violated = [c for c in self.record_checks(method, stats) if c.failed]
             if violated:
                 # A number resting on a broken assumption must never be the configuration the tuner picks.
                 log.warning("%s trial %d failed its assumption check: %s", pair.key, slot,
@@ -422,7 +422,7 @@ class PairRunner:
         log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
                  scores.test_f1, wall)
         for check in checks:
-            if not check.held:
+            if check.failed:
                 log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
         return record, curve
 
@@ -430,7 +430,7 @@ class PairRunner:
         """The method's assumption checks for this run, tagged on the active MLflow run."""
         checks = method.check_assumptions(stats.history if stats else [])
         if checks:
-            self.tracker.set_tags({f"check.{c.name}": "held" if c.held else f"violated: {c.detail}" for c in checks})
+            self.tracker.set_tags({f"check.{c.name}": c.state if c.held else f"{c.state}: {c.detail}" for c in checks})
         return checks
 
 
