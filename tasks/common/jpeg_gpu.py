@@ -85,7 +85,7 @@ def pillow_stand_in(device: str = "cpu") -> GpuDecoder:
         out = []
         for blob in blobs:
             with Image.open(io.BytesIO(blob.numpy().tobytes())) as image:
-                pixels = np.asarray(image.convert("RGB"))
+                pixels = np.array(image.convert("RGB"))
             out.append(torch.from_numpy(pixels).permute(2, 0, 1).to(device))
         return out
     return GpuDecoder(run, torch.device(device), "pillow stand-in")
@@ -181,7 +181,7 @@ def decode_on_gpu(blobs: list[torch.Tensor], paths: list[str], resolution: int, 
             fallbacks += 1
             images[i] = None
             try:
-                out[i] = torch.from_numpy(decode(paths[i], resolution)).to(decoder.device)
+                out[i] = torch.from_numpy(np.array(decode(paths[i], resolution))).to(decoder.device)
             except Exception as exc:  # noqa: BLE001 - as the workers report an unreadable file
                 raise ImageFileError(f"cannot decode image {paths[i]}: "
                                      f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
