@@ -171,9 +171,9 @@ class DecodedFiles(Dataset):
             except Exception as exc:  # noqa: BLE001 - any failure to read a file is reported the same way
                 return ("error", self.paths[indices[j]], f"{type(exc).__name__}: {exc}".splitlines()[0])
         byte_rows = sorted(blobs)
-        joined = b"".join(blobs[j] for j in byte_rows)
-        return {"pixels": torch.from_numpy(out), "cpu_rows": torch.tensor(cpu_rows, dtype=torch.long),
-                "blob": torch.frombuffer(bytearray(joined), dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8),
+        joined = bytearray(b"".join(blobs[j] for j in byte_rows))
+        blob = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
+        return {"pixels": torch.from_numpy(out), "cpu_rows": torch.tensor(cpu_rows, dtype=torch.long), "blob": blob,
                 "ends": torch.tensor(np.cumsum([len(blobs[j]) for j in byte_rows]), dtype=torch.long),
                 "byte_rows": torch.tensor(byte_rows, dtype=torch.long),
                 "files": torch.tensor([indices[j] for j in byte_rows], dtype=torch.long),
