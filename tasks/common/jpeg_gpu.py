@@ -137,8 +137,11 @@ def _plan(width: int, height: int, resolution: int) -> _Plan:
     return _Plan(wy[:, y0:y1], wx[:, x0:x1], int(y0), int(y1), int(x0), int(x1))
 
 
-def _on(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(array).to(device, non_blocking=False)
+@functools.lru_cache(maxsize=4096)
+def _matrices(width: int, height: int, resolution: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plan's matrices on the device, copied there once per image size, not once per batch."""
+    plan = _plan(width, height, resolution)
+    return torch.from_numpy(plan.wy).to(device), torch.from_numpy(plan.wx).to(device)
 
 
 def resize_like_pillow(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -146,7 +149,7 @@ def resize_like_pillow(images: torch.Tensor, resolution: int) -> torch.Tensor:
     and centre crop (tasks.common.jpeg.decode), on the images' device."""
     _n, _c, height, width = images.shape
     plan = _plan(width, height, resolution)
-    wx, wy = _on(plan.wx, images.device), _on(plan.wy, images.device)
+    wy, wx = _matrices(width, height, resolution, images.device)
     x = images[:, :, plan.y0 : plan.y1, plan.x0 : plan.x1].to(torch.float64)
     # Pillow rounds half up and clamps to uint8 after each pass: floor(v + 0.5) on exact values.
     horizontal = torch.floor(torch.matmul(x, wx.T) + 0.5).clamp_(0, 255)
