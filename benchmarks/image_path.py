@@ -59,7 +59,8 @@ def write_imagenet_folder(root: Path, train: int, val: int, classes: int = 20, p
 def loader_rate(data_dir: Path, workers: int, rows: int, batch: int = 256, resolution: int = 224) -> dict:
     """The task's own loader over the first `rows` training images: the first pass (workers start) and
     the second (workers already running), images/s of each."""
-    data = ImageNet(data_dir, workers=workers, resolution=resolution, val_fraction=0.01).load()
+    # The workers alone: on a GPU machine the hybrid decode would otherwise take a share of each batch.
+    data = ImageNet(data_dir, workers=workers, resolution=resolution, val_fraction=0.01, gpu_decode=False).load()
     split = data.train.subset(rows)
     out = {"workers": workers, "rows": len(split)}
     for name in ("first_pass", "second_pass"):
@@ -130,11 +131,16 @@ def harness_vs_bare(images: int, batch: int, device: torch.device, bf16: bool, r
 
 
 def epoch_from_files(data_dir: Path, workers: int, batch: int, device: torch.device, bf16: bool,
-                     epochs: int = 2) -> dict:
+                     epochs: int = 2, gpu_decoder=None) -> dict:
     """`fit` on the imagenet task's training files, end to end (decode, copy, augment, step): images/s
-    of each epoch; the first includes the workers' start and cuDNN's warm-up."""
-    task = ImageNet(data_dir, workers=workers, val_fraction=0.01)
+    of each epoch; the first includes the workers' start and cuDNN's warm-up. Decoding on the CPU
+    workers alone, or with `gpu_decoder` (a tasks.common.jpeg_gpu.GpuDecoder) taking a share of
+    each batch: then also the share reached and the controller's decisions."""
+    task = ImageNet(data_dir, workers=workers, val_fraction=0.01, gpu_decode=False)
     data = task.load()
+    pool = data.train.pool
+    if gpu_decoder is not None:
+        pool.use_gpu_decoder(gpu_decoder)
     torch.manual_seed(0)
     method = SimCLR(task, SimCLR.defaults)
     seconds: list[float] = []
@@ -150,6 +156,31 @@ def epoch_from_files(data_dir: Path, workers: int, batch: int, device: torch.dev
     config = TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, weight_decay=1e-5, device=device,
                          progress=False, bf16=bf16)
     fit(method, data, config, torch.Generator().manual_seed(0), tick)
-    data.train.pool.close()
-    return {"workers": workers, "images": len(data.train), "epoch_s": [round(s, 2) for s in seconds],
-            "per_s": [round(len(data.train) / s, 1) for s in seconds]}
+    pool.close()
+    out = {"workers": workers, "images": len(data.train), "epoch_s": [round(s, 2) for s in seconds],
+           "per_s": [round(len(data.train) / s, 1) for s in seconds]}
+    if pool.controller is not None:
+        out |= {"decoder": gpu_decoder.name, "share_reached": pool.controller.share,
+                "decisions": pool.controller.decisions, "gpu_rows": pool.gpu_rows, "gpu_fallbacks": pool.gpu_fallbacks}
+    return out
+
+
+def gpu_path_rate(data_dir: Path, rows: int, decoder, batch: int = 256, resolution: int = 224) -> dict:
+    """The hybrid decode's GPU half alone (tasks.common.jpeg_gpu.decode_on_gpu: one decode call per
+    batch, then the float64 Pillow-exact resize), bytes already in memory, second of two passes."""
+    from tasks.common.jpeg_gpu import decode_on_gpu
+
+    files = sorted((data_dir / "imagenet" / "train").rglob("*.JPEG"))[:rows]
+    blobs = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
+    paths = [str(f) for f in files]
+
+    def run() -> float:
+        started = time.perf_counter()
+        for start in range(0, len(blobs), batch):
+            decode_on_gpu(blobs[start : start + batch], paths[start : start + batch], resolution, decoder)
+        if decoder.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    run()
+    return {"rows": len(blobs), "decoder": decoder.name, "per_s": round(len(blobs) / run(), 1)}

@@ -12,7 +12,9 @@ is carved from the training images with a fixed seed. Images are decoded in
 worker processes started once per run (tasks.common.jpeg: libjpeg-turbo,
 short side resized to `resolution`, centre crop), delivered as uint8 and
 converted on the device, where the random augmentations run batched
-(tasks.common.image_augment).
+(tasks.common.image_augment). Where nvjpeg works (CUDA and a matching
+torchvision), a share of each batch is decoded on the GPU instead
+(`gpu_decode`, on by default; tasks.common.jpeg_gpu).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from harness.api.errors import HarnessError
 from harness.api.task import DataSource, Modality, Split, Task, TaskData
 from tasks.common.batched_augment import simclr_batched
 from tasks.common.jpeg import ImagePool, default_workers
+from tasks.common.jpeg_gpu import nvjpeg_decoder
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 VAL_SEED = 0  # the carved validation split never changes with the run's seed
@@ -83,6 +86,15 @@ class ImageFolderSplit(Split):
         digest.update(str(self.pool.dataset.resolution).encode())
 
 
+def _flag(value: Any) -> bool:
+    """A boolean parameter, also as the strings a command line or a config file gives."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise HarnessError(f"task imagenet: gpu_decode={value!r} is not true or false")
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def list_images(folder: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     paths, labels = [], []
     for label, wnid in enumerate(classes):
@@ -106,6 +118,9 @@ class ImageNet(Task):
     resolution = 224
     val_fraction = 0.02
     workers: int | None = None  # decoding processes; None: one per CPU this process may use (tasks.common.jpeg)
+    # Decode a share of each batch with nvjpeg where the probe finds it working; no effect elsewhere. Not part
+    # of the identity, like `workers`: the GPU path's pixels are the CPU path's within one level of rounding.
+    gpu_decode = True
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         super().__init__(data_dir, **params)
@@ -114,6 +129,7 @@ class ImageNet(Task):
         self.workers = default_workers() if workers is None else int(workers)
         self.val_fraction = float(params.get("val_fraction", self.val_fraction))
         self.classes_file = params.get("classes_file", self.classes_file)
+        self.gpu_decode = _flag(params.get("gpu_decode", self.gpu_decode))
 
     @property
     def modalities(self) -> tuple[Modality, ...]:
@@ -174,7 +190,8 @@ class ImageNet(Task):
         test_paths, test_labels = list_images(val_dir, classes)
         if not train_paths or not test_paths:
             raise HarnessError(f"task {self.name}: no images (*.JPEG) found under {self.root}. {INSTRUCTIONS}")
-        pool = ImagePool(train_paths + test_paths, self.resolution, self.workers)
+        pool = ImagePool(train_paths + test_paths, self.resolution, self.workers,
+                         gpu_decoder=nvjpeg_decoder() if self.gpu_decode else None)
         train = ImageFolderSplit(pool, list(range(len(train_paths))), torch.tensor(train_labels), self.root)
         test = ImageFolderSplit(pool, list(range(len(train_paths), len(pool.paths))), torch.tensor(test_labels),
                                 self.root)

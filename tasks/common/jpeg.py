@@ -16,12 +16,22 @@ typical 500x375 at 224 px is decoded in full.
 Batches are uint8 (batch, height, width, 3) from the workers; `ImagePool.batches` hands them on as
 (batch, 3, height, width) views, which are channels_last in memory: what a convolution on CUDA
 wants, and the device converts to float (encoders and augmentations accept uint8).
+
+Hybrid decode, where a GPU decoder works (tasks.common.jpeg_gpu.nvjpeg_decoder): the workers pass a
+share of each batch's rows on as the files' bytes instead of decoding them; the main process decodes
+those on the GPU in one call and resizes them there as Pillow does here, and the batch is put
+together on the GPU. The share lives in shared memory, read by each worker as it starts a batch, and
+is steered by tasks.common.decode_share from the workers' busy time that each batch reports. The
+GPU decodes in full what the workers would DCT-scale (a short side four times the target or more),
+so those rows differ from the workers' by the DCT scaling's 0.4 levels on average; the others agree
+within one level (tests/test_hybrid_decode.py).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.api.errors import HarnessError
 from harness.running.environment import available_cpus
+from tasks.common.decode_share import START, ShareController
 
 try:  # a dependency; the fallback keeps a broken wheel from stopping the image track
     import simplejpeg
@@ -39,6 +50,7 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     simplejpeg = None
 
 JPEG_SUFFIXES = (".jpeg", ".jpg")
+GPU_COLORSPACES = ("YCbCr", "Gray", "RGB")  # nvjpeg gives these as RGB; CMYK and YCCK stay on the CPU
 
 
 def default_workers() -> int:
@@ -80,12 +92,15 @@ def _decode_jpeg(data: bytes, resolution: int) -> Image.Image | None:
     return image
 
 
-def decode(path: str, resolution: int) -> np.ndarray:
-    """(resolution, resolution, 3) uint8: short side resized to `resolution` (bilinear, antialiased), centre crop."""
+def decode(path: str, resolution: int, data: bytes | None = None) -> np.ndarray:
+    """(resolution, resolution, 3) uint8: short side resized to `resolution` (bilinear, antialiased), centre crop.
+    `data`: the file's bytes where they were read already."""
     image = None
     if path.lower().endswith(JPEG_SUFFIXES):
-        with open(path, "rb") as handle:
-            image = _decode_jpeg(handle.read(), resolution)
+        if data is None:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        image = _decode_jpeg(data, resolution)
     if image is None:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
@@ -95,17 +110,31 @@ def decode(path: str, resolution: int) -> np.ndarray:
     return np.asarray(image.resize((resolution, resolution), Image.BILINEAR, box=box))
 
 
+def _gpu_can_take(data: bytes) -> bool:
+    """A JPEG whose header libjpeg-turbo reads and whose colours nvjpeg turns into RGB; the rest (and
+    every file where simplejpeg is missing) is decoded here, where an unreadable one is reported."""
+    if simplejpeg is None:
+        return False
+    try:
+        return simplejpeg.decode_jpeg_header(data)[2] in GPU_COLORSPACES
+    except ValueError:
+        return False
+
+
 class DecodedFiles(Dataset):
-    """Picklable (paths and a resolution), so spawned workers rebuild it; decodes whole batches.
+    """Picklable (paths, a resolution, the shared share), so spawned workers rebuild it; decodes whole batches.
 
     `__getitems__` decodes a batch into one uint8 array, and returns an unreadable file as
     ("error", path, reason) rather than raising: a worker's exception reaches the main process
     wrapped in a traceback, while this lets it stop the run with one line naming the file.
+    `share` (one float64 in shared memory, set by the main process) is the fraction of each batch's
+    rows to pass on as bytes for the GPU; 0 without a GPU decoder.
     """
 
     def __init__(self, paths: list[str], resolution: int):
         self.paths = paths
         self.resolution = resolution
+        self.share = torch.zeros(1, dtype=torch.float64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,13 +143,41 @@ class DecodedFiles(Dataset):
         return torch.from_numpy(decode(self.paths[i], self.resolution))
 
     def __getitems__(self, indices: list[int]):
-        out = np.empty((len(indices), self.resolution, self.resolution, 3), dtype=np.uint8)
-        for j, i in enumerate(indices):
+        """{"pixels": the decoded rows (n, r, r, 3) uint8, "cpu_rows": their places in the batch, "blob":
+        the bytes of the rows left to the GPU end to end, "ends": where each file's bytes end, "byte_rows":
+        their places, "files": their indices in `paths`, "share": the share read, "busy_s": the seconds
+        this took}; tensors, so the bytes too travel through shared memory, not the result pipe."""
+        started = time.perf_counter()
+        share = float(self.share[0])
+        wanted = int(share * len(indices) + 0.5)
+        blobs: dict[int, bytes] = {}
+        try:
+            for j in reversed(range(len(indices))):  # the last rows that qualify: a fixed choice
+                if len(blobs) == wanted:
+                    break
+                path = self.paths[indices[j]]
+                if path.lower().endswith(JPEG_SUFFIXES):
+                    with open(path, "rb") as handle:
+                        data = handle.read()
+                    if _gpu_can_take(data):
+                        blobs[j] = data
+        except OSError as exc:
+            return ("error", path, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        cpu_rows = [j for j in range(len(indices)) if j not in blobs]
+        out = np.empty((len(cpu_rows), self.resolution, self.resolution, 3), dtype=np.uint8)
+        for k, j in enumerate(cpu_rows):
             try:
-                out[j] = decode(self.paths[i], self.resolution)
+                out[k] = decode(self.paths[indices[j]], self.resolution)
             except Exception as exc:  # noqa: BLE001 - any failure to read a file is reported the same way
-                return ("error", self.paths[i], f"{type(exc).__name__}: {exc}".splitlines()[0])
-        return torch.from_numpy(out)
+                return ("error", self.paths[indices[j]], f"{type(exc).__name__}: {exc}".splitlines()[0])
+        byte_rows = sorted(blobs)
+        joined = bytearray(b"".join(blobs[j] for j in byte_rows))
+        blob = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
+        return {"pixels": torch.from_numpy(out), "cpu_rows": torch.tensor(cpu_rows, dtype=torch.long), "blob": blob,
+                "ends": torch.tensor(np.cumsum([len(blobs[j]) for j in byte_rows]), dtype=torch.long),
+                "byte_rows": torch.tensor(byte_rows, dtype=torch.long),
+                "files": torch.tensor([indices[j] for j in byte_rows], dtype=torch.long),
+                "share": share, "busy_s": time.perf_counter() - started}
 
 
 def _whole(batch):
@@ -184,9 +241,12 @@ class ImagePool:
     One DataLoader with persistent workers over all the task's files; a pass over any split sets the
     sampler's rows and iterates it again, so no pass (epoch, probe, split) starts a process. One pass
     at a time: starting another ends the one before (a pass left unfinished is abandoned).
+
+    With a GPU decoder (`gpu_decoder`, or `use_gpu_decoder` later) and workers, a share of each batch
+    is decoded on the GPU (module docstring), and batches holding such rows come out on its device.
     """
 
-    def __init__(self, paths: list[str], resolution: int, workers: int):
+    def __init__(self, paths: list[str], resolution: int, workers: int, gpu_decoder=None):
         self.dataset = DecodedFiles(paths, resolution)
         self.workers = workers
         self.pin_memory = torch.cuda.is_available()  # page-locked batches: asynchronous copies to the GPU
@@ -195,6 +255,21 @@ class ImagePool:
         self._batch_size: int | None = None
         self._pass = 0
         self.started = 0  # how many times worker processes were started (tests hold it at one)
+        self.gpu_decoder = None
+        self.controller: ShareController | None = None
+        self.gpu_rows = 0  # rows decoded by the GPU decoder, and those of them that fell back to the CPU
+        self.gpu_fallbacks = 0
+        if gpu_decoder is not None:
+            self.use_gpu_decoder(gpu_decoder)
+
+    def use_gpu_decoder(self, decoder, start: float = START) -> None:
+        """Hand a share of each batch, starting at `start`, to `decoder` (a tasks.common.jpeg_gpu.GpuDecoder);
+        without workers there is no CPU side to relieve, and nothing changes."""
+        if self.workers == 0:
+            return
+        self.gpu_decoder = decoder
+        self.controller = ShareController(self.workers, start)
+        self.dataset.share[0] = self.controller.share
 
     @property
     def paths(self) -> list[str]:
@@ -226,13 +301,37 @@ class ImagePool:
         with _single_threaded_children():
             iterator = iter(loader)
         self.started += fresh
+        arrived = None
         for batch in iterator:
             if this_pass != self._pass:
                 raise RuntimeError("two passes over one image pool at once; finish one before starting another")
             if isinstance(batch, tuple):
                 _, path, reason = batch
                 raise ImageFileError(f"cannot decode image {path}: {reason}")
-            yield batch.permute(0, 3, 1, 2)
+            before, arrived = arrived, time.perf_counter()
+            if self.controller is not None and before is not None:  # a pass's first batch waited for its start
+                self.dataset.share[0] = self.controller.observe(batch["share"], batch["busy_s"], arrived - before)
+            yield self._assembled(batch)
+
+    def _assembled(self, batch: dict) -> torch.Tensor:
+        """The batch's rows in order, (n, 3, r, r) channels_last: the workers' array as it came where they
+        decoded every row, else put together on the GPU decoder's device."""
+        if len(batch["byte_rows"]) == 0:
+            return batch["pixels"].permute(0, 3, 1, 2)
+        from tasks.common.jpeg_gpu import decode_on_gpu  # only where a GPU decoder is in use
+
+        device, resolution = self.gpu_decoder.device, self.dataset.resolution
+        blobs = list(torch.tensor_split(batch["blob"], batch["ends"][:-1].tolist()))
+        decoded, fallbacks = decode_on_gpu(blobs, [self.paths[i] for i in batch["files"].tolist()], resolution,
+                                           self.gpu_decoder)
+        self.gpu_rows += len(blobs)
+        self.gpu_fallbacks += fallbacks
+        rows = len(batch["byte_rows"]) + len(batch["cpu_rows"])
+        out = torch.empty((rows, resolution, resolution, 3), dtype=torch.uint8, device=device)
+        out.index_copy_(0, batch["byte_rows"].to(device), decoded)
+        if len(batch["cpu_rows"]):
+            out.index_copy_(0, batch["cpu_rows"].to(device), batch["pixels"].to(device, non_blocking=True))
+        return out.permute(0, 3, 1, 2)
 
     def close(self) -> None:
         """Stop the workers (they also stop with the process)."""
