@@ -113,7 +113,8 @@ def test_the_runner_audits_final_seeds_on_validation_rows_and_records_the_checks
     task = TinySynthetic()
     data = task.load()
     assert calls == [(0, len(data.train), len(data.val), task.default_batch_size)]
-    record = json.loads((harness_run.results / "records" / "tiny-synthetic" / "factorcl-sup" / "seed0.json").read_text())
+    path = harness_run.results / "records" / "tiny-synthetic" / "factorcl-sup" / "seed0.json"
+    record = json.loads(path.read_text())
     shared, unique = record["checks"]["audit_shared_club_given_y"], record["checks"]["audit_unique_club"]
     assert "fresh critic InfoNCE" in shared["detail"] and shared["measurable"]
     assert not unique["held"] and "is no upper bound" in unique["detail"]
