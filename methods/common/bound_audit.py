@@ -123,15 +123,18 @@ def one_sided_bound(differences: torch.Tensor, level: float = LEVEL) -> float:
 
 def _fresh_copy(estimator: nn.Module, seed: int) -> nn.Module:
     """The estimator's architecture with every layer newly initialized, the same for a seed."""
-    fresh = copy.deepcopy(estimator)
-    with torch.random.fork_rng(devices=[]):  # the audit leaves the run's random stream as it found it
+    device = next(estimator.parameters()).device
+    # Initialized on the CPU, whose generator alone is forked and seeded: the same weights on any device, and
+    # the run's random stream left as the audit found it.
+    fresh = copy.deepcopy(estimator).cpu()
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     for parameter in fresh.parameters():
         parameter.requires_grad_(True)
-    return fresh
+    return fresh.to(device)
 
 
 def audit_method(method: Method, data: AuditData, estimators: dict[str, nn.Module],
