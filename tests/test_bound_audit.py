@@ -120,3 +120,22 @@ def test_the_runner_audits_final_seeds_on_validation_rows_and_records_the_checks
     assert not unique["held"] and "is no upper bound" in unique["detail"]
     row = next(line for line in render(harness_run.results).splitlines() if line.startswith("| FactorCL-SUP"))
     assert CHECK_FAILED in row
+
+
+@pytest.mark.parametrize("name", ["factorcl-sup", "factorcl-ssl"])
+def test_factorcl_audits_each_club_term_on_the_pairs_its_critic_scores_in_training(name):
+    from tests.test_factorcl import batch_of, build, replace_bounds
+
+    method = build(name)
+    batch = batch_of(method.task)
+    torch.manual_seed(1)  # SSL's augmented views: the same draws for both
+    audited = method._club_pairs(batch)
+    replace_bounds(method, {"shared_club_given_y": 0.0, "unique_club": 0.0})
+    torch.manual_seed(1)
+    method.terms(batch)
+    for term in ("shared_club_given_y", "unique_club"):
+        seen = getattr(method, term).seen
+        given = tuple(x for x in audited[term].args() if x is not None)  # the unconditional term takes two
+        assert len(seen) == len(given)
+        for s, g in zip(seen, given):
+            assert torch.allclose(s, g, atol=1e-6)
