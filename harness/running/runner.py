@@ -396,10 +396,12 @@ class PairRunner:
                     raise _ClaimLost
                 for epoch, metrics in enumerate(curve):
                     self.tracker.log_metrics(metrics, step=epoch)
-                audit = AuditData(data.train, data.val, int(hparams["batch_size"]), self.device, seed)
-                checks = self.record_checks(method, stats, audit if method.trains else None)
+                # Measured before the audit: the record's cost is what training and scoring the method took.
                 wall = time.perf_counter() - started
                 peak = environment.peak_memory_mb(self.device)
+                batch_size = int(hparams.get("batch_size") or pair.task.default_batch_size)
+                checks = self.record_checks(method, stats, AuditData(data.train, data.val, batch_size, self.device,
+                                                                     seed))
                 self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
         except Exception as exc:
             # This worker stalled past its lease and another took the seed over, removing this run: whatever
