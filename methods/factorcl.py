@@ -51,9 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.api.distributed import gather
-from harness.api.method import AssumptionCheck, Auxiliary, Method, Requirements
+from harness.api.method import AssumptionCheck, AuditData, Auxiliary, Method, Requirements
 from harness.api.space import POSITIVE, SIZE, Choice, Float, OneOf
 from harness.api.task import Batch
+from methods.common import bound_audit
 from methods.common.encoders import ModalityEncoders
 from methods.common.mi import (
     ConditionalCLUBBound,
@@ -206,6 +207,18 @@ class FactorCL(Method):
     def check_assumptions(self, history: list[dict[str, float]]) -> list[AssumptionCheck]:
         """Each CLUB term is an upper bound only while its critic's InfoNCE stays above chance, every epoch."""
         return [_critic_check(term, history) for term in CLUB_TERMS]
+
+    def audit(self, data: AuditData) -> list[AssumptionCheck]:
+        """Each CLUB term on held-out rows against a fresh critic's InfoNCE (methods.common.bound_audit)."""
+        estimators = {term: getattr(self, term) for term in CLUB_TERMS}
+        return [a.check() for a in bound_audit.audit_method(self, data, estimators, self._club_pairs)]
+
+    def _club_pairs(self, batch: Batch) -> dict[str, bound_audit.TermPairs]:
+        """What each CLUB term's critic scores on a batch, as `terms` hands it over."""
+        f = self.factors(batch.inputs)
+        ctx = self.context(batch, f)
+        return {"shared_club_given_y": bound_audit.TermPairs(*f.shared, ctx.shared.value, ctx.shared.weights),
+                "unique_club": bound_audit.TermPairs(*f.unique)}
 
     def parts(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each factorized part by name, for diagnostics such as the paper's Table 1."""

@@ -244,6 +244,7 @@ def test_both_variants_run_through_the_harness(harness_run):
     for name in ("factorcl-sup", "factorcl-ssl"):
         record = json.loads((harness_run.results / "records" / "tiny-synthetic" / name / "seed0.json").read_text())
         assert record["status"] == "ok" and record["hparams"]["critic_depth"] == 1
-        assert set(record["checks"]) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
+        assert set(record["checks"]) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance",
+                                         "audit_shared_club_given_y", "audit_unique_club"}
         assert record["hparams"]["normalize_factors"] == (name == "factorcl-ssl")  # each variant's default
         assert 0.0 <= record["metrics"]["test_acc"] <= 1.0

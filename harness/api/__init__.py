@@ -16,6 +16,7 @@ _HOMES = {
     "METHODS": "catalog", "TASKS": "catalog",
     "HarnessError": "errors",
     "Method": "method", "Requirements": "method", "InputModalities": "method", "Auxiliary": "method",
+    "AuditData": "method",
     "AssumptionCheck": "checks", "check_state": "checks",
     "Registry": "registry",
     "Float": "space", "Int": "space", "Choice": "space", "Interval": "space", "OneOf": "space",

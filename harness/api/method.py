@@ -17,7 +17,7 @@ from torch import nn
 
 from harness.api.checks import AssumptionCheck  # noqa: F401 (its old home; check_assumptions returns them)
 from harness.api.space import Domain, Param
-from harness.api.task import Batch, ModalityKind, Task
+from harness.api.task import Batch, ModalityKind, Split, Task
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,18 @@ class InputModalities:
         return None
 
 
+@dataclass(frozen=True)
+class AuditData:
+    """What `Method.audit` reads: training rows to fit on and held-out rows to score (the validation
+    split, never the test split), at the run's batch size, on its device, deterministic for its seed."""
+
+    train: Split
+    held_out: Split
+    batch_size: int
+    device: torch.device
+    seed: int
+
+
 @dataclass
 class Auxiliary:
     """A separate objective with its own optimizer, stepped `steps` times after each main step.
@@ -163,4 +175,9 @@ class Method(nn.Module):
 
     def check_assumptions(self, history: list[dict[str, float]]) -> list[AssumptionCheck]:
         """Checks of what this run's number rests on, given the per-epoch logged means; none by default."""
+        return []
+
+    def audit(self, data: AuditData) -> list[AssumptionCheck]:
+        """Checks of the frozen, trained model against held-out rows, run once per final seed after training
+        (estimators re-scored, bounds compared with fresh ones); none by default."""
         return []

@@ -18,7 +18,7 @@ import torch
 from optuna.trial import TrialState
 
 from harness.api.errors import DivergedError, RunFailed
-from harness.api.method import AssumptionCheck, Method
+from harness.api.method import AssumptionCheck, AuditData, Method
 from harness.api.space import Param
 from harness.api.task import Task, TaskData
 from harness.results import fingerprints
@@ -396,9 +396,12 @@ class PairRunner:
                     raise _ClaimLost
                 for epoch, metrics in enumerate(curve):
                     self.tracker.log_metrics(metrics, step=epoch)
-                checks = self.record_checks(method, stats)
+                # Measured before the audit: the record's cost is what training and scoring the method took.
                 wall = time.perf_counter() - started
                 peak = environment.peak_memory_mb(self.device)
+                batch_size = int(hparams.get("batch_size") or pair.task.default_batch_size)
+                checks = self.record_checks(method, stats, AuditData(data.train, data.val, batch_size, self.device,
+                                                                     seed))
                 self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
         except Exception as exc:
             # This worker stalled past its lease and another took the seed over, removing this run: whatever
@@ -426,9 +429,18 @@ class PairRunner:
                 log.warning("%s seed %d: recorded, but its assumption check failed: %s", pair.key, seed, check.detail)
         return record, curve
 
-    def record_checks(self, method: Method, stats) -> list[AssumptionCheck]:
-        """The method's assumption checks for this run, tagged on the active MLflow run."""
+    def record_checks(self, method: Method, stats, audit: AuditData | None = None) -> list[AssumptionCheck]:
+        """The method's assumption checks for this run, tagged on the active MLflow run; with `audit`, its
+        held-out audit of the frozen model too. Final seeds only: cheap enough for trials, but a method whose
+        bounds fail it would fail every trial (results/FACTORCL_ANALYSIS.md)."""
         checks = method.check_assumptions(stats.history if stats else [])
+        if audit is not None:
+            started = time.perf_counter()
+            audited = method.audit(audit)
+            if audited:
+                log.info("%s seed %d: held-out audit of %d checks in %.1f s", method.name, audit.seed,
+                         len(audited), time.perf_counter() - started)
+            checks = [*checks, *audited]
         if checks:
             self.tracker.set_tags({f"check.{c.name}": c.state if c.held else f"{c.state}: {c.detail}" for c in checks})
         return checks
