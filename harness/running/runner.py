@@ -251,9 +251,11 @@ class PairRunner:
             results, task, method, pair.method_cls.display_name, study.study_name if study is not None else None,
             trial_history(study, self.options.trials) if study is not None else [], curves)
         if sweep.parent_run:
-            interval = run_report.pair_interval(results, task, method)
-            if interval is not None:
-                self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval))
+            # The test accuracy over seeds, as always, and the task's main score beside it where it is another.
+            for metric in dict.fromkeys(("test_acc", pair.task.main_score)):
+                interval = run_report.pair_interval(results, task, method, metric)
+                if interval is not None:
+                    self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval, metric))
             self.tracker.log_artifact(figure, run_id=sweep.parent_run)
             self.tracker.log_artifact(history_path(results, task, method), run_id=sweep.parent_run)
         return figure
