@@ -8,6 +8,8 @@ BUILTIN = {
     "clip-guided-simclr": "methods.clip_guided_simclr:ClipGuidedSimCLR",
     "cgs-add-new-positive": "methods.clip_guided_simclr:AddNewPositive",
     "cgs-oracle-add-new-positive": "methods.clip_guided_simclr:OracleAddNewPositive",
+    "cgs-group-oracle-add-new-positive": "methods.clip_guided_simclr:GroupOracleAddNewPositive",
+    "cgs-image-guide-add-new-positive": "methods.clip_guided_simclr:ImageGuideAddNewPositive",
     "cgs-drop-false-negative": "methods.clip_guided_simclr:DropFalseNegative",
     "cgs-drop-easy-negative": "methods.clip_guided_simclr:DropEasyNegative",
     "cgs-drop-false-positive": "methods.clip_guided_simclr:DropFalsePositive",

@@ -190,14 +190,17 @@ class ShapesCaptions(Task):
         return augment_by_kind(self.modality(modality).kind, x)
 
 
-def image_caption_splits(images: np.ndarray, captions: np.ndarray, labels: np.ndarray, setting) -> TaskData:
-    """Generated rows cut, in order, into the setting's n_train, n_val and n_test rows."""
+def image_caption_splits(images: np.ndarray, captions: np.ndarray, labels: np.ndarray, setting,
+                         extras: dict[str, np.ndarray] | None = None) -> TaskData:
+    """Generated rows cut, in order, into the setting's n_train, n_val and n_test rows; `extras` are per-row
+    side data cut alike."""
     bounds = np.cumsum([0, setting.n_train, setting.n_val, setting.n_test])
 
     def split(start: int, stop: int) -> TensorSplit:
         return TensorSplit({"image": torch.from_numpy(images[start:stop]),
                             "caption": torch.from_numpy(captions[start:stop])},
-                           torch.from_numpy(labels[start:stop]))
+                           torch.from_numpy(labels[start:stop]),
+                           {name: torch.from_numpy(values[start:stop]) for name, values in (extras or {}).items()})
 
     return TaskData(train=split(bounds[0], bounds[1]), val=split(bounds[1], bounds[2]),
                     test=split(bounds[2], bounds[3]))

@@ -23,6 +23,7 @@ from methods.clip_guided_simclr import (
     ClipGuidedSimCLR,
     GuideQuality,
     dropped_negatives,
+    linking_chance,
     dropped_pairs,
     guide_similarity,
     guided_nt_xent,
@@ -236,21 +237,71 @@ def train_then_encode(name: str, task, data: TaskData, **extra):
     return history, extract_features(method, data.test, torch.device("cpu"))[0]
 
 
-@pytest.mark.parametrize("name, extra", [
+PIXEL_GUIDE = {"guide": "module:tests.test_clip_guided:frozen_pixel_mean"}
+# Every guided row, each with a guide that reads no caption (the CLIP guide is trained on the captions, so
+# its rows take a frozen module guide here: what is tested is that the student never reads them).
+CAPTION_FREE = [
     ("simclr", {}),
     ("cgs-oracle-add-new-positive", {}),
-    ("cgs-add-new-positive", {"guide": "module:tests.test_clip_guided:frozen_pixel_mean"}),
-    ("cgs-drop-false-positive", {"guide": "module:tests.test_clip_guided:frozen_pixel_mean"}),
-], ids=["simclr", "oracle", "add-new-positive", "drop-false-positive"])
+    ("cgs-group-oracle-add-new-positive", {}),
+    ("cgs-image-guide-add-new-positive", {"guide_epochs": 1}),
+    ("clip-guided-simclr", PIXEL_GUIDE),
+    ("cgs-add-new-positive", PIXEL_GUIDE),
+    ("cgs-drop-false-negative", PIXEL_GUIDE),
+    ("cgs-drop-easy-negative", PIXEL_GUIDE),
+    ("cgs-drop-false-positive", PIXEL_GUIDE),
+]
+
+
+def test_the_caption_test_covers_every_guided_row():
+    guided = {name for name in METHODS.names() if issubclass(METHODS.get(name), ClipGuidedSimCLR)}
+    assert guided <= {name for name, _ in CAPTION_FREE}
+
+
+@pytest.mark.parametrize("name, extra", CAPTION_FREE, ids=[name for name, _ in CAPTION_FREE])
 def test_image_only_students_never_read_the_caption(name, extra):
     """Noise in place of every caption: the same losses, step by step, and the same features."""
-    task = tiny_task()
+    task = TASKS.get("shapes-superclasses-tiny")()
     data = task.load()
     assert METHODS.get(name).input_modalities(task) == InputModalities(("image",), ("image",))
     history, features = train_then_encode(name, task, data, **extra)
     noisy_history, noisy_features = train_then_encode(name, task, with_noise_captions(data), **extra)
     assert history == noisy_history and np.array_equal(features, noisy_features)
     assert features.shape[1] == METHODS.get(name).defaults["embed_dim"]
+
+
+def with_permuted_labels(data: TaskData, seed: int = 2) -> TaskData:
+    """The same splits with the training labels shuffled among the rows (member groups left as they are)."""
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    train = data.train
+    return TaskData(TensorSplit(train.inputs, train.labels[order], train.extras), data.val, data.test)
+
+
+def losses(history):
+    return [epoch["train_loss"] for epoch in history]  # the diagnostics read the labels; the loss must not
+
+
+LABEL_FREE = [("cgs-add-new-positive", {"guide_epochs": 1})] + [
+    (name, extra) for name, extra in CAPTION_FREE if name != "cgs-oracle-add-new-positive"]
+
+
+@pytest.mark.parametrize("name, extra", LABEL_FREE, ids=[f"{n}-{e.get('guide', 'own')}" for n, e in LABEL_FREE])
+def test_non_oracle_guides_never_read_the_labels(name, extra):
+    """Training labels permuted: every guide but the label oracle gives the same losses, step by step."""
+    task = TASKS.get("shapes-superclasses-tiny")()
+    data = task.load()
+    history, features = train_then_encode(name, task, data, **extra)
+    permuted, permuted_features = train_then_encode(name, task, with_permuted_labels(data), **extra)
+    assert losses(history) == losses(permuted) and np.array_equal(features, permuted_features)
+
+
+def test_the_label_oracle_does_read_the_labels():
+    """The permutation test can fail: the one guide built from the labels changes its losses."""
+    task = TASKS.get("shapes-superclasses-tiny")()
+    data = task.load()
+    history, _ = train_then_encode("cgs-oracle-add-new-positive", task, data)
+    permuted, _ = train_then_encode("cgs-oracle-add-new-positive", task, with_permuted_labels(data))
+    assert losses(history) != losses(permuted)
 
 
 def test_clip_trains_on_captions_but_is_probed_on_its_image_encoder():
@@ -318,9 +369,43 @@ def test_guide_quality_separates_the_oracle_from_chance(monkeypatch):
 
 
 def test_a_guide_below_the_gate_fails_its_check_with_the_figure():
-    low, high = GuideQuality(0.31, 0.24, 2048).check(0.5), GuideQuality(0.93, 0.24, 2048).check(0.5)
-    assert not low.held and low.value == 0.31 and "31.0%" in low.detail and "chance 24.0%" in low.detail
-    assert high.held and high.value == 0.93
+    """Without member groups the gate reads the same-class share, relative to its chance rate."""
+    gate = 0.24 + 3 * np.sqrt(0.24 * 0.76 / 2048)  # 26.8%
+    low, high = GuideQuality(0.26, 0.24, 2048).check(3.0), GuideQuality(0.28, 0.24, 2048).check(3.0)
+    assert GuideQuality(0.26, 0.24, 2048).gate(3.0) == pytest.approx(gate)
+    assert not low.held and low.value == 0.26 and "26.0%" in low.detail and "chance 24.0%" in low.detail
+    assert "gate 26.8%" in low.detail and high.held and high.value == 0.28
+
+
+def test_the_linking_gate_is_chance_plus_three_binomial_sds():
+    """4 classes of 3 equal members: a random other row links with chance 2/12; at 2048 rows the gate is 19.1%."""
+    groups = torch.arange(12).repeat_interleave(500)
+    chance = linking_chance(groups // 3, groups)
+    assert chance == pytest.approx(1000 / 5999)
+    quality = GuideQuality(0.95, 0.25, 2048, linking=0.19, linking_chance=1 / 6)
+    assert quality.gate(3.0) == pytest.approx(1 / 6 + 3 * np.sqrt((1 / 6) * (5 / 6) / 2048))
+    assert round(100 * quality.gate(3.0), 1) == 19.1
+    below = quality.check(3.0)  # 95% same class, but nearly all of it the same member: no linking
+    assert not below.held and below.value == 0.19 and "same class 95.0%" in below.detail
+    assert GuideQuality(0.5, 0.25, 2048, linking=0.20, linking_chance=1 / 6).check(3.0).held
+    control = GuideQuality(1.0, 0.25, 2048, linking=0.0, linking_chance=1 / 6).check(None)
+    assert control.held and "not gated" in control.detail and control.value == 0.0
+
+
+def test_linking_separates_the_label_oracle_from_the_group_oracle():
+    task = TASKS.get("shapes-superclasses-tiny")()
+    data = task.load()
+    members = data.train.extras["member"]
+    device = torch.device("cpu")
+    by_class = measure_guide(TableGuide(torch.nn.functional.one_hot(data.train.labels, 4).float()
+                                        + 1e-3 * torch.randn(len(members), 4)), task, data.train, "image", 16, 0, device)
+    by_member = measure_guide(TableGuide(torch.nn.functional.one_hot(members, 12).float()
+                                         + 1e-3 * torch.randn(len(members), 12)), task, data.train, "image", 16, 0,
+                              device)
+    assert by_class.same_class == 1.0 and by_class.linking > by_class.linking_chance
+    # Near-duplicates only: it links a view to another member only where its own member has no other row in the
+    # batch (16 rows, 12 members), far below chance, however often the neighbour "shares the class".
+    assert by_member.linking < 0.5 * by_member.linking_chance and by_member.same_class > by_member.base_rate
 
 
 def test_prepared_guides_carry_their_quality_check():
@@ -331,11 +416,14 @@ def test_prepared_guides_carry_their_quality_check():
     assert method.check_assumptions([]) == []  # nothing measured yet, nothing claimed
     method.prepare(data.train)
     (check,) = method.check_assumptions([])
-    assert check.name == "guide_quality" and check.held and check.value == 1.0
+    # Its neighbour always has the class; the share with another member is the figure gated.
+    assert check.name == "guide_quality" and check.held and 0.3 < check.value < 1.0
+    assert "same class 100.0%" in check.detail
 
 
 IMAGE_METHODS = ["simclr", "clip-guided-simclr", "cgs-add-new-positive", "cgs-drop-false-negative",
-                 "cgs-drop-easy-negative", "cgs-drop-false-positive", "cgs-oracle-add-new-positive"]
+                 "cgs-drop-easy-negative", "cgs-drop-false-positive", "cgs-oracle-add-new-positive",
+                 "cgs-group-oracle-add-new-positive", "cgs-image-guide-add-new-positive"]
 
 
 def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
@@ -354,15 +442,21 @@ def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
     assert sorted(records) == sorted(IMAGE_METHODS)
     for name, record in records.items():
         assert record["status"] == "ok" and 0.0 <= record["metrics"]["test_acc"] <= 1.0
+        assert 0.0 <= record["metrics"]["heldout_group_acc"] <= 1.0 and "heldout_group_knn" in record["metrics"]
+        assert record["task"]["main_score"] == "heldout_group_acc"
         assert record["method"]["display_name"] == METHODS.get(name).display_name
         assert record["protocol"]["trials"] == 0 and record["hparams"]["temperature"] == 0.1
         if name == "simclr":
             assert record["checks"] == {}
             continue
         check = record["checks"]["guide_quality"]
-        assert 0.0 <= check["value"] <= 1.0 and check["held"] == (check["value"] >= 0.5)
+        assert 0.0 <= check["value"] <= 1.0 and "different member" in check["detail"]
+        gated = record["hparams"]["guide_gate_sd"] is not None
+        assert ("not gated" in check["detail"]) != gated
     assert records["cgs-drop-false-positive"]["hparams"]["variant"] == "drop-false-positive"
-    assert records["cgs-oracle-add-new-positive"]["checks"]["guide_quality"]["value"] == 1.0
+    assert records["cgs-oracle-add-new-positive"]["checks"]["guide_quality"]["held"]
+    group_control = records["cgs-group-oracle-add-new-positive"]["checks"]["guide_quality"]
+    assert group_control["value"] < 0.1 and group_control["held"]  # a view links only where its member is alone
 
 
 def documented_runs() -> list[list[str]]:

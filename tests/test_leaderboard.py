@@ -210,3 +210,62 @@ def test_a_check_that_could_not_fail_is_marked_not_measurable_never_held(tmp_pat
             seed=seed, status="ok", metrics={"test_acc": 0.5}, checks={"bound": pinned.as_record()}))
     row = next(line for line in render(tmp_path).splitlines() if line.startswith("| M "))
     assert NOT_MEASURABLE in row and CHECK_FAILED not in row
+
+
+def grouped_record(method, seed, heldout, test_acc, display):
+    """A record of a task ranked by another score than test accuracy (Task.main_score, carried in the record)."""
+    return make_record(seed=seed, task={"name": "grouped", "version": "2", "suite": "s", "fingerprint": "f",
+                                        "params": {}, "main_score": "heldout_group_acc",
+                                        "side_scores": ["heldout_group_knn", "test_acc"]},
+                       method={"name": method, "display_name": display, "version": "1"},
+                       metrics={"test_acc": test_acc, "test_f1": test_acc, "heldout_group_acc": heldout,
+                                "heldout_group_knn": heldout - 0.01},
+                       finished_at="2026-11-23T01:00:00+00:00")
+
+
+@pytest.fixture
+def grouped_results(tmp_path):
+    # SEPARATES wins the superclass probe, LINKS the held-out members: the main score must decide.
+    scores = {"separates": ([0.30, 0.32, 0.31], [0.95, 0.96, 0.97]), "links": ([0.70, 0.72, 0.71], [0.80, 0.81, 0.82]),
+              "oracle": ([0.60, 0.62, 0.61], [0.90, 0.91, 0.92])}
+    for method, (heldout, test_acc) in scores.items():
+        for seed in range(3):
+            write_record(tmp_path, grouped_record(method, seed, heldout[seed], test_acc[seed], method.upper()))
+    return tmp_path
+
+
+def test_a_task_is_ranked_by_its_declared_main_score_with_the_others_beside_it(grouped_results):
+    text = render(grouped_results)
+    header = next(ln for ln in text.splitlines() if ln.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:4] == [
+        "grouped: heldout_group_acc", "grouped: heldout_group_knn", "grouped: test_acc"]
+    assert row(text, "LINKS")[1].startswith("**71.00") and not row(text, "SEPARATES")[1].startswith("**")
+    assert row(text, "SEPARATES")[3].startswith("96.00") and "**" not in row(text, "SEPARATES")[3]  # unranked
+    assert row(text, "LINKS")[2].startswith("70.00")
+
+
+def test_a_row_above_the_reference_is_flagged_not_hidden(grouped_results):
+    reference = grouped_results / "reference"
+    reference.mkdir()
+    (reference / "sources.toml").write_text('[reference]\ns = "ORACLE"\n\n[paired]\ns = "SEPARATES"\n\n'
+                                            '[controls]\ns = ["ORACLE"]\n')
+    text = render(grouped_results)
+    assert row(text, "LINKS")[1] == "**71.00 ± 2.48 (3) ▲**"  # above the reference on the main score
+    assert "▲" not in row(text, "SEPARATES")[1] and "▲" not in row(text, "ORACLE")[1]
+    assert "▲" not in row(text, "SEPARATES")[3]  # its test_acc is above the oracle's, but that is not the main score
+    # Paired with the baseline and with each control, on the main score, named in the section's words.
+    assert "### Paired differences from SEPARATES" in text and "### Paired differences from ORACLE" in text
+    assert "Each task's main score (grouped: `heldout_group_acc`" in text
+    paired_from_oracle = text.split("### Paired differences from ORACLE")[1]
+    assert "| LINKS " in paired_from_oracle and "+10.00 [" in paired_from_oracle
+
+
+def test_the_run_end_table_names_the_main_score_it_shows(grouped_results, tmp_path):
+    from harness.results.publishing.run_report import PairOutcome, summary_table
+
+    text = summary_table([PairOutcome("grouped", "links", "ok")], grouped_results, "sqlite:///x.db")
+    header, _, line = text.splitlines()[:3]
+    assert "score" in header and "test acc" not in header
+    assert "heldout_group_acc" in line and "71.00 ± 2.48 (3)" in line
+    write_record(tmp_path / "plain", record("t1", "good", 0, 0.9))
+    assert "test acc %" in summary_table([PairOutcome("t1", "good", "ok")], tmp_path / "plain", "sqlite:///x.db")

@@ -31,6 +31,7 @@ class Requirements:
     # A guide model embeds the task's images. Whether the default guide can be trained on the task (it needs a
     # paired modality) depends on the --set guide value, so the method checks that when it builds it.
     needs_guide: bool = False
+    needs_groups: bool = False  # reads the task's member groups (Task.group_extra)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.modality_kinds or ()) - set(get_args(ModalityKind)))
@@ -53,6 +54,8 @@ class Requirements:
                 return f"needs {' or '.join(sorted(self.modality_kinds))} inputs, not {', '.join(other)}"
         if self.needs_guide and "image" not in kinds:
             return "needs an image modality for its guide to embed"
+        if self.needs_groups and getattr(task, "group_extra", None) is None:
+            return "needs member groups within its classes"
         return None
 
     def describe(self) -> str:
@@ -67,6 +70,8 @@ class Requirements:
             parts.append("/".join(sorted(self.modality_kinds)) + " inputs")
         if self.needs_guide:
             parts.append("a guide model (on an image modality)")
+        if self.needs_groups:
+            parts.append("member groups")
         return ", ".join(parts) or "-"
 
 

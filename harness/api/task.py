@@ -158,6 +158,12 @@ class Task(ABC):
     default_epochs: ClassVar[int] = 10
     default_batch_size: ClassVar[int] = 256
     extra_symbols: ClassVar[dict[str, str]] = {}  # how papers write the splits' extras, for reports
+    # The metric the leaderboard ranks this task by, and others shown beside it (names in a record's metrics).
+    main_score: ClassVar[str] = "test_acc"
+    side_scores: ClassVar[tuple[str, ...]] = ()
+    # The split extra holding each row's member group within its class (an integer id per row), or None.
+    # A task that names one is scored on held-out members as well (harness.running.grouped).
+    group_extra: ClassVar[str | None] = None
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         self.data_dir = Path(data_dir) if data_dir else None
@@ -208,4 +214,8 @@ class Task(ABC):
         raise KeyError(name)
 
     def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "suite": self.suite, "params": self.params}
+        scores = {} if self.main_score == "test_acc" and not self.side_scores else {
+            "main_score": self.main_score, "side_scores": list(self.side_scores)}
+        # The scores travel with every record (the leaderboard reads them there, without importing the task);
+        # a task on the default scores keeps the identity dict it always had.
+        return {"name": self.name, "version": self.version, "suite": self.suite, "params": self.params} | scores

@@ -96,19 +96,24 @@ def reproduce_command(request: ReproduceRequest) -> int:
     return 0
 
 
+def main_score(record: Record) -> str:
+    return record.task.get("main_score", "test_acc")
+
+
 def siblings(path: Path, record: Record) -> list[float]:
-    """Test accuracy of the pair's other seeds beside the record: the noise a difference is judged against."""
+    """The task's main score of the pair's seeds beside the record: the noise a difference is judged against."""
     scores = []
+    metric = main_score(record)
     for other in sorted(path.parent.glob("seed*.json")):
         data = json.loads(other.read_text())
-        if data.get("status") == "ok" and "test_acc" in data.get("metrics", {}):
-            scores.append(data["metrics"]["test_acc"])
+        if data.get("status") == "ok" and metric in data.get("metrics", {}):
+            scores.append(data["metrics"][metric])
     return scores
 
 
 def comparison(record: Record, reproduced: dict[str, float], seed_scores: list[float]) -> str:
     rows = []
-    for metric in COMPARED:
+    for metric in dict.fromkeys((main_score(record), *record.task.get("side_scores", []), *COMPARED)):
         old, new = record.metrics.get(metric), reproduced.get(metric)
         if old is None or new is None:
             continue
@@ -120,6 +125,7 @@ def comparison(record: Record, reproduced: dict[str, float], seed_scores: list[f
     if len(seed_scores) > 1:
         interval = stats.t_interval(seed_scores)
         spread = 100 * (max(seed_scores) - min(seed_scores))
-        lines.append(f"seed-to-seed: the pair's {interval.n} recorded seeds span {spread:.2f} points of test acc "
+        named = "test acc" if main_score(record) == "test_acc" else main_score(record)
+        lines.append(f"seed-to-seed: the pair's {interval.n} recorded seeds span {spread:.2f} points of {named} "
                      f"(95% interval of their mean ± {100 * interval.half_width:.2f})")
     return "\n".join(lines)

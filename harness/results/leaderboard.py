@@ -28,12 +28,13 @@ from harness.results.identity import differences
 from harness.results.paired import paired_section
 from harness.results.records import Record, read_records, record_path
 
-METRIC = "test_acc"
+METRIC = "test_acc"  # a task's main score unless it declares another (Task.main_score, carried in its records)
 NO_RUN = "—"
 CHECK_FAILED = "⚠"
 NOT_MEASURABLE = "◌"
 TIED = "≈"
 DIRTY = "†"
+ABOVE_REFERENCE = "▲"
 DIRTY_SUFFIX = "-dirty"
 
 
@@ -62,6 +63,8 @@ class Table:
     critical_difference: stats.CriticalDifference | None = None
     paired_baseline: str | None = None  # sources.toml's [paired]: every other row paired seed by seed with it
     paired_lines: list[str] = field(default_factory=list)  # that section in markdown (harness.results.paired)
+    controls: list[str] = field(default_factory=list)  # sources.toml's [controls]: each paired like the baseline
+    reference: str | None = None  # sources.toml's [reference]: a row any other row's mean above is flagged
 
 
 def load_results(root: Path) -> pd.DataFrame:
@@ -69,10 +72,12 @@ def load_results(root: Path) -> pd.DataFrame:
     records = list(read_records(root))
     refuse_mixed_identities(root, records)
     for r in records:
+        main = r.task.get("main_score", METRIC)
         rows.append({
             "suite": r.task.get("suite", "misc"), "task": r.task["name"], "method": r.method["name"],
             "display": r.method["display_name"], "seed": r.seed, "status": r.status, "reason": r.reason,
-            "score": r.metrics.get(METRIC), "f1": r.metrics.get("test_f1"),
+            "score": r.metrics.get(main), "f1": r.metrics.get("test_f1"), "main_score": main,
+            "side": {name: r.metrics.get(name) for name in r.task.get("side_scores", [])},
             "epochs": r.protocol.get("epochs"), "trials": r.protocol.get("trials"),
             "batch_size": r.protocol.get("batch_size"),
             "hardware": r.environment.get("hardware"), "device": r.environment.get("device"),
@@ -142,42 +147,88 @@ class Summary:
     check_failed: bool
     dirty: bool
     check_unmeasurable: bool = False
+    above_reference: bool = False
+
+
 def load_suite_settings(reference_dir: Path) -> dict:
-    """sources.toml's per-suite `[notes]` (lines printed under a table) and `[paired]` (the baseline to pair with)."""
+    """sources.toml's per-suite `[notes]` (lines printed under a table), `[paired]` (the baseline to pair with),
+    `[controls]` (further rows to pair with) and `[reference]` (the row others are flagged above)."""
     path = reference_dir / "sources.toml"
     settings = tomllib.loads(path.read_text()) if path.exists() else {}
-    return {"notes": settings.get("notes", {}), "paired": settings.get("paired", {})}
+    return {key: settings.get(key, {}) for key in ("notes", "paired", "controls", "reference")}
 
 
-
-
-def summarize(results: pd.DataFrame) -> dict[tuple[str, str], Summary]:
-    """(task, display name) -> Summary, for every cell with at least one scored seed."""
+def main_scores(results: pd.DataFrame) -> dict[str, str]:
+    """task -> the name of the score its cells show and rank by."""
+    if results.empty or "main_score" not in results:
+        return {}
     ok = results[results.status == "ok"]
+    return dict(zip(ok.task, ok.main_score))
+
+
+def side_scores(results: pd.DataFrame, task: str) -> list[str]:
+    """The further scores the task's records carry, in the order the task declares them."""
+    ok = results[(results.status == "ok") & (results.task == task)]
+    return list(dict.fromkeys(name for side in ok.side for name in side))
+
+
+def score_phrase(results: pd.DataFrame, tasks: list[str]) -> str:
+    """What a suite's cells measure, in words: test accuracy, or the main score each task declares."""
+    named = {t: m for t, m in main_scores(results).items() if t in tasks and m != METRIC}
+    if not named:
+        return "Test accuracy"
+    listed = "; ".join(f"{t}: `{m}`" for t, m in sorted(named.items()))
+    return f"Each task's main score ({listed}; otherwise test accuracy)"
+
+
+
+
+def summarize(results: pd.DataFrame, reference: str | None = None) -> dict[tuple[str, str], Summary]:
+    """(task, display name) -> Summary, for every cell with at least one scored seed, on the task's main score.
+
+    With a `reference` row, every other row whose mean is above the reference's on that task is flagged."""
+    ok = results[(results.status == "ok") & results.score.notna()] if len(results) else results
     summaries: dict[tuple[str, str], Summary] = {}
     for task, in_task in ok.groupby("task"):
         by_method = {m: dict(zip(g.seed, g.score)) for m, g in in_task.groupby("display")}
         comparison = stats.compare_with_best(by_method)
         ties = comparison.ties()
+        reference_mean = (float(in_task[in_task.display == reference].score.mean())
+                          if reference in by_method else math.nan)
         for method, group in in_task.groupby("display"):
+            interval = stats.t_interval(group.score.tolist())
             summaries[(task, method)] = Summary(
-                stats.t_interval(group.score.tolist()), method == comparison.best, method in ties,
-                bool(group.check_failed.any()), bool(group.dirty.any()), bool(group.check_unmeasurable.any()))
+                interval, method == comparison.best, method in ties,
+                bool(group.check_failed.any()), bool(group.dirty.any()), bool(group.check_unmeasurable.any()),
+                method != reference and interval.mean > reference_mean)
     return summaries
 
 
 def cell_text(summary: Summary) -> str:
     interval = summary.interval
     spread = "" if math.isnan(interval.low) else f" ± {100 * interval.half_width:.2f}"
-    marks = "".join(mark for mark, on in ((TIED, summary.tied), (CHECK_FAILED, summary.check_failed),
+    marks = "".join(mark for mark, on in ((TIED, summary.tied), (ABOVE_REFERENCE, summary.above_reference),
+                                           (CHECK_FAILED, summary.check_failed),
                                            (NOT_MEASURABLE, summary.check_unmeasurable), (DIRTY, summary.dirty))
                     if on)
     return f"{100 * interval.mean:.2f}{spread} ({interval.n})" + (f" {marks}" if marks else "")
 
 
+def side_text(values: list[float]) -> Cell:
+    """A side score's cell: its mean and interval over seeds, unranked."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return Cell(NO_RUN)
+    interval = stats.t_interval(values)
+    spread = "" if math.isnan(interval.low) else f" ± {100 * interval.half_width:.2f}"
+    return Cell(f"{100 * interval.mean:.2f}{spread} ({interval.n})", interval.mean)
+
+
 def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
-                reported: dict[tuple[str, str], Reported]) -> Table:
-    summaries = summarize(results)
+                reported: dict[tuple[str, str], Reported], reference: str | None = None) -> Table:
+    summaries = summarize(results, reference)
+    named = main_scores(results)
+    sides = {task: side_scores(results, task) for task in tasks} if len(results) else {}
     reported_tasks = [t for t in tasks if any(key[0] == t for key in reported)]
     methods = list(dict.fromkeys(list(results.display) + [m for (t, m) in reported if t in tasks]))
     means = pd.DataFrame({t: {m: s.interval.mean for (tt, m), s in summaries.items() if tt == t} for t in tasks},
@@ -186,7 +237,10 @@ def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
     ranks = stats.average_ranks(complete) if len(complete) else pd.Series(dtype=float)
     headers = ["method"]
     for task in tasks:
-        headers += [task] + ([f"{task} (paper)"] if task in reported_tasks else [])
+        main = named.get(task, METRIC)
+        headers += [task if main == METRIC else f"{task}: {main}"] + ([f"{task} (paper)"] if task in reported_tasks
+                                                                     else [])
+        headers += [f"{task}: {side}" for side in sides.get(task, [])]
     headers.append("avg rank")
     rows = []
     for method in methods:
@@ -196,11 +250,15 @@ def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
             if task in reported_tasks:
                 hit = reported.get((task, method))
                 row.append(Cell(f"{100 * hit.value:.2f}", hit.value) if hit else Cell(""))
+            for side in sides.get(task, []):
+                cell = results[(results.display == method) & (results.task == task) & (results.status == "ok")]
+                row.append(side_text([found.get(side) for found in cell.side]))
         row.append(Cell(f"{ranks[method]:.2f}", float(ranks[method])) if method in ranks.index else Cell(""))
         rows.append(row)
     order = sorted(range(len(rows)), key=lambda i: (methods[i] not in ranks.index, ranks.get(methods[i], 0), i))
     table = Table(suite, tasks, headers, [rows[i] for i in order],
-                  critical_difference=stats.critical_difference(complete) if len(complete) else None)
+                  critical_difference=stats.critical_difference(complete) if len(complete) else None,
+                  reference=reference)
     if table.critical_difference is not None:
         cd = table.critical_difference
         table.notes.append(
@@ -238,7 +296,10 @@ def protocol_table(results: pd.DataFrame) -> str:
 
 
 LEGEND = (
-    "Cells: test accuracy (%) of a linear probe on the frozen representation: mean ± half-width of its 95% "
+    "Cells: a task's main score (%), by default the test accuracy of a linear probe on the frozen representation; "
+    "a column headed `task: score` shows another: a task's declared main score (its rows are bold, tied and "
+    "ranked on it; `heldout_group_acc` is the probe scored on member groups it never saw, "
+    "`harness/running/grouped.py`) or, after it, further scores shown unranked. Mean ± half-width of its 95% "
     "Student-t interval over seeds (n seeds). The best mean per task is bold; "
     f"{TIED}: a paired t-test over matched seeds, Holm-corrected over the task's rows, cannot tell this row from "
     "the best at α = 0.05 (see `harness/results/stats.py` for the choices). `(paper)` columns are the papers' reported "
@@ -247,7 +308,9 @@ LEGEND = (
     f"records were made). {CHECK_FAILED}: at least one seed failed an assumption its method rests on (the "
     f"record's `checks` say which and by how much). {NOT_MEASURABLE}: at least one seed's check could not have "
     f"failed in that run (its estimator was pinned; the record says why), so it neither held nor failed. {DIRTY}: at least one seed was trained from a working tree "
-    "with uncommitted changes, so its commit does not say which code produced it.")
+    "with uncommitted changes, so its commit does not say which code produced it. "
+    f"{ABOVE_REFERENCE}: the mean is above the table's reference row on that task (a reference such as a label "
+    "oracle is not a bound: a row above it is flagged, not hidden).")
 
 
 def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
@@ -260,11 +323,15 @@ def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
     for suite in sorted(set(results.suite) | set(reported_suites.values())):
         ours = results[results.suite == suite]
         tasks = sorted(set(ours.task) | {t for t, s in reported_suites.items() if s == suite})
-        table = suite_table(suite, ours, tasks, reported)
+        table = suite_table(suite, ours, tasks, reported, settings["reference"].get(suite))
         table.notes += [f"Note: {note}" for note in settings["notes"].get(suite, [])]
+        table.controls = list(settings["controls"].get(suite, []))
+        phrase = score_phrase(ours, tasks)
         if suite in settings["paired"]:
             table.paired_baseline = settings["paired"][suite]
-            table.paired_lines = paired_section(ours, table.paired_baseline, tasks)
+            table.paired_lines = paired_section(ours, table.paired_baseline, tasks, phrase)
+        for control in table.controls:  # the mechanism holds only where a row beats each control too
+            table.paired_lines += paired_section(ours, control, tasks, phrase)
         tables.append(table)
     return results, tables
 

@@ -64,12 +64,14 @@ def _cell(row) -> str:
     return f"{100 * row.mean:+.2f}{bounds} ({row.n})" + (" ⚠" if row.check_failed else "")
 
 
-def paired_section(results: pd.DataFrame, baseline: str, tasks: list[str]) -> list[str]:
-    """The leaderboard's lines for one suite's paired table, or none when no method shares seeds with the baseline."""
+def paired_section(results: pd.DataFrame, baseline: str, tasks: list[str], score: str = "Test accuracy") -> list[str]:
+    """The leaderboard's lines for one suite's paired table, or none when no method shares seeds with the baseline.
+
+    `score` says in words what is differenced: the score the cells show (the tasks' main scores)."""
     table = paired_table(results, baseline, tasks)
     if table is None:
         return []
     return [f"### Paired differences from {baseline}", "",
-            f"Test accuracy minus {baseline}'s on the same task and seed (same initial weights, data order and "
+            f"{score} minus {baseline}'s on the same task and seed (same initial weights, data order and "
             f"augmentations), in points: mean [{100 * CONFIDENCE:.0f}% t interval] (seeds paired). An interval that "
             "excludes zero is a difference the seeds cannot explain.", "", table, ""]

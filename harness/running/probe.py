@@ -21,7 +21,7 @@ in row blocks against a d x k weight matrix, so memory is X plus a block of logi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,12 +42,13 @@ class ProbeScores:
     test_acc: float | None
     test_f1: float | None
     C: float
+    extra: dict[str, float] = field(default_factory=dict)  # further test scores (harness.running.grouped)
 
     def as_metrics(self) -> dict[str, float]:
         metrics = {"val_acc": self.val_acc, "val_f1": self.val_f1, "probe_C": self.C}
         if self.test_acc is not None:
             metrics |= {"test_acc": self.test_acc, "test_f1": self.test_f1}
-        return metrics
+        return metrics | self.extra
 
 
 Features = tuple[np.ndarray, np.ndarray]

@@ -4,6 +4,7 @@ configuration with K seeds, score the test split once per seed, record it all.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import math
@@ -26,7 +27,7 @@ from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
 from harness.results.records import Record, write_record
-from harness.running import distributed, environment, probe, request
+from harness.running import distributed, environment, grouped, probe, request
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
 from harness.running.request import RunOptions
@@ -250,9 +251,11 @@ class PairRunner:
             results, task, method, pair.method_cls.display_name, study.study_name if study is not None else None,
             trial_history(study, self.options.trials) if study is not None else [], curves)
         if sweep.parent_run:
-            interval = run_report.pair_interval(results, task, method)
-            if interval is not None:
-                self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval))
+            # The test accuracy over seeds, as always, and the task's main score beside it where it is another.
+            for metric in dict.fromkeys(("test_acc", pair.task.main_score)):
+                interval = run_report.pair_interval(results, task, method, metric)
+                if interval is not None:
+                    self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval, metric))
             self.tracker.log_artifact(figure, run_id=sweep.parent_run)
             self.tracker.log_artifact(history_path(results, task, method), run_id=sweep.parent_run)
         return figure
@@ -363,7 +366,14 @@ class PairRunner:
             method.prepare(data.train)
         features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
         test = extract_features(method, data.test, self.device) if with_test else None
-        return probe.linear_probe(*features, test, device=self.device), method, stats
+        scores = probe.linear_probe(*features, test, device=self.device)
+        extra_name = pair.task.group_extra
+        if test is not None and extra_name is not None:
+            # The task says which member of its class each row is: score the classes' held-out members too.
+            splits = [grouped.GroupedFeatures(*found, grouped.split_groups(split, extra_name, pair.task.name))
+                      for found, split in zip((*features, test), (data.train, data.val, data.test))]
+            scores = dataclasses.replace(scores, extra=grouped.heldout_group_scores(*splits, device=self.device))
+        return scores, method, stats
 
     def run_seed(self, pair: Pair, sweep: PairSweep, seed: int, claim_id: str
                  ) -> tuple[Record | None, list[dict[str, float]] | None]:
@@ -422,7 +432,9 @@ class PairRunner:
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},
         )
-        log.info("%s seed %d: test acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, scores.test_acc,
+        main = pair.task.main_score
+        headline = "" if main == "test_acc" else f"{main} {scores.as_metrics().get(main, float('nan')):.4f}, "
+        log.info("%s seed %d: %stest acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, headline, scores.test_acc,
                  scores.test_f1, wall)
         for check in checks:
             if check.failed:

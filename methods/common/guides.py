@@ -6,7 +6,14 @@ A guide is named by a string (the method's `guide` hyperparameter):
                               (image + caption pairs, the images randomly cropped and flipped), through
                               harness.running.train.fit, and use its image encoder
     oracle                    the labels themselves: a view's nearest neighbour is a random other sample of
-                              its class. Not a guide anyone has; the upper bound a perfect guide reaches
+                              its class. Not a guide anyone has; a reference for what a guide that links
+                              every member of a class adds (not a bound: a guide may do better)
+    group-oracle              the task's member groups (Task.group_extra): a view's nearest neighbour is a
+                              random other sample of its own member, never another member of its class. A
+                              control: a guide that finds visual near-duplicates and links nothing
+    simclr                    a guide without text: the harness's `simclr` method trained on this task's
+                              training images with the CLIP guide's recipe (epochs, lr, width, batch), its
+                              image encoder. A control: whatever it adds, the caption did not
     embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
                               row i of the harness's training split; looked up by batch.index
     module:pkg.mod:factory    factory() returns any frozen module mapping image batches to embeddings
@@ -63,19 +70,33 @@ def build_guide(spec: str, task: Task, train: Split, recipe: dict[str, Any], dev
     kind, _, target = spec.partition(":")
     if kind == "clip":
         guide: nn.Module = EncoderGuide(trained_clip_image_encoder(task, train, recipe, device))
+    elif kind == "simclr":
+        guide = EncoderGuide(trained_image_only_encoder(task, train, recipe, device))
     elif kind == "oracle":
         guide = TableGuide(label_oracle_table(train.labels, torch.initial_seed() + GUIDE_SEED_OFFSET))
+    elif kind == "group-oracle":
+        guide = TableGuide(label_oracle_table(member_groups(task, train), torch.initial_seed() + GUIDE_SEED_OFFSET))
     elif kind == "embeddings":
         guide = TableGuide(load_table(Path(target), len(train)))
     elif kind == "module":
         guide = EncoderGuide(load_factory(target)())
     else:
-        raise HarnessError(f"guide '{spec}': write clip, oracle, embeddings:PATH or module:pkg.mod:factory")
+        raise HarnessError(f"guide '{spec}': write clip, simclr, oracle, group-oracle, embeddings:PATH or "
+                           f"module:pkg.mod:factory")
     return guide.to(device)
 
 
+def member_groups(task: Task, train: Split) -> torch.Tensor:
+    """Each training row's member group id (the split extra the task names), as 0..G-1 codes."""
+    extra = task.group_extra
+    if extra is None or extra not in train.extras:
+        raise HarnessError(f"guide group-oracle: task {task.name} declares no member groups (Task.group_extra); "
+                           f"choose another guide")
+    return torch.unique(train.extras[extra].long(), return_inverse=True)[1]
+
+
 def label_oracle_table(labels: torch.Tensor, seed: int) -> torch.Tensor:
-    """One-hot labels plus a little fixed noise, so that ties among a class fall to a random member."""
+    """One-hot ids (labels, or member groups) plus a little fixed noise, so that ties fall to a random row."""
     one_hot = torch.nn.functional.one_hot(labels.long(), int(labels.max()) + 1).float()
     return one_hot + 1e-3 * torch.randn(one_hot.shape, generator=torch.Generator().manual_seed(seed))
 
@@ -127,15 +148,30 @@ def trained_clip_image_encoder(task: Task, train: Split, recipe: dict[str, Any],
     return _TRAINED[key]
 
 
+def trained_image_only_encoder(task: Task, train: Split, recipe: dict[str, Any], device: torch.device) -> nn.Module:
+    """Train the harness's `simclr` method on the task's training images with the CLIP guide's recipe and seed;
+    return its frozen image encoder: the same training budget as the CLIP guide, without the captions."""
+    seed = torch.initial_seed()
+    key = ("simclr", repr(task.identity()), repr(sorted(recipe.items())), seed, str(device))
+    if key not in _TRAINED:
+        _TRAINED[key] = _fit_guide("simclr", {}, task, train, recipe, device, seed + GUIDE_SEED_OFFSET)
+    return _TRAINED[key]
+
+
 def _fit_clip(task: Task, train: Split, recipe: dict[str, Any], device: torch.device, seed: int) -> nn.Module:
-    from harness.api.catalog import METHODS  # the registry, so the guide is exactly the `clip` row's method
+    return _fit_guide("clip", {"image_crops": True}, task, train, recipe, device, seed)
+
+
+def _fit_guide(method: str, settings: dict[str, Any], task: Task, train: Split, recipe: dict[str, Any],
+               device: torch.device, seed: int) -> nn.Module:
+    from harness.api.catalog import METHODS  # the registry, so the guide is exactly that row's method
     from harness.running.train import TrainConfig, fit
 
-    clip_cls = METHODS.get("clip")
+    method_cls = METHODS.get(method)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        clip = clip_cls(task, clip_cls.defaults | {"embed_dim": int(recipe["embed_dim"]), "image_crops": True})
+        model = method_cls(task, method_cls.defaults | {"embed_dim": int(recipe["embed_dim"])} | settings)
         config = TrainConfig(epochs=int(recipe["epochs"]), batch_size=int(recipe["batch_size"]),
                              lr=float(recipe["lr"]), weight_decay=1e-5, device=device, progress=False)
-        fit(clip, TaskData(train, train, train), config, torch.Generator().manual_seed(seed))
-    return clip.encoders[image_modality(task)].eval()
+        fit(model, TaskData(train, train, train), config, torch.Generator().manual_seed(seed))
+    return model.encoders[image_modality(task)].eval()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.leaderboard import LEGEND, Cell, Table, footer, protocol_rows
+from harness.results.leaderboard import LEGEND, Cell, Table, footer, protocol_rows, score_phrase
 from harness.results.paired import paired_differences
 from harness.results.publishing.figures import Figure
 
@@ -103,9 +103,10 @@ def _figure(root: Path, spec: Figure) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def _paired(results: pd.DataFrame, table: Table) -> list[str]:
-    """The suite's paired differences from its baseline (harness.results.paired), as a sortable table."""
-    differences = paired_differences(results[results.suite == table.suite], table.paired_baseline)
+def _paired(results: pd.DataFrame, table: Table, baseline: str) -> list[str]:
+    """The suite's paired differences from a baseline or control (harness.results.paired), as a sortable table."""
+    ours = results[results.suite == table.suite]
+    differences = paired_differences(ours, baseline)
     if differences.empty:
         return []
     tasks = [t for t in table.tasks if t in set(differences.task)]
@@ -121,10 +122,12 @@ def _paired(results: pd.DataFrame, table: Table) -> list[str]:
             bounds = "" if math.isnan(r.low) else f" [{100 * r.low:+.2f}, {100 * r.high:+.2f}]"
             row.append(Cell(f"{100 * r.mean:+.2f}{bounds} ({r.n})" + (" ⚠" if r.check_failed else ""), float(r.mean)))
         rows.append(row)
-    return [f"<h3>Paired differences from {html.escape(table.paired_baseline)}</h3>",
-            f"<p>Test accuracy minus {html.escape(table.paired_baseline)}'s on the same task and seed, in points: "
-            "mean [95% t interval] (seeds paired).</p>",
-            html_table(["method"] + tasks, rows, f"paired-{table.suite}")]
+    slug = "".join(c if c.isalnum() else "-" for c in baseline.lower())
+    return [f"<h3>Paired differences from {html.escape(baseline)}</h3>",
+            f"<p>{html.escape(score_phrase(ours, table.tasks))} minus {html.escape(baseline)}'s on the same task "
+            "and seed, in points: mean [95% t interval] (seeds paired).</p>",
+            html_table(["method"] + tasks, rows, f"paired-{table.suite}" + ("" if baseline == table.paired_baseline
+                                                                           else f"-{slug}"))]
 
 
 def _protocol(results: pd.DataFrame) -> str:
@@ -144,7 +147,9 @@ def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: l
                   html_table(table.headers, table.rows, f"table-{table.suite}")]
         parts += [f"<p>{_inline(note)}</p>" for note in table.notes]
         if table.paired_baseline:
-            parts += _paired(results, table)
+            parts += _paired(results, table, table.paired_baseline)
+        for control in table.controls:
+            parts += _paired(results, table, control)
         parts += [_figure(root, s) for s in specs if s.section == table.suite]
     parts += ["<h2>Protocol</h2>", f"<p>{_inline(PROTOCOL)}</p>", _protocol(results),
               f"<p>{_inline(footer(results))}</p>"]

@@ -38,17 +38,29 @@ def nothing_to_train(key: str) -> str:
     return f"{key}: nothing to train (its seed records stand for this run; --force reruns)"
 
 
-def pair_interval(results: Path, task: str, method: str) -> stats.Interval | None:
-    scores = [r.metrics[METRIC] for r in read_records(results)
-              if r.task["name"] == task and r.method["name"] == method and r.status == "ok" and METRIC in r.metrics]
+def main_score(record) -> str:
+    """The metric a record's task is ranked by (Task.main_score, carried in the record's task)."""
+    return record.task.get("main_score", METRIC)
+
+
+def pair_interval(results: Path, task: str, method: str, metric: str | None = None) -> stats.Interval | None:
+    """The pair's `metric` over its seeds; by default its task's main score."""
+    records = [r for r in read_records(results)
+               if r.task["name"] == task and r.method["name"] == method and r.status == "ok"]
+    scores = [r.metrics[metric or main_score(r)] for r in records if (metric or main_score(r)) in r.metrics]
     return stats.t_interval(scores) if scores else None
 
 
-def over_seeds(interval: stats.Interval) -> dict[str, float]:
+def pair_main_score(results: Path, task: str, method: str) -> str:
+    return next((main_score(r) for r in read_records(results)
+                 if r.task["name"] == task and r.method["name"] == method and r.status == "ok"), METRIC)
+
+
+def over_seeds(interval: stats.Interval, metric: str = METRIC) -> dict[str, float]:
     """The parent run's summary metrics; no interval bounds from a single seed."""
-    metrics = {f"{METRIC}_mean": interval.mean, f"{METRIC}_seeds": interval.n}
+    metrics = {f"{metric}_mean": interval.mean, f"{metric}_seeds": interval.n}
     if interval.n > 1:
-        metrics |= {f"{METRIC}_ci95_low": interval.low, f"{METRIC}_ci95_high": interval.high}
+        metrics |= {f"{metric}_ci95_low": interval.low, f"{metric}_ci95_high": interval.high}
     return metrics
 
 
@@ -70,8 +82,9 @@ RUNS_VIEW = "http://127.0.0.1:5000/#/experiments/{id}/runs?workflowType=machine_
 def summary_table(outcomes: list[PairOutcome], results: Path, tracking_uri: str,
                   experiments: dict[str, str] | None = None) -> str:
     """experiments: MLflow experiment name -> id, for the links that open each on its runs."""
-    rows = []
+    rows, names = [], []
     for outcome in outcomes:
+        names.append(pair_main_score(results, outcome.task, outcome.method))
         interval = pair_interval(results, outcome.task, outcome.method)
         if interval is None:
             score = "-"
@@ -81,8 +94,12 @@ def summary_table(outcomes: list[PairOutcome], results: Path, tracking_uri: str,
             score = f"{100 * interval.mean:.2f} ± {100 * interval.half_width:.2f} ({interval.n})"
         rows.append([outcome.task, outcome.method, score, outcome.parent_run_id or "-",
                      str(outcome.figure) if outcome.figure else "-"])
-    table = tabulate(rows, headers=["task", "method", "test acc % (95% CI, seeds)", "MLflow parent run", "figure"],
-                     tablefmt="simple", disable_numparse=True)
+    if all(name == METRIC for name in names):
+        headers = ["task", "method", "test acc % (95% CI, seeds)", "MLflow parent run", "figure"]
+    else:  # a task ranked by another score: each row names the score it shows
+        headers = ["task", "method", "score", "% (95% CI, seeds)", "MLflow parent run", "figure"]
+        rows = [row[:2] + [name] + row[2:] for row, name in zip(rows, names)]
+    table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     links = [f"          {name}: {RUNS_VIEW.format(id=i)}" for name, i in sorted((experiments or {}).items())]
     return "\n".join([
         table, "",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.leaderboard import Reported, Table, build, compose, load_reported, summarize
+from harness.results.leaderboard import METRIC, Reported, Table, build, compose, load_reported, main_scores, summarize
 from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
 from harness.results.publishing.page import PAGE_FILE, render_page
@@ -63,7 +63,8 @@ def figure_specs(root: Path, results: pd.DataFrame, tables: list[Table]) -> list
     for table in tables:
         points = _score_points(table, summaries, reported)
         if points:
-            specs.append(fig.scores_figure(table.suite, points))
+            named = {t: m for t, m in main_scores(results).items() if t in points and m != METRIC}
+            specs.append(fig.scores_figure(table.suite, points, named))
         if table.critical_difference is not None:
             cd = table.critical_difference
             specs.append(fig.cd_figure(table.suite, cd.average_ranks, cd.cd, cd.tasks))
