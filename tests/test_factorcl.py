@@ -1,6 +1,7 @@
 """FactorCL-SUP and FactorCL-SSL: the objective's terms and signs, the alternating critic step, the probe input."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -107,18 +108,19 @@ def test_ssl_conditions_each_term_on_both_augmented_views_of_its_part():
     assert close(z, factors.unique[1]) and close(target, augmented.unique[1])
 
 
-def test_ssl_conditional_terms_vanish_when_the_augmentation_changes_nothing():
-    """A view identical to its sample determines it: no negative shares its condition, nothing is left to measure."""
+def test_ssl_kernel_keeps_its_neighbours_even_when_the_augmentation_changes_nothing():
+    """A view identical to its sample moves nothing: the movement rule alone would give one-hot weights
+    and terms pinned at 0 (version 3); the neighbour floor widens the kernel instead."""
     method = build("factorcl-ssl")
     out = method.loss(batch_of(method.task, augment=lambda m, x: x))
-    # Bandwidth 1e-6: the weights are one-hot (exp underflows to 0), so f_ii - logsumexp_j(f_ij + log w_ij)
-    # and f_ii - sum_j w_ij f_ij cancel to rounding of O(1) critic scores averaged over 32 rows, at most
-    # 32 eps32 = 3.8e-6 (in fact exactly 0).
-    for term in ("shared_club_given_y", "unique_nce_given_y", "shared_club_critic_nce"):
-        assert abs(out[term].item()) < 1e-5, (term, out[term].item())
-    # The unconditional CLUB term still measures something: ten times past that rounding floor (its value
-    # at initialisation is ~5e-3, a random critic's, and it is exactly 0 if it too were conditioned).
-    assert abs(out["unique_club"].item()) > 1e-4
+    # 16 effective neighbours at batch 32 (the floor is min(16, 32 / 2)). 1 / mean w_ii is computed as the
+    # bisection computed it, up to float32 rounding of a 32-term sum and a mean: a relative 32 eps32 = 3.8e-6.
+    for which in ("shared", "unique"):
+        assert out[f"{which}_cond_neighbours"].item() >= 16 * (1 - 3.8e-6), out[f"{which}_cond_neighbours"]
+        # Jensen: mean -log w_ii >= -log mean w_ii = log 16.
+        assert out[f"{which}_cond_ceiling"].item() >= math.log(16) - 1e-5
+        assert out[f"{which}_cond_bandwidth"].item() > 0
+    assert out["shared_club_ceiling"].item() == pytest.approx(out["shared_cond_ceiling"].item(), abs=1e-6)
 
 
 def test_club_critics_learn_at_their_own_scaled_rate():
