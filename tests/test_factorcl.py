@@ -198,17 +198,62 @@ def test_the_club_critics_take_club_steps_steps_per_main_step_and_log_each_criti
         -(history[0]["train_club_critics_shared_nce"] + history[0]["train_club_critics_unique_nce"]), abs=1e-5)
 
 
-def test_the_check_fails_a_run_whose_critic_infonce_fell_below_chance_for_an_epoch():
+def record_steps(method, steps: int, shared=0.3, unique=0.02, shared_ceiling=3.0, unique_ceiling=4.2):
+    """Steps as a training run records them, each value a constant or a function of the 0-based step."""
+    value = lambda v, i: float(v(i) if callable(v) else v)  # noqa: E731
+    for i in range(steps):
+        method.critic_windows.add({k: torch.tensor(value(v, i)) for k, v in (
+            ("shared_club_critic_nce", shared), ("unique_club_critic_nce", unique),
+            ("shared_club_ceiling", shared_ceiling), ("unique_club_ceiling", unique_ceiling))})
+
+
+def test_the_check_fails_a_run_whose_critic_fell_below_chance_for_one_window_an_epoch_mean_hides():
     method = build("factorcl-sup")
-    healthy = [{"train_shared_club_critic_nce": 0.3, "train_unique_club_critic_nce": 0.02}] * 2
-    checks = {c.name: c for c in method.check_assumptions(healthy)}
+    record_steps(method, 120)  # two epochs of 60 steps
+    checks = {c.name: c for c in method.check_assumptions([{}] * 2)}
     assert set(checks) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
-    assert all(c.held for c in checks.values())
-    outrun = healthy + [{"train_shared_club_critic_nce": 0.4, "train_unique_club_critic_nce": -12.5}]
-    checks = {c.name: c for c in method.check_assumptions(outrun)}
-    assert checks["shared_club_critic_above_chance"].held
+    assert all(c.state == "held" for c in checks.values()), [c.detail for c in checks.values()]
+    method = build("factorcl-sup")
+    # Steps 81-100 (epoch 2) at -0.5 among 0.3: epoch 2's mean is (40 x 0.3 - 20 x 0.5) / 60 = +0.033, above the
+    # floor, which version 3's epoch-mean check passed.
+    record_steps(method, 120, unique=lambda i: -0.5 if 80 <= i < 100 else 0.3)
+    checks = {c.name: c for c in method.check_assumptions([{}] * 2)}
+    assert checks["shared_club_critic_above_chance"].state == "held"
     failed = checks["unique_club_critic_above_chance"]
-    assert not failed.held and failed.value == -12.5 and "epoch 3" in failed.detail and "-12.5" in failed.detail
+    assert failed.failed and failed.value == pytest.approx(-0.5)  # a mean of 20 equal float32 values, exact
+    assert "steps 81-100 (epoch 2)" in failed.detail and "-0.500" in failed.detail, failed.detail
+
+
+def test_a_term_whose_weights_leave_nothing_to_measure_is_not_measurable_never_held():
+    method = build("factorcl-ssl")
+    # Version 3's SSL kernel: w_ii near 0.8, so the shared critic's InfoNCE sat near 0 whatever it learned.
+    record_steps(method, 60, shared=0.004, shared_ceiling=lambda i: 0.9 if i < 20 else 0.22)
+    checks = {c.name: c for c in method.check_assumptions([{}])}
+    blind = checks["shared_club_critic_above_chance"]
+    assert blind.state == "not measurable" and not blind.failed and not blind.held
+    assert "2 of 3 windows" in blind.detail and "0.220" in blind.detail, blind.detail
+    assert checks["unique_club_critic_above_chance"].state == "held"
+    # A measurable window that was outrun still fails the run, whatever other windows could not measure.
+    method = build("factorcl-ssl")
+    record_steps(method, 60, shared=lambda i: -0.3 if i < 20 else 0.004, shared_ceiling=lambda i: 0.9 if i < 20 else 0.2)
+    assert {c.name: c for c in method.check_assumptions([{}])}["shared_club_critic_above_chance"].failed
+
+
+def test_a_run_that_trained_no_step_has_nothing_measured():
+    checks = build("factorcl-sup").check_assumptions([])
+    assert [c.state for c in checks] == ["not measurable"] * 2
+
+
+def test_the_ablation_drops_exactly_the_two_conditional_terms_and_their_check():
+    full, ablated = build("factorcl-ssl"), build("factorcl-ssl-nocond")
+    values = {"shared_nce": 2.0, "shared_club_given_y": 3.0, "unique_club": 11.0, "unique_nce_given_y": 13.0}
+    for method in (full, ablated):
+        replace_bounds(method, values, relevance=(5.0, 7.0))
+    assert full.loss(batch_of(full.task))["loss"].item() == pytest.approx(-(2 - 3 + 5 + 7 - 11 + 13))
+    assert ablated.loss(batch_of(ablated.task))["loss"].item() == pytest.approx(-(2 + 5 + 7 - 11))
+    record_steps(ablated, 20)
+    assert [c.name for c in ablated.check_assumptions([{}])] == ["unique_club_critic_above_chance"]
+    assert "without conditional terms" in ablated.display_name
 
 
 @pytest.mark.parametrize("critics, stays_a_bound", [
