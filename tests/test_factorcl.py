@@ -294,3 +294,28 @@ def test_both_variants_run_through_the_harness(harness_run):
         assert set(record["checks"]) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
         assert record["hparams"]["normalize_factors"] == (name == "factorcl-ssl")  # each variant's default
         assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+
+
+def test_the_ssl_kernel_keeps_its_neighbour_minimum_in_every_batch_of_a_training_run():
+    method = build("factorcl-ssl")
+    seen = []
+    original = method.context
+
+    def recording(batch, factors):
+        ctx = original(batch, factors)
+        seen.append([float(ctx.shared.stats["neighbours"]), float(ctx.unique.stats["neighbours"])])
+        return ctx
+
+    method.context = recording
+    config = TrainConfig(epochs=2, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
+                         progress=False)
+    history = fit(method, method.task.load(), config, torch.Generator().manual_seed(0)).history
+    batches = -(-len(method.task.load().train) // 64)
+    # One context per main step and one per critic step (club_steps = 5).
+    assert len(seen) == 2 * batches * (1 + method.hparams["club_steps"])
+    # 16 = min(16, half of each batch of 64: 320 rows, five full batches); bisection meets it, and recomputing 1 / mean w_ii from the softmax
+    # rounds by at most a relative 64 eps32 = 7.6e-6.
+    assert min(min(pair) for pair in seen) >= 16 * (1 - 7.6e-6), min(min(pair) for pair in seen)
+    for epoch in history:  # and every epoch's history carries what the kernel left to measure
+        for key in ("self_weight", "neighbours", "ceiling", "bandwidth"):
+            assert f"train_shared_cond_{key}" in epoch and f"train_unique_cond_{key}" in epoch, key
