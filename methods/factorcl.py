@@ -275,9 +275,9 @@ def _critic_check(term: str, windows: list[Window], steps_per_epoch: int | None)
                                             f"log 2; its InfoNCE there read {low.means[nce]:.3f} whatever it "
                                             f"learned", low.means[ceiling], measurable=False)
     lowest = min(windows, key=lambda w: w.means[nce])
-    return AssumptionCheck(name, True, f"{term} stayed a bound; its critic's InfoNCE, lowest mean over "
-                                       f"{CHECK_WINDOW} steps {lowest.means[nce]:.3f} nats "
-                                       f"({lowest.where(steps_per_epoch)}), floor {CRITIC_NCE_FLOOR}",
+    return AssumptionCheck(name, True, f"{term} stayed a bound; its critic's InfoNCE, lowest window mean "
+                                       f"{lowest.means[nce]:.3f} nats over {lowest.where(steps_per_epoch)} "
+                                       f"(windows of {CHECK_WINDOW} steps), floor {CRITIC_NCE_FLOOR}",
                            lowest.means[nce])
 
 
