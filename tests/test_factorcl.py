@@ -235,7 +235,8 @@ def test_a_term_whose_weights_leave_nothing_to_measure_is_not_measurable_never_h
     assert checks["unique_club_critic_above_chance"].state == "held"
     # A measurable window that was outrun still fails the run, whatever other windows could not measure.
     method = build("factorcl-ssl")
-    record_steps(method, 60, shared=lambda i: -0.3 if i < 20 else 0.004, shared_ceiling=lambda i: 0.9 if i < 20 else 0.2)
+    record_steps(method, 60, shared=lambda i: -0.3 if i < 20 else 0.004,
+                 shared_ceiling=lambda i: 0.9 if i < 20 else 0.2)
     assert {c.name: c for c in method.check_assumptions([{}])}["shared_club_critic_above_chance"].failed
 
 
@@ -313,8 +314,8 @@ def test_the_ssl_kernel_keeps_its_neighbour_minimum_in_every_batch_of_a_training
     batches = -(-len(method.task.load().train) // 64)
     # One context per main step and one per critic step (club_steps = 5).
     assert len(seen) == 2 * batches * (1 + method.hparams["club_steps"])
-    # 16 = min(16, half of each batch of 64: 320 rows, five full batches); bisection meets it, and recomputing 1 / mean w_ii from the softmax
-    # rounds by at most a relative 64 eps32 = 7.6e-6.
+    # 16 = min(16, half of each batch of 64: 320 rows, five full batches); bisection meets it, and
+    # recomputing 1 / mean w_ii from the softmax rounds by at most a relative 64 eps32 = 7.6e-6.
     assert min(min(pair) for pair in seen) >= 16 * (1 - 7.6e-6), min(min(pair) for pair in seen)
     for epoch in history:  # and every epoch's history carries what the kernel left to measure
         for key in ("self_weight", "neighbours", "ceiling", "bandwidth"):
