@@ -15,6 +15,7 @@ BUILTIN = {
     "cgs-drop-false-positive": "methods.clip_guided_simclr:DropFalsePositive",
     "factorcl-sup": "methods.factorcl:FactorCLSup",
     "factorcl-ssl": "methods.factorcl:FactorCLSsl",
+    "factorcl-ssl-nocond": "methods.factorcl_nocond:FactorCLSslNoCond",
     "supcon": "methods.supcon:SupCon",
     "cross-self": "methods.cross_self:CrossSelf",
 }

@@ -17,24 +17,31 @@ What each conditional term conditions on, and how (`Context`):
   the class labels.
 * FactorCL-SSL: Y is the pair of augmented views (X1', X2'), as the paper's
   I(X1; X2 | X1', X2'). The condition of a shared (unique) term is the shared
-  (unique) parts of both augmented views, [Z_S1', Z_S2'] ([Z_U1', Z_U2']); an
+  (unique) parts of both augmented views, [Z_S1', Z_S2'] ([Z_U1', Z_U2']),
+  detached: the encoders may not move the condition to empty the term. An
   anchor's negatives are weighted by a Gaussian kernel on that condition
-  whose width is how far an augmentation moves a sample's own condition, so
-  samples "share the condition" when their views are as close as two views of
-  one sample. When the augmentation keeps nearly everything, the condition
-  nearly determines both parts, the conditional terms go to about zero, and
-  they stop pulling the parts around (as they should: little is left to
-  condition away). I(Z_Ui; Y) becomes I(Z_Ui; Z_Ui').
+  (`methods.common.mi.condition_bandwidth`): its width is how far an
+  augmentation moves a sample's own condition, but never narrower than keeps
+  `min_neighbours` effective neighbours per condition (1 / mean w_ii). Version
+  3 had the first rule alone, with gradients through the condition: within one
+  epoch mean w_ii rose from 0.22 to 0.80, the estimator's ceiling
+  (mean -log w_ii) fell near zero and both conditional terms read about 0.005
+  nats whatever the parts held. Each step logs, per condition, mean w_ii, the
+  effective neighbours, the ceiling and the bandwidth. I(Z_Ui; Y) becomes
+  I(Z_Ui; Z_Ui').
 
 The min-max: the encoders minimize the CLUB bounds against critics held fixed
 in that step; the critics then take `club_steps` steps of their own InfoNCE on
 the same batch (an Auxiliary). NCE-CLUB against a fixed critic has no lower
 bound, so critics that fall behind stop bounding anything: their own InfoNCE
-goes negative. Every critic's InfoNCE is logged per epoch, measured on the
-batch the encoders minimize against, and `check_assumptions` fails a run in
-which either epoch mean falls below `CRITIC_NCE_FLOOR` (a tuning trial that
-fails is never selected; a final seed is recorded with the failure in its
-`checks`). Factor embeddings may be L2-normalized (times sqrt(dim)), which
+goes negative. Every critic's InfoNCE, measured on the batch the encoders
+minimize against, is averaged over windows of `CHECK_WINDOW` steps, and
+`check_assumptions` fails a run in which any window's mean falls below
+`CRITIC_NCE_FLOOR` (a tuning trial that fails is never selected; a final seed
+is recorded with the failure in its `checks`). Where a term's weights leave
+its critic nothing to measure (its ceiling, mean -log w_ii, below
+`MEASURABLE_CEILING` in some window), the check reads "not measurable", never
+"held". Factor embeddings may be L2-normalized (times sqrt(dim)), which
 bounds every critic score and so how far a fixed critic can be exploited:
 SSL's default; SUP keeps its bounds without it and probes better so.
 
@@ -61,15 +68,24 @@ from methods.common.mi import (
     ConditionalNCEBound,
     LabelNCEBound,
     NCEBound,
+    condition_bandwidth,
+    kernel_stats,
     kernel_weights,
     one_hot,
     same_condition_weights,
 )
+from methods.common.windows import StepWindows, Window
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 CLUB_TERMS = ("shared_club_given_y", "unique_club")
-# A critic at chance scores InfoNCE 0 up to batch noise; an epoch mean below this means it was outrun.
+CRITICS = tuple(term.removesuffix("_given_y") for term in CLUB_TERMS)  # how each term's critic is logged
+# A critic at chance scores InfoNCE 0 up to batch noise; a window's mean below this means it was outrun.
 CRITIC_NCE_FLOOR = -0.05
+CHECK_WINDOW = 20  # steps per window of the critic check
+# A critic's conditional InfoNCE never exceeds mean -log w_ii. Below log 2, fewer than two samples per
+# condition on average (by Jensen, 1 / mean w_ii < 2): most rows have no negative to rank against, and the
+# reading sits near 0 whether the critic learned or not, so a check on it could not fail.
+MEASURABLE_CEILING = math.log(2)
 
 
 @dataclass
@@ -95,6 +111,7 @@ class Condition:
 
     value: torch.Tensor
     weights: torch.Tensor  # row i: how much each sample stands for a draw given sample i's condition
+    stats: dict[str, torch.Tensor] | None = None  # what the kernel left to measure, logged each step
 
 
 @dataclass
@@ -109,7 +126,13 @@ class Context:
 class FactorCL(Method):
     """The family: heads, bounds and objective. Subclasses say what Y is (`context`)."""
 
-    version = "3"
+    # 4: the critic check judges windows of steps and can read "not measurable"; SSL's condition is detached
+    # and its kernel keeps a minimum of effective neighbours (CHANGELOG).
+    version = "4"
+    # The objective, maximized: each bound with its sign. Ablations drop terms here (and their checks below).
+    objective_terms = {"shared_nce": 1, "shared_club_given_y": -1, "unique1_nce_y": 1, "unique2_nce_y": 1,
+                       "unique_club": -1, "unique_nce_given_y": 1}
+    club_terms = CLUB_TERMS  # the CLUB terms in the objective, each checked
     # lr: the public code trains everything at 1e-4. Version 2 searched up to 1e-3, where at the full
     # budget (6 epochs) a CLUB critic was outrun even with five critic steps (synthetic-unique, SUP,
     # lr 9.3e-4: the shared critic's InfoNCE at -0.18 nats on one seed of three; results/FACTORCL_ANALYSIS.md),
@@ -136,6 +159,7 @@ class FactorCL(Method):
         self.relevance = nn.ModuleList([self.relevance_bound(factor, critic) for _ in range(2)])
         self.unique_club = ConditionalCLUBBound(factor, factor, **critic)
         self.unique_nce_given_y = ConditionalNCEBound(factor, factor, given, **critic)
+        self.critic_windows = StepWindows(CHECK_WINDOW)  # filled by each training step, read by the check
 
     # -- what Y is: subclasses ---------------------------------------------------------------------
 
@@ -172,7 +196,9 @@ class FactorCL(Method):
         ctx = self.context(batch, f)
         shared_club, shared_critic = self.shared_club_given_y(*f.shared, ctx.shared.value, ctx.shared.weights)
         unique_club, unique_critic = self.unique_club(*f.unique)
-        return {
+        kernels = {f"{which}_cond_{key}": value for which, given in (("shared", ctx.shared), ("unique", ctx.unique))
+                   for key, value in (given.stats or {}).items()}
+        return kernels | {
             "shared_nce": self.shared_nce(*f.shared),
             "shared_club_given_y": shared_club,
             "unique1_nce_y": self.relevance[0](f.unique[0], ctx.targets[0]),
@@ -181,13 +207,20 @@ class FactorCL(Method):
             "unique_nce_given_y": self.unique_nce_given_y(*f.unique, ctx.unique.value, ctx.unique.weights),
             "shared_club_critic_nce": shared_critic,
             "unique_club_critic_nce": unique_critic,
+            # The most each critic's InfoNCE could read: the shared one's weights, the unique one's batch.
+            "shared_club_ceiling": kernel_stats(ctx.shared.weights)["ceiling"],
+            "unique_club_ceiling": torch.tensor(math.log(f.unique[0].shape[0]), device=f.unique[0].device),
         }
+
+    def prepare(self, train) -> None:
+        self.critic_windows.reset()
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         terms = self.terms(batch)
-        objective = (terms["shared_nce"] - terms["shared_club_given_y"]
-                     + terms["unique1_nce_y"] + terms["unique2_nce_y"]
-                     - terms["unique_club"] + terms["unique_nce_given_y"])
+        if torch.is_grad_enabled():  # a training step: what the check judges
+            self.critic_windows.add({f"{critic}_{what}": terms[f"{critic}_{what}"]
+                                     for critic in CRITICS for what in ("critic_nce", "ceiling")})
+        objective = sum(sign * terms[term] for term, sign in self.objective_terms.items())
         return {"loss": -objective, **{name: value.detach() for name, value in terms.items()}}
 
     def club_critic_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -205,8 +238,13 @@ class FactorCL(Method):
                           lr_scale=float(self.hparams["club_lr_scale"]), steps=int(self.hparams["club_steps"]))]
 
     def check_assumptions(self, history: list[dict[str, float]]) -> list[AssumptionCheck]:
-        """Each CLUB term is an upper bound only while its critic's InfoNCE stays above chance, every epoch."""
-        return [_critic_check(term, history) for term in CLUB_TERMS]
+        """Each CLUB term is an upper bound only while its critic's InfoNCE stays above chance, in every window
+        of `CHECK_WINDOW` steps; where the term's weights left the critic nothing to measure, not measurable."""
+        windows = self.critic_windows.windows()
+        steps_per_epoch = self.critic_windows.steps // len(history) if history else None
+        if history and self.critic_windows.steps % len(history):
+            steps_per_epoch = None  # steps not recorded by this run's epochs: name steps only
+        return [_critic_check(term, windows, steps_per_epoch) for term in self.club_terms]
 
     def audit(self, data: AuditData) -> list[AssumptionCheck]:
         """Each CLUB term on held-out rows against a fresh critic's InfoNCE (methods.common.bound_audit)."""
@@ -228,19 +266,32 @@ class FactorCL(Method):
         return torch.cat(list(self.parts(inputs).values()), dim=1)
 
 
-def _critic_check(term: str, history: list[dict[str, float]]) -> AssumptionCheck:
+def _critic_check(term: str, windows: list[Window], steps_per_epoch: int | None) -> AssumptionCheck:
     critic = term.removesuffix("_given_y")
-    key = f"train_{critic}_critic_nce"
     name = f"{critic}_critic_above_chance"
-    values = [epoch[key] for epoch in history if key in epoch]
-    if not values:
-        return AssumptionCheck(name, True, f"{term}: no epoch trained, nothing to check")
-    lowest = min(values)
-    epoch = values.index(lowest) + 1
-    held = lowest >= CRITIC_NCE_FLOOR
-    verdict = "stayed a bound" if held else "bounded nothing: its critic was outrun by the encoders"
-    return AssumptionCheck(name, held, f"{term} {verdict}; its critic's InfoNCE, lowest epoch mean "
-                                       f"{lowest:.3f} nats (epoch {epoch}), floor {CRITIC_NCE_FLOOR}", lowest)
+    nce, ceiling = f"{critic}_critic_nce", f"{critic}_ceiling"
+    if not windows:
+        return AssumptionCheck(name, False, f"{term}: no step trained, nothing was measured", measurable=False)
+    outrun = [w for w in windows if w.means[ceiling] >= MEASURABLE_CEILING and w.means[nce] < CRITIC_NCE_FLOOR]
+    if outrun:
+        worst = min(outrun, key=lambda w: w.means[nce])
+        return AssumptionCheck(name, False, f"{term} bounded nothing: its critic was outrun by the encoders; its "
+                                            f"InfoNCE averaged {worst.means[nce]:.3f} nats over "
+                                            f"{worst.where(steps_per_epoch)}, floor {CRITIC_NCE_FLOOR}",
+                               worst.means[nce])
+    blind = [w for w in windows if w.means[ceiling] < MEASURABLE_CEILING]
+    if blind:
+        low = min(blind, key=lambda w: w.means[ceiling])
+        return AssumptionCheck(name, False, f"{term}: in {len(blind)} of {len(windows)} windows its weights left "
+                                            f"the critic nothing to measure: ceiling (mean -log w_ii) as low as "
+                                            f"{low.means[ceiling]:.3f} nats over {low.where(steps_per_epoch)}, under "
+                                            f"log 2; its InfoNCE there read {low.means[nce]:.3f} whatever it "
+                                            f"learned", low.means[ceiling], measurable=False)
+    lowest = min(windows, key=lambda w: w.means[nce])
+    return AssumptionCheck(name, True, f"{term} stayed a bound; its critic's InfoNCE, lowest window mean "
+                                       f"{lowest.means[nce]:.3f} nats over {lowest.where(steps_per_epoch)} "
+                                       f"(windows of {CHECK_WINDOW} steps), floor {CRITIC_NCE_FLOOR}",
+                           lowest.means[nce])
 
 
 class FactorCLSup(FactorCL):
@@ -269,7 +320,10 @@ class FactorCLSsl(FactorCL):
     description = "FactorCL without labels: the two augmented views stand in for Y."
     requirements = Requirements(min_modalities=2, needs_augmentations=True)
     # Unnormalized, SSL's unique CLUB critic was outrun at lr 1e-3 even with five steps (one seed of two).
-    defaults = FactorCL.defaults | {"normalize_factors": True}
+    # min_neighbours: the kernel's floor of effective neighbours per condition (1 / mean w_ii); with 16 the
+    # conditional InfoNCE may read up to log 16 = 2.8 nats (Jensen: mean -log w_ii >= -log mean w_ii).
+    defaults = FactorCL.defaults | {"normalize_factors": True, "min_neighbours": 16}
+    domains = FactorCL.domains | {"min_neighbours": SIZE}
 
     def condition_dim(self, factor_dim: int) -> int:
         return 2 * factor_dim  # the same part of both augmented views
@@ -279,14 +333,17 @@ class FactorCLSsl(FactorCL):
 
     def context(self, batch: Batch, factors: Factors) -> Context:
         augmented = self.factors({m: batch.view(m) for m in self.pair_names}).gathered()
-        return Context(shared=augmentation_condition(factors.shared, augmented.shared),
-                       unique=augmentation_condition(factors.unique, augmented.unique),
+        least = float(self.hparams["min_neighbours"])
+        return Context(shared=augmentation_condition(factors.shared, augmented.shared, least),
+                       unique=augmentation_condition(factors.unique, augmented.unique, least),
                        targets=augmented.unique)
 
 
-def augmentation_condition(original: Pair, augmented: Pair) -> Condition:
-    """Condition on both augmented views; the kernel's width is how far augmenting moves a sample."""
-    value = torch.cat(augmented, dim=1)
-    moved = (torch.cat(original, dim=1) - value).detach().norm(dim=1)
-    bandwidth = moved.median().clamp_min(1e-6)
-    return Condition(value, kernel_weights(value, bandwidth))
+def augmentation_condition(original: Pair, augmented: Pair, min_neighbours: float) -> Condition:
+    """Condition on both augmented views, detached; the kernel's width is how far augmenting moves a sample,
+    widened where needed to keep `min_neighbours` effective neighbours (mi.condition_bandwidth)."""
+    value = torch.cat(augmented, dim=1).detach()
+    moved = (torch.cat(original, dim=1).detach() - value).norm(dim=1)
+    bandwidth = condition_bandwidth(value, moved, min_neighbours)
+    weights = kernel_weights(value, bandwidth)
+    return Condition(value, weights, kernel_stats(weights) | {"bandwidth": bandwidth})

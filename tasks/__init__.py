@@ -8,6 +8,7 @@ BUILTIN = {
     "imagenet-100": "tasks.imagenet:ImageNet100",
     "synthetic-shared": "tasks.synthetic:SyntheticShared",
     "synthetic-unique": "tasks.synthetic:SyntheticUnique",
+    "synthetic-public-views": "tasks.synthetic_public_views:SyntheticPublicViews",
     "mimic": "tasks.mimic:Mimic",
     "mosi": "tasks.multibench:Mosi",
     "mosei": "tasks.multibench:Mosei",

@@ -16,8 +16,10 @@ from methods.common.mi import (
     _PairReLUDot,
     condition,
     conditional_info_nce,
+    condition_bandwidth,
     conditional_nce_club,
     info_nce,
+    kernel_stats,
     kernel_weights,
     nce_club,
     one_hot,
@@ -446,3 +448,95 @@ def test_a_sample_outside_the_anchors_class_never_counts_however_high_it_scores(
     scores[0, 2] = 500.0  # sample 2 is of another class than sample 0
     weights = same_condition_weights(torch.tensor([0, 0, 1, 1]))
     assert conditional_info_nce(scores, weights).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# -- FactorCL-SSL's kernel in a realistic dimension -----------------------------------------------------
+
+CONDITION_DIM = 32  # FactorCL-SSL conditions on 2 x factor_dim >= 64 coordinates; 32 is the least realistic
+MIN_NEIGHBOURS = 16  # FactorCL-SSL's default
+AUGMENTATION_SPREAD = 0.1  # how far a view moves its condition, per coordinate: the synthetic task's noise
+
+
+def gaussian_conditional_mi(cov: torch.Tensor, dim: int) -> float:
+    """I(X; Y | C) of a joint Gaussian over (X, Y, C), X and Y of `dim` coordinates each: the MI of the
+    covariance of (X, Y) given C, the Schur complement S_xy,xy - S_xy,c S_cc^-1 S_c,xy."""
+    xy, c = slice(0, 2 * dim), slice(2 * dim, None)
+    given = cov[xy, xy] - cov[xy, c] @ torch.linalg.solve(cov[c, c], cov[c, xy])
+    return gaussian_mi(given, dim)
+
+
+def read_out() -> torch.Tensor:
+    """M: each of X's DIM coordinates reads the mean of its own block of C, scaled to unit variance."""
+    block = CONDITION_DIM // DIM
+    m = torch.zeros(DIM, CONDITION_DIM, dtype=torch.float64)
+    for k in range(DIM):
+        m[k, k * block:(k + 1) * block] = 1 / math.sqrt(block)
+    return m
+
+
+def joint_covariance(cond_mi: float) -> torch.Tensor:
+    """Cov of (X, Y, C) for C ~ N(0, I), X = M C + N1, Y = M C + N2, I(N1; N2) = cond_mi."""
+    m, rho = read_out(), math.sqrt(1 - math.exp(-2 * cond_mi / DIM))
+    eye = torch.eye(DIM, dtype=torch.float64)
+    noise = torch.block_diag(eye, eye)
+    noise[:DIM, DIM:] = noise[DIM:, :DIM] = rho * eye
+    loads = torch.cat([m, m])  # (X, Y) = loads C + noise
+    top = torch.cat([loads @ loads.T + noise, loads], dim=1)
+    return torch.cat([top, torch.cat([loads.T, torch.eye(CONDITION_DIM, dtype=torch.float64)], dim=1)])
+
+
+def high_dimensional_condition(cond_mi: float, generator: torch.Generator):
+    """Batches of (X, Y, C, weights) with the weights FactorCL-SSL builds: a kernel on C whose bandwidth is
+    the median distance an augmentation moves C, widened to keep MIN_NEIGHBOURS (mi.condition_bandwidth)."""
+    m = read_out().float()
+
+    def sample():
+        c = torch.randn(KERNEL_BATCH, CONDITION_DIM, generator=generator)
+        n1, n2 = correlated(KERNEL_BATCH, cond_mi, generator) if cond_mi > 0 else (
+            torch.randn(KERNEL_BATCH, DIM, generator=generator), torch.randn(KERNEL_BATCH, DIM, generator=generator))
+        moved = (AUGMENTATION_SPREAD * torch.randn(KERNEL_BATCH, CONDITION_DIM, generator=generator)).norm(dim=1)
+        weights = kernel_weights(c, condition_bandwidth(c, moved, MIN_NEIGHBOURS))
+        return c @ m.T + n1, c @ m.T + n2, c, weights
+
+    return sample
+
+
+def test_the_closed_form_conditional_mi_is_the_noise_pairs_mi():
+    for mi in (0.0, 1.0):
+        assert gaussian_conditional_mi(joint_covariance(mi), DIM) == pytest.approx(mi, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def high_dimensional_estimates() -> dict[float, tuple[Estimate, float, float]]:
+    """(conditional InfoNCE, mean ceiling, mean effective neighbours) per true I(X; Y | C)."""
+    out = {}
+    for mi in (0.0, 1.0):
+        truth = gaussian_conditional_mi(joint_covariance(mi), DIM)
+        sample = high_dimensional_condition(mi, torch.Generator().manual_seed(5))
+        bound = train_bound(ConditionalNCEBound(DIM, DIM, CONDITION_DIM, hidden=HIDDEN), sample)
+        batches = [sample() for _ in range(EVAL_BATCHES)]
+        with torch.no_grad():
+            found = estimate_of([float(bound(*b)) for b in batches])
+        stats = [kernel_stats(b[3]) for b in batches]
+        out[truth] = (found, sum(float(s["ceiling"]) for s in stats) / len(stats),
+                      min(float(s["neighbours"]) for s in stats))
+    return out
+
+
+def test_ssl_kernel_estimates_the_conditional_mi_of_a_32_dimensional_condition(high_dimensional_estimates):
+    """With negatives drawn from the kernel's mixture q_c instead of p(y | c), InfoNCE's population optimum
+    is E KL(p(y | x, c) || q_c) = I(X; Y | C) + E KL(p(y | c) || q_c): the kernel can only add, and what it
+    adds does not depend on the noise pair's MI (p(y | c) = N(M c, I) at every level). So each estimate sits
+    above the truth less the training SHORTFALL, below its batches' exact ceiling, and the difference
+    between the two levels is the difference of the truths, the shared excess cancelling."""
+    (low, found_low), (high, found_high) = sorted((t, v) for t, v in high_dimensional_estimates.items())
+    for truth, (found, ceiling, neighbours) in high_dimensional_estimates.items():
+        # Bisection to the target, then float32 rounding of a 256-term sum: a relative 256 eps32 = 3e-5.
+        assert neighbours >= MIN_NEIGHBOURS * (1 - 3e-5), neighbours
+        assert truth - SHORTFALL - NOISE * found.se < found, (truth, found, found.se)
+        assert found <= ceiling, (found, ceiling)  # exact for every batch, so for their mean
+    step, se = found_high[0] - found_low[0], math.hypot(found_high[0].se, found_low[0].se)
+    # Below: the higher level's critic has more to learn (the training target). Above: the lower level's
+    # critic may fall short of the shared excess by as much; each plus the difference's own noise.
+    assert (high - low) - SHORTFALL - NOISE * se < step < (high - low) + SHORTFALL + NOISE * se, \
+        (step, se, {t: float(v[0]) for t, v in high_dimensional_estimates.items()})

@@ -1,6 +1,7 @@
 """FactorCL-SUP and FactorCL-SSL: the objective's terms and signs, the alternating critic step, the probe input."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -107,18 +108,19 @@ def test_ssl_conditions_each_term_on_both_augmented_views_of_its_part():
     assert close(z, factors.unique[1]) and close(target, augmented.unique[1])
 
 
-def test_ssl_conditional_terms_vanish_when_the_augmentation_changes_nothing():
-    """A view identical to its sample determines it: no negative shares its condition, nothing is left to measure."""
+def test_ssl_kernel_keeps_its_neighbours_even_when_the_augmentation_changes_nothing():
+    """A view identical to its sample moves nothing: the movement rule alone would give one-hot weights
+    and terms pinned at 0 (version 3); the neighbour floor widens the kernel instead."""
     method = build("factorcl-ssl")
     out = method.loss(batch_of(method.task, augment=lambda m, x: x))
-    # Bandwidth 1e-6: the weights are one-hot (exp underflows to 0), so f_ii - logsumexp_j(f_ij + log w_ij)
-    # and f_ii - sum_j w_ij f_ij cancel to rounding of O(1) critic scores averaged over 32 rows, at most
-    # 32 eps32 = 3.8e-6 (in fact exactly 0).
-    for term in ("shared_club_given_y", "unique_nce_given_y", "shared_club_critic_nce"):
-        assert abs(out[term].item()) < 1e-5, (term, out[term].item())
-    # The unconditional CLUB term still measures something: ten times past that rounding floor (its value
-    # at initialisation is ~5e-3, a random critic's, and it is exactly 0 if it too were conditioned).
-    assert abs(out["unique_club"].item()) > 1e-4
+    # 16 effective neighbours at batch 32 (the floor is min(16, 32 / 2)). 1 / mean w_ii is computed as the
+    # bisection computed it, up to float32 rounding of a 32-term sum and a mean: a relative 32 eps32 = 3.8e-6.
+    for which in ("shared", "unique"):
+        assert out[f"{which}_cond_neighbours"].item() >= 16 * (1 - 3.8e-6), out[f"{which}_cond_neighbours"]
+        # Jensen: mean -log w_ii >= -log mean w_ii = log 16.
+        assert out[f"{which}_cond_ceiling"].item() >= math.log(16) - 1e-5
+        assert out[f"{which}_cond_bandwidth"].item() > 0
+    assert out["shared_club_ceiling"].item() == pytest.approx(out["shared_cond_ceiling"].item(), abs=1e-6)
 
 
 def test_club_critics_learn_at_their_own_scaled_rate():
@@ -196,17 +198,63 @@ def test_the_club_critics_take_club_steps_steps_per_main_step_and_log_each_criti
         -(history[0]["train_club_critics_shared_nce"] + history[0]["train_club_critics_unique_nce"]), abs=1e-5)
 
 
-def test_the_check_fails_a_run_whose_critic_infonce_fell_below_chance_for_an_epoch():
+def record_steps(method, steps: int, shared=0.3, unique=0.02, shared_ceiling=3.0, unique_ceiling=4.2):
+    """Steps as a training run records them, each value a constant or a function of the 0-based step."""
+    value = lambda v, i: float(v(i) if callable(v) else v)  # noqa: E731
+    for i in range(steps):
+        method.critic_windows.add({k: torch.tensor(value(v, i)) for k, v in (
+            ("shared_club_critic_nce", shared), ("unique_club_critic_nce", unique),
+            ("shared_club_ceiling", shared_ceiling), ("unique_club_ceiling", unique_ceiling))})
+
+
+def test_the_check_fails_a_run_whose_critic_fell_below_chance_for_one_window_an_epoch_mean_hides():
     method = build("factorcl-sup")
-    healthy = [{"train_shared_club_critic_nce": 0.3, "train_unique_club_critic_nce": 0.02}] * 2
-    checks = {c.name: c for c in method.check_assumptions(healthy)}
+    record_steps(method, 120)  # two epochs of 60 steps
+    checks = {c.name: c for c in method.check_assumptions([{}] * 2)}
     assert set(checks) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance"}
-    assert all(c.held for c in checks.values())
-    outrun = healthy + [{"train_shared_club_critic_nce": 0.4, "train_unique_club_critic_nce": -12.5}]
-    checks = {c.name: c for c in method.check_assumptions(outrun)}
-    assert checks["shared_club_critic_above_chance"].held
+    assert all(c.state == "held" for c in checks.values()), [c.detail for c in checks.values()]
+    method = build("factorcl-sup")
+    # Steps 81-100 (epoch 2) at -0.5 among 0.3: epoch 2's mean is (40 x 0.3 - 20 x 0.5) / 60 = +0.033, above the
+    # floor, which version 3's epoch-mean check passed.
+    record_steps(method, 120, unique=lambda i: -0.5 if 80 <= i < 100 else 0.3)
+    checks = {c.name: c for c in method.check_assumptions([{}] * 2)}
+    assert checks["shared_club_critic_above_chance"].state == "held"
     failed = checks["unique_club_critic_above_chance"]
-    assert not failed.held and failed.value == -12.5 and "epoch 3" in failed.detail and "-12.5" in failed.detail
+    assert failed.failed and failed.value == pytest.approx(-0.5)  # a mean of 20 equal float32 values, exact
+    assert "steps 81-100 (epoch 2)" in failed.detail and "-0.500" in failed.detail, failed.detail
+
+
+def test_a_term_whose_weights_leave_nothing_to_measure_is_not_measurable_never_held():
+    method = build("factorcl-ssl")
+    # Version 3's SSL kernel: w_ii near 0.8, so the shared critic's InfoNCE sat near 0 whatever it learned.
+    record_steps(method, 60, shared=0.004, shared_ceiling=lambda i: 0.9 if i < 20 else 0.22)
+    checks = {c.name: c for c in method.check_assumptions([{}])}
+    blind = checks["shared_club_critic_above_chance"]
+    assert blind.state == "not measurable" and not blind.failed and not blind.held
+    assert "2 of 3 windows" in blind.detail and "0.220" in blind.detail, blind.detail
+    assert checks["unique_club_critic_above_chance"].state == "held"
+    # A measurable window that was outrun still fails the run, whatever other windows could not measure.
+    method = build("factorcl-ssl")
+    record_steps(method, 60, shared=lambda i: -0.3 if i < 20 else 0.004,
+                 shared_ceiling=lambda i: 0.9 if i < 20 else 0.2)
+    assert {c.name: c for c in method.check_assumptions([{}])}["shared_club_critic_above_chance"].failed
+
+
+def test_a_run_that_trained_no_step_has_nothing_measured():
+    checks = build("factorcl-sup").check_assumptions([])
+    assert [c.state for c in checks] == ["not measurable"] * 2
+
+
+def test_the_ablation_drops_exactly_the_two_conditional_terms_and_their_check():
+    full, ablated = build("factorcl-ssl"), build("factorcl-ssl-nocond")
+    values = {"shared_nce": 2.0, "shared_club_given_y": 3.0, "unique_club": 11.0, "unique_nce_given_y": 13.0}
+    for method in (full, ablated):
+        replace_bounds(method, values, relevance=(5.0, 7.0))
+    assert full.loss(batch_of(full.task))["loss"].item() == pytest.approx(-(2 - 3 + 5 + 7 - 11 + 13))
+    assert ablated.loss(batch_of(ablated.task))["loss"].item() == pytest.approx(-(2 + 5 + 7 - 11))
+    record_steps(ablated, 20)
+    assert [c.name for c in ablated.check_assumptions([{}])] == ["unique_club_critic_above_chance"]
+    assert "without conditional terms" in ablated.display_name
 
 
 @pytest.mark.parametrize("critics, stays_a_bound", [
@@ -248,3 +296,28 @@ def test_both_variants_run_through_the_harness(harness_run):
                                          "audit_shared_club_given_y", "audit_unique_club"}
         assert record["hparams"]["normalize_factors"] == (name == "factorcl-ssl")  # each variant's default
         assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+
+
+def test_the_ssl_kernel_keeps_its_neighbour_minimum_in_every_batch_of_a_training_run():
+    method = build("factorcl-ssl")
+    seen = []
+    original = method.context
+
+    def recording(batch, factors):
+        ctx = original(batch, factors)
+        seen.append([float(ctx.shared.stats["neighbours"]), float(ctx.unique.stats["neighbours"])])
+        return ctx
+
+    method.context = recording
+    config = TrainConfig(epochs=2, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
+                         progress=False)
+    history = fit(method, method.task.load(), config, torch.Generator().manual_seed(0)).history
+    batches = -(-len(method.task.load().train) // 64)
+    # One context per main step and one per critic step (club_steps = 5).
+    assert len(seen) == 2 * batches * (1 + method.hparams["club_steps"])
+    # 16 = min(16, half of each batch of 64: 320 rows, five full batches); bisection meets it, and
+    # recomputing 1 / mean w_ii from the softmax rounds by at most a relative 64 eps32 = 7.6e-6.
+    assert min(min(pair) for pair in seen) >= 16 * (1 - 7.6e-6), min(min(pair) for pair in seen)
+    for epoch in history:  # and every epoch's history carries what the kernel left to measure
+        for key in ("self_weight", "neighbours", "ceiling", "bandwidth"):
+            assert f"train_shared_cond_{key}" in epoch and f"train_unique_cond_{key}" in epoch, key

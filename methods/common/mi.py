@@ -334,6 +334,62 @@ def kernel_weights(conditions: torch.Tensor, bandwidth: torch.Tensor | float) ->
     return torch.softmax(-distances / (2 * torch.as_tensor(bandwidth, dtype=c.dtype) ** 2), dim=1)
 
 
+def self_weights(weights: torch.Tensor) -> torch.Tensor:
+    """w_ii: how much each anchor's own sample stands for a draw given its condition."""
+    return weights.diagonal()
+
+
+def kernel_stats(weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a weighting leaves a conditional InfoNCE to measure, as tensors (no host read).
+
+    * self_weight: mean w_ii.
+    * neighbours: 1 / mean w_ii, the effective number of samples per condition (the batch size for
+      uniform weights, 1 for one-hot ones). Defined on the mean, not per row, so a few isolated rows
+      cannot hide behind many crowded ones in a mean of 1 / w_ii.
+    * ceiling: mean -log w_ii, the most any critic's conditional InfoNCE can read (`conditional_info_nce`).
+    """
+    own = self_weights(weights.detach())
+    mean = own.mean()
+    return {"self_weight": mean, "neighbours": 1 / mean, "ceiling": -own.log().mean()}
+
+
+def _effective_neighbours(squared: torch.Tensor, bandwidth: torch.Tensor) -> torch.Tensor:
+    # w_ii = exp(0) / sum_j exp(-d_ij^2 / 2h^2): the diagonal distance is 0, the row's largest logit, so this
+    # is what `kernel_weights`' softmax computes for the diagonal.
+    return 1 / (1 / torch.exp(-squared / (2 * bandwidth**2)).sum(dim=1)).mean()
+
+
+BISECTION_STEPS = 40  # on log h over at most ~30 nats of range: a relative precision of 30 / 2^40, far below float32's
+
+
+def neighbour_bandwidth(conditions: torch.Tensor, min_neighbours: float) -> torch.Tensor:
+    """The smallest Gaussian-kernel bandwidth whose weights give at least `min_neighbours` effective
+    neighbours (`kernel_stats`) in this batch, found by bisection on log h; at most half the batch.
+
+    Every w_ii falls as h grows (each other sample's kernel term grows), so the effective number of
+    neighbours rises monotonically from 1 (h -> 0) to the batch size (h -> infinity). Runs on the device
+    with no host read: a fixed number of halvings, each a where().
+    """
+    c = conditions.detach().float()
+    squared = torch.cdist(c, c).square()
+    target = min(float(min_neighbours), c.shape[0] / 2)
+    # At h = 10 x the largest distance every kernel term is at least exp(-1/200): about the whole batch counts.
+    spread = squared.max().sqrt().clamp_min(1e-6)
+    lo, hi = torch.log(spread * 1e-4), torch.log(spread * 10)
+    for _ in range(BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        enough = _effective_neighbours(squared, mid.exp()) >= target
+        hi, lo = torch.where(enough, mid, hi), torch.where(enough, lo, mid)
+    return hi.exp()  # hi always meets the target
+
+
+def condition_bandwidth(conditions: torch.Tensor, moved: torch.Tensor, min_neighbours: float) -> torch.Tensor:
+    """FactorCL-SSL's rule: the median distance an augmentation moves a sample's own condition (samples
+    whose conditions lie that close are as alike as two views of one sample), but never so narrow that
+    the batch keeps fewer than `min_neighbours` effective neighbours per condition."""
+    return torch.maximum(moved.detach().median().clamp_min(1e-6), neighbour_bandwidth(conditions, min_neighbours))
+
+
 class ConditionalNCEBound(nn.Module):
     """I_NCE(A; B | C): the critic f([a, c], b) sees the anchor's condition; negatives follow `weights`."""
 
