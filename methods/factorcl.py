@@ -247,8 +247,9 @@ class FactorCL(Method):
         return [_critic_check(term, windows, steps_per_epoch) for term in self.club_terms]
 
     def audit(self, data: AuditData) -> list[AssumptionCheck]:
-        """Each CLUB term on held-out rows against a fresh critic's InfoNCE (methods.common.bound_audit)."""
-        estimators = {term: getattr(self, term) for term in CLUB_TERMS}
+        """Each CLUB term of the objective on held-out rows against a fresh critic's InfoNCE
+        (methods.common.bound_audit); a term a subclass dropped bounds nothing, so it is not audited."""
+        estimators = {term: getattr(self, term) for term in self.club_terms}
         return [a.check() for a in bound_audit.audit_method(self, data, estimators, self._club_pairs)]
 
     def _club_pairs(self, batch: Batch) -> dict[str, bound_audit.TermPairs]:

@@ -139,3 +139,15 @@ def test_factorcl_audits_each_club_term_on_the_pairs_its_critic_scores_in_traini
         assert len(seen) == len(given)
         for s, g in zip(seen, given):
             assert torch.allclose(s, g, atol=1e-6)
+
+
+def test_the_ablation_audits_only_the_club_term_its_objective_keeps(monkeypatch):
+    from methods.common import bound_audit
+    from tests.test_factorcl import build
+
+    audited = {}
+    monkeypatch.setattr(bound_audit, "audit_method", lambda method, data, estimators, pairs: audited.update(
+        {method.name: sorted(estimators)}) or [])
+    for name in ("factorcl-ssl", "factorcl-ssl-nocond"):
+        build(name).audit(data=None)
+    assert audited == {"factorcl-ssl": ["shared_club_given_y", "unique_club"], "factorcl-ssl-nocond": ["unique_club"]}
