@@ -289,7 +289,8 @@ def _critic_check(term: str, windows: list[Window], steps_per_epoch: int | None)
                                             f"log 2; its InfoNCE there read {low.means[nce]:.3f} whatever it "
                                             f"learned", low.means[ceiling], measurable=False)
     lowest = min(windows, key=lambda w: w.means[nce])
-    return AssumptionCheck(name, True, f"{term} stayed a bound; its critic's InfoNCE, lowest window mean "
+    return AssumptionCheck(name, True, f"{term}'s critic was never outrun (necessary for a bound, not sufficient: "
+                                       f"the held-out audit tests the bound); its InfoNCE, lowest window mean "
                                        f"{lowest.means[nce]:.3f} nats over {lowest.where(steps_per_epoch)} "
                                        f"(windows of {CHECK_WINDOW} steps), floor {CRITIC_NCE_FLOOR}",
                            lowest.means[nce])
