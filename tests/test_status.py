@@ -5,6 +5,8 @@ another definition is refused in one line."""
 from __future__ import annotations
 
 import os
+import re
+import time
 
 import optuna
 import pytest
@@ -34,6 +36,7 @@ def test_status_says_per_pair_what_is_done_running_failed_retried_held_and_left(
     dying.claim_trial(study, 4)
     dying.close()  # its heartbeat stops, as a killed worker's does
     monkeypatch.setenv(LEASE_ENV, "60")
+    claimed_at = time.time()
     retry = mine.claim_trial(study, 4)  # gives the dead attempt back and takes up its retry
     other.finish_trial(study, other.claim_trial(study, 4), None, TrialState.FAIL)  # a trial that diverged
     seed, _ = mine.claim_seed(study, [0, 1, 2], lambda record: True)
@@ -43,12 +46,19 @@ def test_status_says_per_pair_what_is_done_running_failed_retried_held_and_left(
     capsys.readouterr()
     storage = ["--storage", spec] if spec else []
     assert main(["status", *storage, "--workdir", str(work), "--results", str(tmp_path / "results")]) == 0
+    # a lease's age is whatever the clock says since it was taken, so the lines carry it as a pattern bounded by
+    # the time this test has run since the first of the two claims
+    most = time.time() - claimed_at
+    age = re.compile(r"renewed (\d+) s ago")
     lines = [line.split(None, 1) for line in capsys.readouterr().out.splitlines()[2:]]
+    ages = [int(age.search(text).group(1)) for _, text in lines[2:]]
+    assert all(0 <= seconds <= round(most) + 1 for seconds in ages), (ages, most)
+    lines = [[kind, age.sub("renewed N s ago", text)] for kind, text in lines]
     assert lines == [
         ["trials", "1 done, 1 running, 1 failed, 1 retried; 1 to start"],
         ["seeds", f"1 (0) settled, 1 (1) running, 0 failed; 1 to start; 1 of 3 records in {tmp_path / 'results'}"],
-        ["held", f"trial {retry.number} (slot 1) by here pid {os.getpid()}, renewed 0 s ago"],
-        ["held", f"seed 1 by here pid {os.getpid()}, renewed 0 s ago"],
+        ["held", f"trial {retry.number} (slot 1) by here pid {os.getpid()}, renewed N s ago"],
+        ["held", f"seed 1 by here pid {os.getpid()}, renewed N s ago"],
     ]
     mine.close()
     other.close()
