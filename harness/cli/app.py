@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect a task's data")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser,
                                    help="what to do with it")
-    check = data_sub.add_parser("check", help="validate a task's data (its files, or the rows it generates) and print rows, "
-                                "shapes and class counts")
+    check = data_sub.add_parser("check", help="validate a task's data (its files, or the rows it generates) and "
+                                              "print rows, shapes and class counts")
     check.add_argument("task", help="task name (see `harness list tasks`)")
     check.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
     return parser
