@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", type=_folder, default="results",
                        help="records folder to read; the tables, figures and web page are written there "
                             f"(default results/; `--results {RUNS_DIR}` for your own runs)")
-    board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
+    board.add_argument("--check", action="store_true",
+                       help="write nothing; fail if the tables, figures or web page there are out of date")
 
     collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
