@@ -1,13 +1,25 @@
 """Every bad input gets one line naming the problem and the fix, exit code 2, no traceback."""
 
+import argparse
 import json
 import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import optuna
 import pytest
 
-from harness.cli.app import main
+import harness
+from harness.api.errors import HarnessError
+from harness.cli.app import build_parser, main
 from harness.results.records import read_records
+from harness.running import commit
+from harness.running.environment import resolve_device
+from harness.running.request import is_device_name
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def one_error_line(capsys) -> str:
@@ -28,12 +40,19 @@ def one_error_line(capsys) -> str:
      "data directory /no/such/dir does not exist"),
     (["run", "--method", "clip", "--task", "single-modality"],
      "method clip cannot run on task single-modality: it needs 2 modalities"),
-    (["run", "--method", "clip", "--task", "synthetic", "--device", "tpu"], "--device tpu: choose auto, cpu, cuda or cuda:N"),
+    (["run", "--method", "clip", "--task", "synthetic", "--device", "tpu"],
+     "argument --device: 'tpu' is no device; choose auto, cpu, cuda or cuda:N"),
+    (["run", "--method", "clip", "--task", "synthetic", "--devices", "cpu,cuda:x"],
+     "argument --devices: 'cuda:x' is no device; choose auto, cpu, cuda or cuda:N"),
+    (["diagnose", "--method", "clip", "--task", "synthetic", "--device", "gpu"],
+     "argument --device: 'gpu' is no device"),
+    (["reproduce", "seed0.json", "--device", "cuda0"], "argument --device: 'cuda0' is no device"),
     (["run", "--method", "clip", "--task", "synthetic", "--tracking-uri", "./mlruns"],
      "MLflow no longer accepts a file store"),
     (["run", "--method", "clip", "--task", "synthetic", "--force", "--keep-old"],
      "argument --keep-old: not allowed with argument --force"),
     (["list", "widgets"], "invalid choice: 'widgets'"),
+    (["data", "check", "synthetik"], "unknown task 'synthetik'; did you mean 'synthetic'?"),
 ])
 def test_bad_input_gets_one_line_and_exit_code_2(argv, expected, capsys, tmp_path):
     argv = argv + (["--workdir", str(tmp_path), "--results", str(tmp_path)] if argv[0] == "run" else [])
@@ -138,3 +157,72 @@ def test_a_failed_assumption_check_fails_its_trial_and_is_recorded_with_its_seed
     assert "seed 1: recorded, but its assumption check failed: seed parity 1" in caplog.text
 
 
+
+
+def _actions(parser: argparse.ArgumentParser):
+    """(parser, action) for every option and positional of `parser` and of every command under it, and for
+    each command's own line in its parent's list."""
+    for action in parser._actions:
+        yield parser, action
+        if isinstance(action, argparse._SubParsersAction):
+            yield from ((parser, command) for command in action._choices_actions)
+            for subparser in action.choices.values():
+                yield from _actions(subparser)
+
+
+def test_every_option_positional_and_command_says_what_it_is_for():
+    silent = [f"{parser.prog}: {'/'.join(action.option_strings) or action.dest}"
+              for parser, action in _actions(build_parser()) if not action.help]
+    assert silent == []
+
+
+def test_version_names_the_running_code_and_its_commit(capsys, monkeypatch):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"harness {harness.__version__} (commit {commit.git_commit()})\n"
+    monkeypatch.setattr(commit, "git_commit", lambda: "unknown")  # a copy without .git, and no commit declared
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out == f"harness {harness.__version__}\n"
+
+
+def test_the_version_is_the_one_the_package_declares():
+    # --version and every record say harness.__version__; pip installs pyproject's: they must agree.
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert harness.__version__ == declared
+
+
+@pytest.mark.parametrize("argv", [
+    ["--version"],
+    ["run", "--method", "clip", "--task", "synthetic", "--device", "gpu"],
+    ["run", "--method", "clip", "--task", "synthetic", "--devices", "cuda:0,gpu"],
+    ["diagnose", "--method", "clip", "--task", "synthetic", "--device", "gpu"],
+    ["data", "check", "synthetik"],
+], ids=" ".join)
+def test_the_version_and_a_misspelt_device_or_task_are_answered_without_torch(argv):
+    check = (f"import sys\nfrom harness.cli import main\ntry:\n    code = main({argv!r})\n"
+             "except SystemExit as stop:\n    code = stop.code\n"
+             "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True)
+    if argv == ["--version"]:
+        assert done.returncode == 0 and done.stdout.startswith(f"harness {harness.__version__}"), done.stderr
+    else:
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+def test_a_device_is_judged_by_its_spelling():
+    assert all(is_device_name(name) for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"))
+    assert not any(is_device_name(name) for name in ("gpu", "mps", "CPU", " cpu", "cuda:", "cuda:x", "cuda:-1",
+                                                      "cuda:\u0663", "cuda0", "cuda:0,cuda:1", ""))
+    with pytest.raises(HarnessError, match="choose auto, cpu, cuda or cuda:N"):  # from Python, past the parser
+        resolve_device("gpu")
+
+
+def test_data_check_says_what_a_generated_task_is(capsys):
+    assert main(["data", "check", "tiny-synthetic"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "data: generated in memory by the task's code (no files to read or check)"
+    assert lines[-1] == ("ok: no split empty, shapes as declared, values finite, labels in 0..1, "
+                         "every class in train")

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from harness.api.catalog import METHODS, TASKS
 from harness.cli import main
 from harness.results.records import SCHEMA, Record, write_record
+from harness.running.request import is_device_name
 from tests.datafiles import AFFECT_ROWS, write_affect, write_mimic
 
 # Deterministic (the same examples on every run and machine), no example database written into the
@@ -130,7 +131,7 @@ MUTATIONS = {  # each is wrong on its own, so any mix of them is wrong too
                                                               and t.strip()), TEXT.filter(str.strip))
                                .map("=".join)),
     "out-of-domain --set": _flag("--set", OUT_OF_DOMAIN.map("=".join)),
-    "bad device": _flag("--device", TEXT.filter(lambda t: t not in ("auto", "cpu", "cuda"))),
+    "bad device": _flag("--device", TEXT.filter(lambda t: not is_device_name(t))),  # cuda:0 is good on a GPU
     "file-store tracking URI": _flag("--tracking-uri", TEXT.filter(lambda t: "://" not in t)
                                      | TEXT.map(lambda t: f"file://{t}")),
     "missing data dir": _flag("--data-dir", TEXT.map(lambda t: f"/no/such/dir/{t}")),

@@ -7,7 +7,7 @@ import pytest
 
 from harness.cli import main
 from harness.results.records import read_records
-from harness.running import environment
+from harness.running import commit, environment
 from harness.running.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 
@@ -95,12 +95,12 @@ def test_reproducing_something_that_is_not_a_record_is_one_line(tmp_path, capsys
     assert len(err) == 1 and str(tmp_path / "x.json") in err[0] and "the record lacks field(s)" in err[0]
 
 
-UNPATCHED_GIT_COMMIT = environment.git_commit.__wrapped__  # before conftest's fixture names a test commit
+UNPATCHED_GIT_COMMIT = commit.git_commit.__wrapped__  # uncached; conftest pins environment.git_commit, not this
 
 
 def test_a_copy_without_git_names_the_commit_its_launcher_declares(tmp_path, monkeypatch):
-    monkeypatch.setattr(environment, "PROJECT_ROOT", tmp_path)  # a tree copied without its .git folder
-    monkeypatch.delenv(environment.SOURCE_COMMIT_ENV, raising=False)
+    monkeypatch.setattr(commit, "PROJECT_ROOT", tmp_path)  # a tree copied without its .git folder
+    monkeypatch.delenv(commit.SOURCE_COMMIT_ENV, raising=False)
     assert UNPATCHED_GIT_COMMIT() == "unknown"
-    monkeypatch.setenv(environment.SOURCE_COMMIT_ENV, "0123456789ab")
+    monkeypatch.setenv(commit.SOURCE_COMMIT_ENV, "0123456789ab")
     assert UNPATCHED_GIT_COMMIT() == "0123456789ab"

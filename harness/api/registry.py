@@ -59,9 +59,13 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self.names()
 
-    def get(self, name: str) -> type[T]:
+    def require(self, name: str) -> None:
+        """Fail for an unknown name with a "did you mean" line, importing no entry (so no torch either)."""
         if name not in self:
             raise HarnessError(self._unknown_message(name))
+
+    def get(self, name: str) -> type[T]:
+        self.require(name)
         if name not in self._loaded:
             module_name, _, attribute = self._targets[name].partition(":")
             entry = getattr(importlib.import_module(module_name), attribute)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.api.errors import HarnessError
 from harness.cli.requests import DiagnoseRequest, ReproduceRequest, RunRequest
+from harness.running.request import DEVICE_FORMS, is_device_name
 
 log = logging.getLogger("harness")
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
@@ -56,6 +57,34 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _device(text: str) -> str:
+    """Refused by its spelling here, before torch loads; whether the machine has it is checked when training."""
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is no device; choose {DEVICE_FORMS}")
+    return text
+
+
+def _devices(text: str) -> list[str]:
+    return [_device(name) for name in _names(text)]
+
+
+class _Version(argparse.Action):
+    """`--version`: the running code's version and, where known, the commit it came from (as a record would
+    name it). Looked up only when asked, and without torch. harness.__version__, not the installed
+    distribution's metadata: an install made from another checkout (or before a version bump) has its own."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from harness import __version__
+        from harness.running.commit import git_commit
+
+        commit = git_commit()
+        print(f"harness {__version__}" + (f" (commit {commit})" if commit != "unknown" else ""))
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, as every other bad input
         raise HarnessError(f"{self.prog}: {message} (see --help)")
@@ -63,7 +92,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action=_Version, help="print the harness's version and git commit, and exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                                help="what to do; `harness COMMAND -h` explains one")
 
     run = sub.add_parser("run", help="tune, train and score methods on tasks")
     run.add_argument("--method", required=True, type=_names, help="method name(s), comma-separated")
@@ -72,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_positive, default=3, help="seeds for the final retraining (default 3)")
     run.add_argument("--epochs", type=_positive, help="epochs per training run (default: the task's)")
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    where.add_argument("--devices", type=_names, metavar="D1,D2",
+    where.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    where.add_argument("--devices", type=_devices, metavar="D1,D2",
                        help="a device per worker on this machine, in turn (cuda:0,cuda:1); --workers defaults "
                             "to their number")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
@@ -102,9 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each run data-parallel on N ranks of this machine, started through torchrun's "
                           "launcher (one GPU each); --set batch_size is the global batch (docs/distributed.md)")
 
-    board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md from the records")
-    board.add_argument("--results", type=_folder, default="results")
-    board.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
+    board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md, its figures and web page from the records")
+    board.add_argument("--results", type=_folder, default="results",
+                       help="records folder to read; the tables, figures and web page are written there "
+                            f"(default results/; `--results {RUNS_DIR}` for your own runs)")
+    board.add_argument("--check", action="store_true",
+                       help="write nothing; fail if the tables, figures or web page there are out of date")
 
     collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
@@ -125,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="fix a hyperparameter (over the record's); repeatable")
     diagnose.add_argument("--reference", type=Path, help="CSV of a paper's values to print beside ours")
-    diagnose.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    diagnose.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     diagnose.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     diagnose.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
     diagnose.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
@@ -136,20 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("record", type=Path, help="a results/records/TASK/METHOD/seedK.json file")
     again.add_argument("--force", action="store_true",
                        help="rerun even when the code, data or commit no longer match the record")
-    again.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    again.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     again.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     again.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
     again.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     again.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     listing = sub.add_parser("list", help="what is registered")
-    listing.add_argument("what", choices=["methods", "tasks"])
+    listing.add_argument("what", choices=["methods", "tasks"], help="methods, or tasks (with whether their data "
+                         "are present under --data-dir)")
     listing.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
 
-    data = sub.add_parser("data", help="inspect a task's data files")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    check = data_sub.add_parser("check", help="validate a task's files and print rows, shapes and class counts")
-    check.add_argument("task", help="task name")
+    data = sub.add_parser("data", help="inspect a task's data")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser,
+                                   help="what to do with it")
+    check = data_sub.add_parser("check", help="validate a task's data (its files, or the rows it generates) and "
+                                              "print rows, shapes and class counts")
+    check.add_argument("task", help="task name (see `harness list tasks`)")
     check.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
     return parser
 
@@ -202,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return leaderboard_command(args.results, check=args.check)
         if args.command == "data":
+            from harness.api.catalog import TASKS
+
+            TASKS.require(args.task)  # a misspelt name fails here, before the check's imports load torch
             from harness.cli.commands import data_check_command
 
             return data_check_command(args.task, _data_dir(args.data_dir))

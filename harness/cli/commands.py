@@ -187,7 +187,8 @@ def _scored_configuration(options: RunOptions, pair: Pair, seed: int) -> tuple[d
 
 
 def data_check_command(task_name: str, data_dir: Path | None) -> int:
-    """Validate a task's files and print what was found; a problem raises one HarnessError line."""
+    """Validate a task's data (files, or generated rows) and print what was found; a problem raises one
+    HarnessError line."""
     from harness.cli.datacheck import check_task, report_lines
 
     task = TASKS.get(task_name)(data_dir=data_dir)

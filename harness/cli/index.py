@@ -75,8 +75,7 @@ def data_present(task: dict[str, Any], data_dir: Path | None) -> bool:
 
 
 def _entry(registry: Registry, section: str, name: str) -> dict[str, Any]:
-    if name not in registry:
-        registry.get(name)  # raises the registry's own message, with its suggestion
+    registry.require(name)
     return _index()[section][name]
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import platform
 import random
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,8 +15,9 @@ import torch
 
 from harness import __version__
 from harness.api.errors import HarnessError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Callers (and the tests, which pin a commit) reach these through this module; they live apart to load without torch.
+from harness.running.commit import PROJECT_ROOT, SOURCE_COMMIT_ENV, git_commit  # noqa: F401
+from harness.running.request import DEVICE_FORMS, is_device_name
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -30,18 +29,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def resolve_device(requested: str) -> torch.device:
+    if not is_device_name(requested):  # the command line refuses these already; a caller from Python may not
+        raise HarnessError(f"--device {requested}: choose {DEVICE_FORMS}")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError(f"--device {requested}: no CUDA device is available here; use --device cpu or auto")
-    index = requested.removeprefix("cuda:")
-    if requested.startswith("cuda:") and index.isdigit():
-        if int(index) >= torch.cuda.device_count():
-            raise HarnessError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return torch.device(requested)
-    if requested not in ("cpu", "cuda"):
-        raise HarnessError(f"--device {requested}: choose auto, cpu, cuda or cuda:N")
+    if requested.startswith("cuda:") and int(requested.removeprefix("cuda:")) >= torch.cuda.device_count():
+        raise HarnessError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(requested)
 
 
@@ -74,27 +70,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-SOURCE_COMMIT_ENV = "HARNESS_SOURCE_COMMIT"
-
-
-@functools.cache
-def git_commit() -> str:
-    """The commit this process's code came from; read once, so a long run cannot stamp a later commit.
-
-    A copy of the tree without its .git folder (a container image, a GPU machine that received the
-    files alone) cannot tell; there the launcher may declare the commit it copied in
-    $HARNESS_SOURCE_COMMIT, else the record says "unknown".
-    """
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True, text=True, timeout=10, check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get(SOURCE_COMMIT_ENV, "").strip() or "unknown"
 
 
 def versions() -> dict[str, str]:

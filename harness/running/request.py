@@ -7,6 +7,7 @@ train, and `harness/cli/resumed.py` to see, before torch loads, that nothing nee
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +41,16 @@ class RunOptions:
     progress: bool = True
     bf16: bool | None = None  # None: request.bf16_by_default for the task and device
     world_size: int = 1  # ranks training each run data-parallel (torchrun; harness.running.distributed)
+
+
+# The devices a request may name, in words for error lines.
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N (N: a GPU's number)"
+
+
+def is_device_name(text: str) -> bool:
+    """Whether `text` names a device the harness accepts, by its spelling alone: the command line refuses a
+    misspelling before torch loads; whether this machine has that device is environment.resolve_device's."""
+    return text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", text) is not None
 
 
 class MethodDeclaration(Protocol):
