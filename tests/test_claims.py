@@ -169,6 +169,9 @@ def test_a_malformed_claim_is_one_line_naming_it_and_nothing_is_written(tmp_path
     (tmp_path / "claims.toml").write_text(claim("half", PAIRED, stands_in_for="big"))
     with pytest.raises(HarnessError, match="stands_in_for and differs"):
         load_claims(tmp_path)
+    (tmp_path / "claims.toml").write_text(claim("loose", PAIRED | {"tasks": "t"}))
+    with pytest.raises(HarnessError, match="a list of task names"):
+        load_claims(tmp_path)
 
 
 def test_a_declared_shared_input_really_is_the_same_inputs_and_views():
@@ -256,3 +259,13 @@ def test_the_committed_claims_cover_both_papers_and_claims_md_is_what_they_regen
     records = [r for r in read_records(RESULTS) if r.method["name"] in ("factorcl-sup", "factorcl-ssl")
                and r.task["name"].startswith("synthetic")]
     assert audit.records == len(records) and sum(audit.checks.values()) < 2 * len(records)
+
+
+def test_the_readme_claim_example_is_a_valid_claim(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Adding a claim"):]
+    example = section[section.index("```toml") + len("```toml"):section.index("```\n", section.index("```toml"))]
+    (tmp_path / "claims.toml").write_text(example)
+    (found,) = load_claims(tmp_path)
+    assert found.id == "my-method-above-simclr" and found.compared == ["simclr", "untrained"]
+    assert outcome(tmp_path).verdict == NOT_TESTED  # no record of my-method yet

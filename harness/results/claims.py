@@ -143,6 +143,10 @@ def _claim(path: Path, entry: dict[str, Any]) -> Claim:
     lacking = [key for key in KINDS[kind] if not test.get(key)]
     if lacking:
         raise refuse(f"has a {kind} test without {', '.join(lacking)}")
+    if not isinstance(test["tasks"], list) or not all(isinstance(t, str) for t in test["tasks"]):
+        raise refuse("needs `tasks`, a list of task names")
+    if kind == "diagnostic" and len(test["tasks"]) != 1:
+        raise refuse("has a diagnostic test on several tasks; a diagnostic reads one task's MI estimates")
     if kind == "paired" and not (test.get("versus") or test.get("controls")):
         raise refuse("has a paired test that compares its row with nothing: give `versus` or `controls`")
     if test.get("direction", "above") not in DIRECTIONS:
