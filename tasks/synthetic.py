@@ -110,6 +110,7 @@ class SyntheticShared(Synthetic):
     description = ("Label reads only shared latents, nonlinearly: XOR of the signs of the means of the two halves "
                    "of w_s. Either modality alone suffices; no linear probe on the latents can.")
     setting = replace(Synthetic.setting, label_reads=("shared",))
+    inputs_of = "synthetic"  # the same generator, inputs and views; only the label differs
 
     def label(self, latents: dict[str, np.ndarray]) -> np.ndarray:
         shared = latents["shared"]
@@ -124,6 +125,7 @@ class SyntheticUnique(Synthetic):
     description = ("Label reads only unique latents, nonlinearly: 1[|mean w_1| + |mean w_2| >= its median]. "
                    "Each modality holds part of it; shared latents are irrelevant.")
     setting = replace(Synthetic.setting, label_reads=("unique1", "unique2"))
+    inputs_of = "synthetic"
 
     def label(self, latents: dict[str, np.ndarray]) -> np.ndarray:
         size = sum(np.abs(_component_mean(latents[k])) for k in self.setting.label_reads)

@@ -20,6 +20,21 @@ REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the system chromium: apt-get install -y chromium")
 
 
+CLAIM = """[[claim]]
+id = "a-above-b"
+paper = "P"
+where = "Table 1"
+statement = "A scores above B."
+family = "f"
+min_encoders = 3
+[claim.test]
+kind = "paired"
+tasks = ["t1", "t2"]
+row = "a"
+versus = ["b"]
+"""
+
+
 @pytest.fixture(scope="module")
 def page_file(tmp_path_factory) -> Path:
     """Three tasks, so the table gets its critical-difference figure, plus the papers' columns."""
@@ -30,6 +45,7 @@ def page_file(tmp_path_factory) -> Path:
             for seed, acc in enumerate(accs):
                 write_record(root, record(task, method, seed, acc + shift))
     shutil.copytree(REFERENCE, root / "reference")
+    (root / "claims.toml").write_text(CLAIM)
     assert publish(root) == [] and publish(root, check=True) == []
     return root / "index.html"
 
@@ -66,6 +82,8 @@ def test_the_page_renders_its_tables_and_figures_without_errors_or_network(brows
     widths = page.eval_on_selector_all("figure img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
     assert all(w > 100 for w in widths), widths  # every SVG decoded and drawn
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing fetched
+    assert page.locator("#claims-table tbody tr").count() == 1  # the claims section, one row per claim
+    assert "supported" in page.locator("#claims-table tbody tr").first.text_content()
     assert errors == []
 
 

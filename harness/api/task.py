@@ -164,6 +164,10 @@ class Task(ABC):
     # The split extra holding each row's member group within its class (an integer id per row), or None.
     # A task that names one is scored on held-out members as well (harness.running.grouped).
     group_extra: ClassVar[str | None] = None
+    # The task whose inputs and views this one trains on unchanged, differing only in the label, or None. A
+    # method that never reads labels trains one encoder for both, and the claims count it once
+    # (harness.results.claims.encoder_key); tests/test_claims.py checks every declaration against the data.
+    inputs_of: ClassVar[str | None] = None
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         self.data_dir = Path(data_dir) if data_dir else None

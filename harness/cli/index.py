@@ -124,6 +124,7 @@ def _describe_task(name: str, cls: type, registry: Registry) -> dict[str, Any]:
         "source": dataclasses.asdict(task.source), "offers_augmentations": cls.offers_augmentations(),
         "default_epochs": cls.default_epochs, "default_batch_size": cls.default_batch_size,
         "params": task.params, "identity": task.identity(), "extra_symbols": dict(cls.extra_symbols),
+        "inputs_of": cls.inputs_of,
     })
 
 

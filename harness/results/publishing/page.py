@@ -136,7 +136,8 @@ def _protocol(results: pd.DataFrame) -> str:
     return html_table(headers, cells, "protocol")
 
 
-def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: list[Figure]) -> str:
+def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: list[Figure], claims: str = "") -> str:
+    """The page; `claims` is the claims section's HTML (harness.results.publishing.claims_page), after the tables."""
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              "<title>Leaderboard</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
              "<h1>Leaderboard</h1>",
@@ -151,6 +152,7 @@ def render_page(root: Path, results: pd.DataFrame, tables: list[Table], specs: l
         for control in table.controls:
             parts += _paired(results, table, control)
         parts += [_figure(root, s) for s in specs if s.section == table.suite]
+    parts += [claims] if claims else []
     parts += ["<h2>Protocol</h2>", f"<p>{_inline(PROTOCOL)}</p>", _protocol(results),
               f"<p>{_inline(footer(results))}</p>"]
     curves = [s for s in specs if s.section == "curves"]

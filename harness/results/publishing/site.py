@@ -6,31 +6,44 @@ import json
 import logging
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from harness.results.claims import EncoderFacts, load_claims
 from harness.results.leaderboard import METRIC, Reported, Table, build, compose, load_reported, main_scores, summarize
 from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
+from harness.results.publishing.claims_page import CLAIMS_MARKDOWN, claims_html, claims_markdown, with_link
 from harness.results.publishing.page import PAGE_FILE, render_page
+from harness.results.verdicts import evaluate
 
 log = logging.getLogger(__name__)
 MARKDOWN_FILE = "LEADERBOARD.md"
 DIAGNOSTICS_DIR = "diagnostics"
 
 
-def publish(root: Path, check: bool = False) -> list[str]:
-    """Write (or, with check, compare) everything; returns the paths that are out of date."""
+def publish(root: Path, check: bool = False, facts: Callable[[], EncoderFacts] | None = None) -> list[str]:
+    """Write (or, with check, compare) everything; returns the paths that are out of date.
+
+    `facts` gives what says which records share a trained encoder (the command reads it from the code's
+    index, only when there are claims); without it every record's encoder counts apart. The claims
+    (CLAIMS.md, the page's section, the link from LEADERBOARD.md) appear only where a claims file exists."""
     root = Path(root)
     results, tables = build(root)
+    claims = load_claims(root)
+    outcomes = evaluate(root, claims, facts() if facts else EncoderFacts()) if claims else []
     specs = figure_specs(root, results, tables)
     stale = _figures(root, specs, check)
     links: dict[str, list[tuple[str, str]]] = {}
     for spec in specs:
         links.setdefault(spec.section, []).append((spec.caption, spec.path))
-    outputs = {MARKDOWN_FILE: compose(results, tables, links),
-               PAGE_FILE: render_page(root, results, tables, specs)}
+    markdown = compose(results, tables, links)
+    outputs = {MARKDOWN_FILE: with_link(markdown) if claims else markdown,
+               PAGE_FILE: render_page(root, results, tables, specs, claims_html(outcomes) if claims else "")}
+    if claims:
+        outputs[CLAIMS_MARKDOWN] = claims_markdown(outcomes)
     for name, text in outputs.items():
         path = root / name
         if check:
