@@ -126,7 +126,7 @@ def test_a_damaged_or_hostile_file_is_refused_unrun(trained, tmp_path):
             return (Path.touch, (marker,))
 
     hostile = tmp_path / "hostile.pt"
-    hostile.write_bytes(pickle.dumps(Payload()))
+    hostile.write_bytes(pickle.dumps(Payload(), protocol=2))
     assert "cannot read this encoder file" in refused(record, weights=hostile)
     assert not marker.exists()
 
