@@ -317,7 +317,7 @@ class ClipGuidedSimCLR(SimCLR):
     def loss(self, batch):
         if self.guide is None:
             raise RuntimeError("prepare() builds the guide; the harness calls it before training")
-        v1, v2 = batch.paired_views() or (batch.views(), batch.views())
+        v1, v2 = batch.two_views()
         z1 = self.projector(self.encoders.joint(v1))
         z2 = self.projector(self.encoders.joint(v2))
         with torch.no_grad():

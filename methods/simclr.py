@@ -11,7 +11,7 @@ the embeddings before the projection head, as in SimCLR.
 from harness.api.distributed import gather
 from harness.api.method import InputModalities, Method, Requirements
 from harness.api.space import POSITIVE, SIZE, Choice, Float
-from methods.common.encoders import ModalityEncoders, mlp
+from methods.common.encoders import ModalityEncoders, projection_head
 from methods.common.losses import nt_xent
 from methods.common.vision_text import image_modalities
 
@@ -35,7 +35,7 @@ class SimCLR(Method):
         super().__init__(task, hparams)
         self.encoders = ModalityEncoders(task, int(hparams["embed_dim"]), self.input_modalities(task).train)
         joint = self.encoders.joint_dim
-        self.projector = mlp([joint, joint, int(hparams["projection_dim"])])
+        self.projector = projection_head(joint, int(hparams["projection_dim"]))
 
     def loss(self, batch):
         pair = batch.paired_views()  # both views in one call where the task draws them so (ImageNet)

@@ -9,6 +9,7 @@ from harness.cli import main
 from harness.results.records import read_records
 from harness.running import commit, environment
 from harness.running.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+from tests.fixtures import TEST_COMMIT
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,16 @@ def test_a_run_ends_with_its_table_and_keeps_history_figure_and_summary(harness_
     assert parent.data.metrics["test_acc_ci95_low"] <= mean <= parent.data.metrics["test_acc_ci95_high"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_hparams.json", "clip.svg", "clip.json"} <= artifacts
+    # Searchable: the best configuration as params, the code as a tag; the seeds' count is no metric.
+    best = {key.removeprefix("best."): value for key, value in parent.data.params.items() if key.startswith("best.")}
+    assert best == {key: str(value) for key, value in records[0].hparams.items()}
+    assert parent.data.tags["harness.git_commit"] == TEST_COMMIT and parent.data.tags["test_acc_seeds"] == "2"
+    assert "test_acc_seeds" not in parent.data.metrics
+    for record in records:
+        seed_run = client.get_run(record.mlflow_run_id)
+        assert seed_run.data.tags["harness.git_commit"] == TEST_COMMIT
+        model = [a.path for a in client.list_artifacts(record.mlflow_run_id, "model")]
+        assert len(model) == 1 and model[0].startswith(f"model/seed{record.seed}-"), model
 
 
 def test_a_run_from_uncommitted_changes_is_refused_without_the_flag(tmp_path, monkeypatch, capsys):

@@ -41,7 +41,8 @@ class DataSource:
 
 @dataclass
 class Batch:
-    """What a method sees in one training step. `view(m)` draws a fresh augmentation of modality m."""
+    """What a method sees in one training step. `view(m)` draws a fresh augmentation of modality m;
+    `two_views()` the two augmented views of every modality a two-view loss needs."""
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
@@ -66,6 +67,11 @@ class Batch:
         if any(pair is None for pair in pairs.values()):
             return None
         return {name: pair[0] for name, pair in pairs.items()}, {name: pair[1] for name, pair in pairs.items()}
+
+    def two_views(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Two fresh augmentations of every modality, as a two-view (SimCLR-style) loss contrasts them: a pair
+        drawn in one call where the task offers that, else `views()` twice."""
+        return self.paired_views() or (self.views(), self.views())
 
     def __len__(self) -> int:
         return len(self.labels)

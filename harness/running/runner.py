@@ -27,7 +27,7 @@ from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
 from harness.results.records import Record, write_record
-from harness.running import distributed, environment, grouped, probe, request
+from harness.running import distributed, environment, grouped, probe, request, saved_encoders
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
 from harness.running.request import RunOptions
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 TRIAL_SEED_OFFSET = 1000  # trials never reuse the seeds whose test scores are reported
 CLAIM_TAG = "harness.seed_claim"  # on a seed's MLflow run: the claim it ran under, to find it if its worker dies
 TRIAL_CLAIM_TAG = "harness.trial_claim"  # likewise on a trial's run, to end it KILLED if its worker dies
+COMMIT_TAG = "harness.git_commit"  # on every run: the code that made it (a parent's: the last worker's to join)
+BEST_PARAM_PREFIX = "best."  # the tuned configuration, as searchable params of the parent run
 
 
 class Step(enum.Enum):
@@ -185,6 +187,8 @@ class PairRunner:
             # Only what is still in the space is taken from the study: a value fixed with --set always wins.
             sweep.hparams = sweep.fixed | {k: v for k, v in tuned.items() if k in sweep.space}
             self.tracker.log_dict({"best": sweep.hparams}, "best_hparams.json", run_id=sweep.parent_run)
+            best = {f"{BEST_PARAM_PREFIX}{key}": value for key, value in sweep.hparams.items()}
+            self.tracker.log_params_once(sweep.parent_run, best)
         seed, lost = self.coordinator.claim_seed(sweep.study, needed, sweep.accepts)
         self.tracker.delete_runs_tagged(sweep.parent_run, CLAIM_TAG, lost)
         if seed is None:
@@ -256,6 +260,8 @@ class PairRunner:
                 interval = run_report.pair_interval(results, task, method, metric)
                 if interval is not None:
                     self.tracker.log_run_metrics(sweep.parent_run, run_report.over_seeds(interval, metric))
+                    # How many seeds the interval is over is a count, not a measurement: a tag, not a metric.
+                    self.tracker.set_run_tags(sweep.parent_run, {f"{metric}_seeds": interval.n})
             self.tracker.log_artifact(figure, run_id=sweep.parent_run)
             self.tracker.log_artifact(history_path(results, task, method), run_id=sweep.parent_run)
         return figure
@@ -286,6 +292,7 @@ class PairRunner:
                 "task": pair.task.identity(), "method": pair.method_cls.name,
                 "fingerprint": sweep.identity["task"]["fingerprint"], **sweep.protocol}),
             discard=self.tracker.delete_run)
+        self.tracker.set_run_tags(sweep.parent_run, {COMMIT_TAG: environment.git_commit()})
         if sweep.tunes:
             log.info("%s: tuning, %d of %d trials to go", pair.key,
                      max(0, self.options.trials - spent_trials(sweep.study)), self.options.trials)
@@ -317,7 +324,8 @@ class PairRunner:
         hparams = sweep.fixed | suggest(trial, sweep.space)
         # The slot, not Optuna's number, names and seeds the trial: a retry trains what the lost attempt would.
         slot = self.coordinator.trial_slot(trial)
-        tags = {TRIAL_CLAIM_TAG: self.coordinator.trial_claim(trial), "harness.optuna_trial": str(trial.number)}
+        tags = {TRIAL_CLAIM_TAG: self.coordinator.trial_claim(trial), "harness.optuna_trial": str(trial.number),
+                COMMIT_TAG: environment.git_commit()}
         with self.tracker.child_run(f"trial-{slot}", hparams, parent=sweep.parent_run, tags=tags):
 
             def report(method: Method, epoch: int, metrics: dict[str, float]) -> None:
@@ -394,7 +402,7 @@ class PairRunner:
 
         try:
             with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
-                                        tags={CLAIM_TAG: claim_id}) as run_id:
+                                        tags={CLAIM_TAG: claim_id, COMMIT_TAG: environment.git_commit()}) as run_id:
                 try:
                     scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"],
                                                                  validate)
@@ -409,6 +417,9 @@ class PairRunner:
                 # Measured before the audit: the record's cost is what training and scoring the method took.
                 wall = time.perf_counter() - started
                 peak = environment.peak_memory_mb(self.device)
+                # Kept before the audit, so the file holds exactly the model the probe scored.
+                kept = saved_encoders.save_encoder(self.options.workdir, method, identity, seed, hparams, run_id)
+                self.tracker.log_artifact(kept, artifact_path=saved_encoders.ARTIFACT_PATH)
                 batch_size = int(hparams.get("batch_size") or pair.task.default_batch_size)
                 checks = self.record_checks(method, stats, AuditData(data.train, data.val, batch_size, self.device,
                                                                      seed))

@@ -19,6 +19,7 @@ from typing import Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
+from mlflow.entities import Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -183,12 +184,33 @@ class Tracker:
         else:
             self.client.log_dict(run_id, payload, artifact_file)
 
-    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
-        """To the active run, or to the run given (a parent run after it has ended)."""
+    def log_artifact(self, path: Path, run_id: str | None = None, artifact_path: str | None = None) -> None:
+        """To the active run, or to the run given (a parent run after it has ended); in `artifact_path`, a
+        folder of the run's artifacts, if given."""
         if run_id is None:
-            mlflow.log_artifact(str(path))
+            mlflow.log_artifact(str(path), artifact_path)
         else:
-            self.client.log_artifact(run_id, str(path))
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_params_once(self, run_id: str, params: dict[str, Any]) -> None:
+        """Params of a run that need not be active. MLflow never changes a param: one the run holds with another
+        value (a later, larger trial budget tuned the same study, under the same parent run, to another
+        configuration) keeps its first value, and a warning says so."""
+        held = self.client.get_run(run_id).data.params
+        flat = _flat(params)
+        changed = sorted(key for key, value in flat.items() if held.get(key, value) != value)
+        if changed:
+            log.warning("MLflow run %s keeps its earlier %s (params cannot change); the current values are in "
+                        "best_hparams.json and the seed runs' params", run_id,
+                        ", ".join(f"{key}={held[key]}" for key in changed))
+        new = [Param(key, value) for key, value in flat.items() if key not in held]
+        if new:
+            self.client.log_batch(run_id, params=new)
+
+    def set_run_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        """Tags of a run that need not be active (a parent run any worker may tag)."""
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
 
     def log_run_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():

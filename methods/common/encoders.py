@@ -38,6 +38,12 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def projection_head(in_dim: int, out_dim: int) -> nn.Sequential:
+    """SimCLR's projection head: one hidden layer as wide as its input. The loss reads its output; the probe
+    reads the embedding before it (Chen et al. 2020 found that representation the better one)."""
+    return mlp([in_dim, in_dim, out_dim])
+
+
 @encoder_family("mlp")
 def mlp_encoder(modality: Modality, embed_dim: int, hidden: int = 512) -> nn.Module:
     return nn.Sequential(nn.Flatten(), mlp([math.prod(modality.shape), hidden, hidden, embed_dim]))

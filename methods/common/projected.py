@@ -5,7 +5,7 @@ from torch import nn
 
 from harness.api.method import Method
 from harness.api.space import POSITIVE, SIZE, Choice, Float
-from methods.common.encoders import ModalityEncoders, mlp
+from methods.common.encoders import ModalityEncoders, projection_head
 
 
 class ProjectedModalities(Method):
@@ -22,7 +22,7 @@ class ProjectedModalities(Method):
         super().__init__(task, hparams)
         embed = int(hparams["embed_dim"])
         self.encoders = ModalityEncoders(task, embed)
-        self.projectors = nn.ModuleDict({m: mlp([embed, embed, int(hparams["projection_dim"])])
+        self.projectors = nn.ModuleDict({m: projection_head(embed, int(hparams["projection_dim"]))
                                          for m in self.encoders})
 
     def project(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
