@@ -8,13 +8,19 @@ from harness.api.errors import HarnessError
 from harness.results.publishing.site import publish
 
 
-def leaderboard_command(root: Path, check: bool = False) -> int:
-    stale = publish(Path(root), check=check)
+def leaderboard_command(root: Path, check: bool = False, overlays: list[Path] | None = None) -> int:
+    overlays = list(overlays or [])
+    if check and overlays:
+        # What is committed is drawn from one folder's records; an overlay is a private view, never published.
+        raise HarnessError("--check compares a folder's committed outputs with its own records and takes no --with; "
+                           f"run `harness leaderboard --results {root} --check` alone")
+    stale = publish(Path(root), check=check, overlays=overlays)
     if check:
         if stale:
             raise HarnessError(f"{', '.join(stale)} out of date with the records; run `harness leaderboard` "
                                "and commit the results")
         print(f"{root}: leaderboard, figures and web page are up to date")
         return 0
-    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'} and {Path(root) / 'figures'}/")
+    shown = f", beside {', '.join(f'{p}/records/' for p in overlays)} (read only)" if overlays else ""
+    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'} and {Path(root) / 'figures'}/{shown}")
     return 0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.leaderboard import METRIC, Reported, Table, build, compose, load_reported, main_scores, summarize
+from harness.results.leaderboard import METRIC, Reported, Table, build, compose, main_scores, reported_beside, summarize
+from harness.results.overlay import Folders, folders
 from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
 from harness.results.publishing.page import PAGE_FILE, render_page
@@ -20,17 +21,21 @@ MARKDOWN_FILE = "LEADERBOARD.md"
 DIAGNOSTICS_DIR = "diagnostics"
 
 
-def publish(root: Path, check: bool = False) -> list[str]:
-    """Write (or, with check, compare) everything; returns the paths that are out of date."""
+def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, ...] = ()) -> list[str]:
+    """Write (or, with check, compare) everything; returns the paths that are out of date.
+
+    `overlays` are further folders whose records are shown beside root's (harness.results.overlay); they are
+    only read: everything is written under root."""
     root = Path(root)
-    results, tables = build(root)
-    specs = figure_specs(root, results, tables)
+    where = folders(root, overlays)
+    results, tables = build(where)
+    specs = figure_specs(where, results, tables)
     stale = _figures(root, specs, check)
     links: dict[str, list[tuple[str, str]]] = {}
     for spec in specs:
         links.setdefault(spec.section, []).append((spec.caption, spec.path))
-    outputs = {MARKDOWN_FILE: compose(results, tables, links),
-               PAGE_FILE: render_page(root, results, tables, specs)}
+    outputs = {MARKDOWN_FILE: compose(results, tables, links, origin=where.describe()),
+               PAGE_FILE: render_page(where, results, tables, specs)}
     for name, text in outputs.items():
         path = root / name
         if check:
@@ -55,8 +60,9 @@ def _figures(root: Path, specs: list[fig.Figure], check: bool) -> list[str]:
     return []
 
 
-def figure_specs(root: Path, results: pd.DataFrame, tables: list[Table]) -> list[fig.Figure]:
-    reported, _ = load_reported(root / "reference")
+def figure_specs(where: Folders, results: pd.DataFrame, tables: list[Table]) -> list[fig.Figure]:
+    root = where.root.path
+    reported, _ = reported_beside(where)
     summaries = summarize(results)
     suite_of = dict(zip(results.task, results.suite))
     specs = []
@@ -68,7 +74,7 @@ def figure_specs(root: Path, results: pd.DataFrame, tables: list[Table]) -> list
         if table.critical_difference is not None:
             cd = table.critical_difference
             specs.append(fig.cd_figure(table.suite, cd.average_ranks, cd.cd, cd.tasks))
-    specs += _mi_specs(root, suite_of)
+    specs += _mi_specs(root, where.reference(), suite_of)
     for history in all_histories(root):
         specs.append(fig.history_figure(history, suite_of.get(history["task"], "misc")))
     return specs
@@ -96,9 +102,9 @@ def _score_points(table: Table, summaries, reported: dict[tuple[str, str], Repor
     return points
 
 
-def _mi_specs(root: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
+def _mi_specs(root: Path, reference: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
     """One heatmap per diagnosed task; the paper's values from the `[[diagnostics]]` entries of sources.toml."""
-    config = root / "reference" / "sources.toml"
+    config = reference / "sources.toml"
     references = tomllib.loads(config.read_text()).get("diagnostics", []) if config.exists() else []
     specs = []
     for task_dir in sorted((root / DIAGNOSTICS_DIR).glob("*/")):
@@ -107,7 +113,7 @@ def _mi_specs(root: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
             continue
         task = task_dir.name
         entry = next((r for r in references if r["task"] == task), None)
-        paper = (pd.read_csv(root / "reference" / entry["file"], comment="#").set_index("latent")
+        paper = (pd.read_csv(reference / entry["file"], comment="#").set_index("latent")
                  if entry else None)
         specs.append(fig.mi_figure(task, suite_of.get(task, "misc"), found, paper,
                                    entry["label"] if entry else "paper"))
