@@ -43,7 +43,9 @@ def page_file(tmp_path_factory) -> Path:
     for task, shift in (("t1", 0.0), ("t2", -0.05), ("t3", 0.02)):
         for method, accs in scores.items():
             for seed, acc in enumerate(accs):
-                write_record(root, record(task, method, seed, acc + shift))
+                server = {"mlflow_server": "http://mlflow.example:5000"} if method == "a" else {}
+                write_record(root, record(task, method, seed, acc + shift, mlflow_run_id=f"{task}-{method}-{seed}",
+                                          environment={"hardware": "cpu"} | server))
     shutil.copytree(REFERENCE, root / "reference")
     (root / "claims.toml").write_text(CLAIM)
     assert publish(root) == [] and publish(root, check=True) == []
@@ -99,3 +101,21 @@ def test_clicking_a_header_sorts_by_its_numbers_both_ways(browser_page):
     page.locator("#table-s th", has_text="method").click()
     assert column(page, "table-s", 0) == ["A", "B", "C"]
     assert errors == []
+
+
+def test_a_rows_name_opens_its_hyperparameters_per_seed_scores_and_mlflow_runs(browser_page):
+    page, errors, requests = browser_page
+    assert page.locator("p", has_text="from the records in site").count() == 1  # the folder it was built from
+    details = page.locator("details#row-s--A")
+    assert not details.evaluate("d => d.open")
+    page.locator("#table-s a", has_text="A").first.click()
+    assert details.evaluate("d => d.open") and details.locator("table.seeds").first.is_visible()
+    assert "lr=0.001" in details.inner_text()
+    seeds = details.locator("table.seeds").first.locator("tbody tr").all_inner_texts()
+    assert [line.split("\t")[:2] for line in seeds] == [["0", "91.00"], ["1", "92.00"], ["2", "90.00"]]  # t1's
+    link = details.locator("a", has_text="t1-a-0")
+    assert link.get_attribute("href") == "http://mlflow.example:5000/#/runs/t1-a-0"
+    other = page.locator("details#row-s--B")
+    # No server recorded for B: its run ids are text, never a link (the block is closed: its text content).
+    assert other.locator("a", has_text="t1-b-0").count() == 0 and "t1-b-0" in other.text_content()
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == [] and errors == []

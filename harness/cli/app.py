@@ -50,6 +50,13 @@ def _folder(text: str) -> Path:
     return path
 
 
+def _paths(text: str) -> list[Path]:
+    paths = [Path(p.strip()) for p in text.split(",") if p.strip()]
+    if not paths:
+        raise argparse.ArgumentTypeError("give at least one folder")
+    return paths
+
+
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -133,12 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each run data-parallel on N ranks of this machine, started through torchrun's "
                           "launcher (one GPU each); --set batch_size is the global batch (docs/distributed.md)")
 
-    board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md, its figures and web page from the records")
+    board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md, index.html and figures/ from the records")
     board.add_argument("--results", type=_folder, default="results",
-                       help="records folder to read; the tables, figures and web page are written there "
-                            f"(default results/; `--results {RUNS_DIR}` for your own runs)")
+                       help="records folder to draw the tables from; LEADERBOARD.md, index.html and figures/ are "
+                            "written there (default %(default)s/)")
+    board.add_argument("--with", dest="overlays", type=_paths, action="append", default=[], metavar="FOLDER",
+                       help="also show the rows of this records folder (e.g. the published results), each row "
+                            "named with its folder and cells off the published protocol marked; only read, "
+                            "never written; repeatable or comma-separated")
     board.add_argument("--check", action="store_true",
-                       help="write nothing; fail if the tables, figures or web page there are out of date")
+                       help="write nothing; exit 2 if the folder's LEADERBOARD.md, index.html or figures are out of "
+                            "date with its records (not with --with)")
 
     collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
@@ -237,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "leaderboard":
             from harness.cli.leaderboard import leaderboard_command
 
-            return leaderboard_command(args.results, check=args.check)
+            return leaderboard_command(args.results, check=args.check,
+                                       overlays=[p for given in args.overlays for p in given])
         if args.command == "data":
             from harness.api.catalog import TASKS
 

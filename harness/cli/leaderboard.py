@@ -11,8 +11,13 @@ from harness.results.publishing.claims_page import CLAIMS_MARKDOWN
 from harness.results.publishing.site import publish
 
 
-def leaderboard_command(root: Path, check: bool = False) -> int:
-    stale = publish(Path(root), check=check, facts=encoder_facts)
+def leaderboard_command(root: Path, check: bool = False, overlays: list[Path] | None = None) -> int:
+    overlays = list(overlays or [])
+    if check and overlays:
+        # What is committed is drawn from one folder's records; an overlay is a private view, never published.
+        raise HarnessError("--check compares a folder's committed outputs with its own records and takes no --with; "
+                           f"run `harness leaderboard --results {root} --check` alone")
+    stale = publish(Path(root), check=check, overlays=overlays, facts=encoder_facts)
     if check:
         if stale:
             raise HarnessError(f"{', '.join(stale)} out of date with the records; run `harness leaderboard` "
@@ -20,5 +25,7 @@ def leaderboard_command(root: Path, check: bool = False) -> int:
         print(f"{root}: leaderboard, claims, figures and web page are up to date")
         return 0
     claims = f", {Path(root) / CLAIMS_MARKDOWN}" if load_claims(Path(root)) else ""
-    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'}{claims} and {Path(root) / 'figures'}/")
+    shown = f", beside {', '.join(f'{p}/records/' for p in overlays)} (read only)" if overlays else ""
+    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'}{claims} and "
+          f"{Path(root) / 'figures'}/{shown}")
     return 0

@@ -4,6 +4,8 @@ One table per suite: a row per method, a column per task with the mean and its
 95% interval over seeds, the best mean bold, the rows a paired test cannot
 tell from the best marked, the papers' reported numbers in a column beside
 ours, and an average rank only for methods that have every task of the suite.
+Folders overlaid with --with are read beside the first (harness.results.overlay);
+a cell off its column's protocol is marked and not ranked (harness.results.protocol_marks).
 A cell takes the seeds of one run identity (harness.results.identity); records that
 mix two are refused, naming them. The statistics live in `harness.results.stats`;
 figures and the web page in `harness.results.publishing`, fed by the same tables.
@@ -25,7 +27,9 @@ from harness.api.checks import check_state
 from harness.api.errors import HarnessError
 from harness.results import stats
 from harness.results.identity import differences
+from harness.results.overlay import Folders, counterpart, folders
 from harness.results.paired import paired_section
+from harness.results.protocol_marks import KEYS, OFF_PROTOCOL, protocol_marks
 from harness.results.records import Record, read_records, record_path
 
 METRIC = "test_acc"  # a task's main score unless it declares another (Task.main_score, carried in its records)
@@ -67,7 +71,9 @@ class Table:
     reference: str | None = None  # sources.toml's [reference]: a row any other row's mean above is flagged
 
 
-def load_results(root: Path) -> pd.DataFrame:
+def load_results(root: Path, source: str = "", published: bool = False, order: int = 0) -> pd.DataFrame:
+    """One row per record. `source` names the folder, `published` says it was overlaid (--with) and `order`
+    is its place among the folders (0: the one the outputs go to); a single folder needs none of them."""
     rows = []
     records = list(read_records(root))
     refuse_mixed_identities(root, records)
@@ -75,11 +81,14 @@ def load_results(root: Path) -> pd.DataFrame:
         main = r.task.get("main_score", METRIC)
         rows.append({
             "suite": r.task.get("suite", "misc"), "task": r.task["name"], "method": r.method["name"],
-            "display": r.method["display_name"], "seed": r.seed, "status": r.status, "reason": r.reason,
+            "display": r.method["display_name"], "name": r.method["display_name"], "source": source,
+            "published": published, "order": order, "seed": r.seed, "status": r.status, "reason": r.reason,
             "score": r.metrics.get(main), "f1": r.metrics.get("test_f1"), "main_score": main,
             "side": {name: r.metrics.get(name) for name in r.task.get("side_scores", [])},
             "epochs": r.protocol.get("epochs"), "trials": r.protocol.get("trials"),
             "batch_size": r.protocol.get("batch_size"),
+            **{f"protocol_{key}": r.protocol.get(key) for key in KEYS},
+            "hparams": r.hparams, "run_id": r.mlflow_run_id, "mlflow_server": r.environment.get("mlflow_server"),
             "hardware": r.environment.get("hardware"), "device": r.environment.get("device"),
             "torch": r.environment.get("torch"), "harness": r.environment.get("harness"),
             "commit": r.environment.get("git_commit"), "finished_at": r.finished_at,
@@ -148,6 +157,7 @@ class Summary:
     dirty: bool
     check_unmeasurable: bool = False
     above_reference: bool = False
+    off_protocol: str = ""  # why the cell is off its column's protocol (harness.results.protocol_marks); unranked
 
 
 def load_suite_settings(reference_dir: Path) -> dict:
@@ -186,28 +196,32 @@ def score_phrase(results: pd.DataFrame, tasks: list[str]) -> str:
 def summarize(results: pd.DataFrame, reference: str | None = None) -> dict[tuple[str, str], Summary]:
     """(task, display name) -> Summary, for every cell with at least one scored seed, on the task's main score.
 
-    With a `reference` row, every other row whose mean is above the reference's on that task is flagged."""
+    With a `reference` row, every other row whose mean is above the reference's on that task is flagged
+    (the reference of the row's own folder, harness.results.overlay.counterpart). A cell off its column's
+    protocol is summarized but takes no part in the best or the ties."""
     ok = results[(results.status == "ok") & results.score.notna()] if len(results) else results
+    marks = protocol_marks(results)
     summaries: dict[tuple[str, str], Summary] = {}
     for task, in_task in ok.groupby("task"):
-        by_method = {m: dict(zip(g.seed, g.score)) for m, g in in_task.groupby("display")}
-        comparison = stats.compare_with_best(by_method)
-        ties = comparison.ties()
-        reference_mean = (float(in_task[in_task.display == reference].score.mean())
-                          if reference in by_method else math.nan)
-        for method, group in in_task.groupby("display"):
+        by_method = {m: dict(zip(g.seed, g.score)) for m, g in in_task.groupby("display") if (task, m) not in marks}
+        comparison = stats.compare_with_best(by_method) if by_method else None
+        ties = comparison.ties() if comparison else set()
+        for (method, name, source), group in in_task.groupby(["display", "name", "source"]):
             interval = stats.t_interval(group.score.tolist())
+            compared = counterpart(results, reference, task, source) if reference else None
+            reference_mean = float(compared.score.mean()) if compared is not None and len(compared) else math.nan
             summaries[(task, method)] = Summary(
-                interval, method == comparison.best, method in ties,
+                interval, comparison is not None and method == comparison.best, method in ties,
                 bool(group.check_failed.any()), bool(group.dirty.any()), bool(group.check_unmeasurable.any()),
-                method != reference and interval.mean > reference_mean)
+                name != reference and interval.mean > reference_mean, marks.get((task, method), ""))
     return summaries
 
 
 def cell_text(summary: Summary) -> str:
     interval = summary.interval
     spread = "" if math.isnan(interval.low) else f" ± {100 * interval.half_width:.2f}"
-    marks = "".join(mark for mark, on in ((TIED, summary.tied), (ABOVE_REFERENCE, summary.above_reference),
+    marks = "".join(mark for mark, on in ((OFF_PROTOCOL, bool(summary.off_protocol)), (TIED, summary.tied),
+                                           (ABOVE_REFERENCE, summary.above_reference),
                                            (CHECK_FAILED, summary.check_failed),
                                            (NOT_MEASURABLE, summary.check_unmeasurable), (DIRTY, summary.dirty))
                     if on)
@@ -231,9 +245,9 @@ def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
     sides = {task: side_scores(results, task) for task in tasks} if len(results) else {}
     reported_tasks = [t for t in tasks if any(key[0] == t for key in reported)]
     methods = list(dict.fromkeys(list(results.display) + [m for (t, m) in reported if t in tasks]))
-    means = pd.DataFrame({t: {m: s.interval.mean for (tt, m), s in summaries.items() if tt == t} for t in tasks},
-                         index=methods, columns=tasks, dtype=float)
-    complete = means.dropna()  # methods with every task of the suite
+    means = pd.DataFrame({t: {m: s.interval.mean for (tt, m), s in summaries.items() if tt == t and not s.off_protocol}
+                          for t in tasks}, index=methods, columns=tasks, dtype=float)
+    complete = means.dropna()  # methods with every task of the suite, each at its column's protocol
     ranks = stats.average_ranks(complete) if len(complete) else pd.Series(dtype=float)
     headers = ["method"]
     for task in tasks:
@@ -265,7 +279,18 @@ def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
             f"Average ranks over {cd.tasks} tasks: Friedman p = {cd.friedman_p:.3g}; Nemenyi critical difference "
             f"{cd.cd:.2f} at α = {cd.alpha}: two methods whose average ranks differ by less are not "
             "distinguishable across these tasks.")
+    table.notes += off_protocol_notes(summaries, tasks)
     return table
+
+
+def off_protocol_notes(summaries: dict[tuple[str, str], Summary], tasks: list[str]) -> list[str]:
+    """One line per row with cells off their column's protocol: which tasks, and how the protocols differ."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for task in tasks:
+        for (t, method), summary in summaries.items():
+            if t == task and summary.off_protocol:
+                found.setdefault((method, summary.off_protocol), []).append(task)
+    return [f"{OFF_PROTOCOL} {method} on {', '.join(on)}: {why}; not ranked." for (method, why), on in found.items()]
 
 
 def _our_cell(results: pd.DataFrame, summary: Summary | None, method: str, task: str) -> Cell:
@@ -310,15 +335,37 @@ LEGEND = (
     f"failed in that run (its estimator was pinned; the record says why), so it neither held nor failed. {DIRTY}: at least one seed was trained from a working tree "
     "with uncommitted changes, so its commit does not say which code produced it. "
     f"{ABOVE_REFERENCE}: the mean is above the table's reference row on that task (a reference such as a label "
-    "oracle is not a bound: a row above it is flagged, not hidden).")
+    "oracle is not a bound: a row above it is flagged, not hidden). "
+    f"{OFF_PROTOCOL}: the cell was run under another protocol (epochs, trials, seeds, batch size or ranks) than its "
+    "column's published rows (the folders overlaid with `--with`; with none, the protocol most of the column's "
+    "rows share): a note under the table says how it differs; the cell is shown but takes no part in the best, the "
+    "ties or the average rank.")
 
 
-def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
-    results = load_results(root)
-    if results.empty:
-        raise HarnessError(f"no result records under {root / 'records'}; run `harness run` first")
-    reported, reported_suites = load_reported(root / "reference")
-    settings = load_suite_settings(root / "reference")
+def load_folders(where: Folders) -> pd.DataFrame:
+    """Every folder's records in one table; while folders are overlaid each row is named with its folder."""
+    frames = [load_results(f.path, f.label, f.published, i) for i, f in enumerate(where.all)]
+    if frames[0].empty:
+        raise HarnessError(f"no result records under {where.root.path / 'records'}; run `harness run` first")
+    results = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    if where.overlaid:
+        results["display"] = [where.row_name(n, s) for n, s in zip(results.name, results.source)]
+    return results
+
+
+def reported_beside(where: Folders) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
+    """load_reported, keyed by the rows the papers' numbers stand beside: while folders are overlaid, the rows
+    of the folder the numbers were published with."""
+    reported, suites = load_reported(where.reference())
+    return {(t, where.row_name(m, where.reference_label())): v for (t, m), v in reported.items()}, suites
+
+
+def build(where: Folders | Path) -> tuple[pd.DataFrame, list[Table]]:
+    """The records' table and the suites' tables, from one results folder or folders overlaid."""
+    where = where if isinstance(where, Folders) else folders(Path(where))
+    results = load_folders(where)
+    reported, reported_suites = reported_beside(where)
+    settings = load_suite_settings(where.reference())
     tables = []
     for suite in sorted(set(results.suite) | set(reported_suites.values())):
         ours = results[results.suite == suite]
@@ -336,15 +383,18 @@ def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
     return results, tables
 
 
-def render(root: Path) -> str:
-    return compose(*build(Path(root)))
+def render(root: Path, overlays: list[Path] | tuple[Path, ...] = ()) -> str:
+    where = folders(Path(root), overlays)
+    return compose(*build(where), origin=where.describe())
 
 
-def compose(results: pd.DataFrame, tables: list[Table], figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
-    """The markdown; `figures` maps a section (a suite, or "curves") to (caption, path) shown under it."""
+def compose(results: pd.DataFrame, tables: list[Table], figures: dict[str, list[tuple[str, str]]] | None = None,
+            *, origin: str) -> str:
+    """The markdown; `figures` maps a section (a suite, or "curves") to (caption, path) shown under it;
+    `origin` says which folders the records came from (harness.results.overlay.Folders.describe)."""
     figures = figures or {}
     parts = ["# Leaderboard", "",
-             "Generated by `harness leaderboard` from the records in `results/records/`; do not edit by hand. "
+             f"Generated by `harness leaderboard` from {origin}; do not edit by hand. "
              "The same tables, sortable, with every figure: [`index.html`](index.html).", "", LEGEND, ""]
     for table in tables:
         parts += [f"## {table.suite}", "", markdown_table(table), ""]

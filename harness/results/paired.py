@@ -14,6 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.results import stats
+from harness.results.overlay import counterpart
 
 CONFIDENCE = 0.95
 
@@ -22,11 +23,15 @@ def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """One row per (task, method other than `baseline`, by table name): n, mean difference and its interval.
 
     `results` is the leaderboard's tidy table (harness.results.leaderboard.load_results); scores are fractions.
+    A row's baseline is that of its own folder where that folder has it, else the published one's.
     """
     ok = results[(results.status == "ok") & results.score.notna()]
     keys = ["task", "seed", "epochs", "batch_size"]
-    base = ok[ok.display == baseline][keys + ["score"]].rename(columns={"score": "baseline_score"})
-    paired = ok[ok.display != baseline].merge(base, on=keys)
+    pieces = []
+    for (task, source), rows in ok[ok.name != baseline].groupby(["task", "source"]):
+        base = counterpart(results, baseline, task, source)  # the baseline of the row's own folder, if it has one
+        pieces.append(rows.merge(base[keys + ["score"]].rename(columns={"score": "baseline_score"}), on=keys))
+    paired = pd.concat(pieces) if pieces else ok.assign(baseline_score=ok.score).iloc[:0]
     rows = []
     for (task, method), group in paired.groupby(["task", "display"], sort=True):
         diff = group.score - group.baseline_score
@@ -74,4 +79,12 @@ def paired_section(results: pd.DataFrame, baseline: str, tasks: list[str], score
     return [f"### Paired differences from {baseline}", "",
             f"{score} minus {baseline}'s on the same task and seed (same initial weights, data order and "
             f"augmentations), in points: mean [{100 * CONFIDENCE:.0f}% t interval] (seeds paired). An interval that "
-            "excludes zero is a difference the seeds cannot explain.", "", table, ""]
+            "excludes zero is a difference the seeds cannot explain." + folders_note(results, baseline), "", table, ""]
+
+
+def folders_note(results: pd.DataFrame, baseline: str) -> str:
+    """While folders are overlaid, which of the baseline's rows a row is paired with; else nothing."""
+    if results.source.nunique() < 2:
+        return ""
+    return (f" Each row is paired with the {baseline} row of its own folder where that folder has the task, "
+            "else with the overlaid folder's, and only on seeds of the same epochs and batch size.")

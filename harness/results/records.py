@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from harness.api.errors import HarnessError
 from harness.results.identity import run_identity
@@ -163,6 +164,24 @@ def _schema_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 MIGRATIONS = {1: _schema_1_to_2}  # schema -> the function that lifts a record of it to the next
+
+
+def mlflow_server(tracking_uri: str) -> dict[str, str]:
+    """What a record's `environment` keeps of the MLflow store its run tracked to: an http(s) server's address,
+    without any user name or password in it, so a published page can link the run; nothing for a local store,
+    whose path means nothing on another machine."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return {}
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return {"mlflow_server": urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))}
+
+
+def run_page(server: object, run_id: str) -> str | None:
+    """The MLflow UI's page of a run on `server` (its direct route, /#/runs/ID, which needs no experiment id)."""
+    if not isinstance(server, str) or not server.startswith(("http://", "https://")):
+        return None
+    return f"{server.rstrip('/')}/#/runs/{run_id}"
 
 
 def has_record(root: Path, task: str, method: str, seed: int) -> bool:

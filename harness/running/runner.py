@@ -26,7 +26,7 @@ from harness.results import fingerprints
 from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
-from harness.results.records import Record, write_record
+from harness.results.records import Record, mlflow_server, write_record
 from harness.running import distributed, environment, grouped, probe, request, saved_encoders
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
@@ -438,7 +438,8 @@ class PairRunner:
             seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
             metrics=scores.as_metrics(),
             environment={"device": self.device.type, "hardware": environment.hardware(self.device),
-                         "git_commit": environment.git_commit(), **environment.versions()},
+                         "git_commit": environment.git_commit(), **environment.versions(),
+                         **mlflow_server(self.tracker.uri)},
             wall_time_s=round(wall, 2), peak_memory_mb=round(peak, 1),
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.results.claims import EncoderFacts, load_claims
-from harness.results.leaderboard import METRIC, Reported, Table, build, compose, load_reported, main_scores, summarize
+from harness.results.leaderboard import METRIC, Reported, Table, build, compose, main_scores, reported_beside, summarize
+from harness.results.overlay import Folders, folders
 from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
 from harness.results.publishing.claims_page import CLAIMS_MARKDOWN, claims_html, claims_markdown, with_link
@@ -24,24 +25,28 @@ MARKDOWN_FILE = "LEADERBOARD.md"
 DIAGNOSTICS_DIR = "diagnostics"
 
 
-def publish(root: Path, check: bool = False, facts: Callable[[], EncoderFacts] | None = None) -> list[str]:
+def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, ...] = (),
+            facts: Callable[[], EncoderFacts] | None = None) -> list[str]:
     """Write (or, with check, compare) everything; returns the paths that are out of date.
 
-    `facts` gives what says which records share a trained encoder (the command reads it from the code's
-    index, only when there are claims); without it every record's encoder counts apart. The claims
-    (CLAIMS.md, the page's section, the link from LEADERBOARD.md) appear only where a claims file exists."""
+    `overlays` are further folders whose records are shown beside root's (harness.results.overlay); they are
+    only read: everything is written under root. `facts` gives what says which records share a trained
+    encoder (the command reads it from the code's index, only when there are claims); without it every
+    record's encoder counts apart. The claims (CLAIMS.md, the page's section, the link from LEADERBOARD.md)
+    appear only where a claims file exists, and are judged on root's records alone."""
     root = Path(root)
-    results, tables = build(root)
+    where = folders(root, overlays)
+    results, tables = build(where)
     claims = load_claims(root)
     outcomes = evaluate(root, claims, facts() if facts else EncoderFacts()) if claims else []
-    specs = figure_specs(root, results, tables)
+    specs = figure_specs(where, results, tables)
     stale = _figures(root, specs, check)
     links: dict[str, list[tuple[str, str]]] = {}
     for spec in specs:
         links.setdefault(spec.section, []).append((spec.caption, spec.path))
-    markdown = compose(results, tables, links)
+    markdown = compose(results, tables, links, origin=where.describe())
     outputs = {MARKDOWN_FILE: with_link(markdown) if claims else markdown,
-               PAGE_FILE: render_page(root, results, tables, specs, claims_html(outcomes) if claims else "")}
+               PAGE_FILE: render_page(where, results, tables, specs, claims_html(outcomes) if claims else "")}
     if claims:
         outputs[CLAIMS_MARKDOWN] = claims_markdown(outcomes)
     for name, text in outputs.items():
@@ -68,8 +73,9 @@ def _figures(root: Path, specs: list[fig.Figure], check: bool) -> list[str]:
     return []
 
 
-def figure_specs(root: Path, results: pd.DataFrame, tables: list[Table]) -> list[fig.Figure]:
-    reported, _ = load_reported(root / "reference")
+def figure_specs(where: Folders, results: pd.DataFrame, tables: list[Table]) -> list[fig.Figure]:
+    root = where.root.path
+    reported, _ = reported_beside(where)
     summaries = summarize(results)
     suite_of = dict(zip(results.task, results.suite))
     specs = []
@@ -81,7 +87,7 @@ def figure_specs(root: Path, results: pd.DataFrame, tables: list[Table]) -> list
         if table.critical_difference is not None:
             cd = table.critical_difference
             specs.append(fig.cd_figure(table.suite, cd.average_ranks, cd.cd, cd.tasks))
-    specs += _mi_specs(root, suite_of)
+    specs += _mi_specs(root, where.reference(), suite_of)
     for history in all_histories(root):
         specs.append(fig.history_figure(history, suite_of.get(history["task"], "misc")))
     return specs
@@ -109,9 +115,9 @@ def _score_points(table: Table, summaries, reported: dict[tuple[str, str], Repor
     return points
 
 
-def _mi_specs(root: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
+def _mi_specs(root: Path, reference: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
     """One heatmap per diagnosed task; the paper's values from the `[[diagnostics]]` entries of sources.toml."""
-    config = root / "reference" / "sources.toml"
+    config = reference / "sources.toml"
     references = tomllib.loads(config.read_text()).get("diagnostics", []) if config.exists() else []
     specs = []
     for task_dir in sorted((root / DIAGNOSTICS_DIR).glob("*/")):
@@ -120,7 +126,7 @@ def _mi_specs(root: Path, suite_of: dict[str, str]) -> list[fig.Figure]:
             continue
         task = task_dir.name
         entry = next((r for r in references if r["task"] == task), None)
-        paper = (pd.read_csv(root / "reference" / entry["file"], comment="#").set_index("latent")
+        paper = (pd.read_csv(reference / entry["file"], comment="#").set_index("latent")
                  if entry else None)
         specs.append(fig.mi_figure(task, suite_of.get(task, "misc"), found, paper,
                                    entry["label"] if entry else "paper"))
