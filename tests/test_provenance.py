@@ -210,3 +210,25 @@ def test_a_code_difference_says_what_changed_and_what_to_do():
     before = {**old, "method": {"name": "m", "version": "1.0"}}  # made before code digests were recorded
     assert "it was made before a plugin's code was part of its identity" in str(differences(before, new)[0])
     assert "code" not in run_identity(task, {"name": "m", "version": "1.0", "code": None}, protocol, {})["method"]
+
+
+def test_reproduce_refuses_a_record_whose_plugin_code_was_edited_since():
+    from harness.cli.reproduce import mismatches
+    from harness.results.records import Record
+    from harness.running.pair import Pair
+
+    task_cls, method_cls = TASKS.get("tiny-synthetic"), METHODS.get("clip")  # a test task: outside the harness
+    code = provenance.code_digest(task_cls.__module__)
+    task = task_cls()
+    identity = run_identity(task.identity() | {"code": code}, {"name": "clip", "version": method_cls.version},
+                            {}, {})
+    record = Record(task=plain_copy(task.identity()), method={"name": "clip", "version": method_cls.version}, seed=0,
+                    status="ok", identity=plain_copy(identity), environment={"git_commit": "0123456789ab"})
+    assert mismatches(record, Pair(task, method_cls)) == []
+    record.identity["task"]["code"] = "0000000000000000"
+    assert mismatches(record, Pair(task, method_cls)) == [
+        f"task tiny-synthetic's code is not the record's (code {code} here, 0000000000000000 in the record)"]
+
+
+def plain_copy(value: dict) -> dict:
+    return json.loads(json.dumps(value))
