@@ -232,3 +232,10 @@ def test_reproduce_refuses_a_record_whose_plugin_code_was_edited_since():
 
 def plain_copy(value: dict) -> dict:
     return json.loads(json.dumps(value))
+
+
+def test_the_own_packages_are_those_the_harness_distribution_ships():
+    import tomllib
+
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {pattern.rstrip("*") for pattern in shipped} == provenance.OWN_PACKAGES
