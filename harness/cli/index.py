@@ -12,10 +12,11 @@ torch, scikit-learn or MLflow.
     index.method_names()            # sorted registry names, plugins included
     index.method_info("clip")       # name, display_name, version, description, trains,
                                     # requirements (fields + "needs" text), search_space, defaults,
-                                    # domains (search_space and domains as harness.api.space.to_entry), target
+                                    # domains (search_space and domains as harness.api.space.to_entry),
+                                    # target, module (the class's, which names its code in a run identity)
     index.task_info("synthetic")    # name, version, suite, description, label_kind, num_classes,
                                     # modalities, source, offers_augmentations, default_epochs,
-                                    # default_batch_size, params, identity, extra_symbols, target
+                                    # default_batch_size, params, identity, extra_symbols, target, module
     index.data_present(index.task_info("mimic"), data_dir)
 
 An unknown name raises HarnessError with the registry's "did you mean" message.
@@ -41,7 +42,7 @@ from harness.api.space import to_entry
 from harness.running.workdir import cache_dir
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # bump when the entries' layout changes
+FORMAT = 3  # bump when the entries' layout changes
 
 
 def method_names() -> list[str]:
@@ -108,7 +109,7 @@ def _describe_method(name: str, cls: type, registry: Registry) -> dict[str, Any]
     requirements = cls.requirements
     return _plain({
         "name": name, "display_name": cls.display_name, "version": cls.version, "description": cls.description,
-        "trains": cls.trains, "target": registry.target(name),
+        "trains": cls.trains, "target": registry.target(name), "module": cls.__module__,
         "requirements": {**dataclasses.asdict(requirements), "needs": requirements.describe()},
         "search_space": {key: to_entry(p) for key, p in cls.search_space.items()},
         "defaults": dict(cls.defaults), "domains": {key: to_entry(d) for key, d in cls.domains.items()},
@@ -120,6 +121,7 @@ def _describe_task(name: str, cls: type, registry: Registry) -> dict[str, Any]:
     return _plain({
         "name": name, "version": cls.version, "suite": cls.suite, "description": cls.description,
         "label_kind": cls.label_kind, "num_classes": task.num_classes, "target": registry.target(name),
+        "module": cls.__module__,
         "modalities": [dataclasses.asdict(m) for m in task.modalities],
         "source": dataclasses.asdict(task.source), "offers_augmentations": cls.offers_augmentations(),
         "default_epochs": cls.default_epochs, "default_batch_size": cls.default_batch_size,

@@ -4,8 +4,9 @@ The rerun uses the record's task (name, version, parameters), method (name,
 version), hyperparameters, seed and epochs, with the same code path as the
 scored seed of `harness run`. It writes no record. It refuses, with one line,
 when what it would run is not what the record ran: another task or method
-version, other task parameters, data with another fingerprint, or a record
-(or a working tree) with uncommitted changes, whose code nobody can name;
+version, a plugin's code edited since, other task parameters, data with
+another fingerprint, or a record (or a working tree) with uncommitted
+changes, whose code nobody can name;
 `--force` reruns anyway, and says so.
 """
 
@@ -22,7 +23,9 @@ from harness.api.errors import HarnessError
 from harness.cli.requests import ReproduceRequest
 from harness.results import stats
 from harness.results.records import Record, read_record
+from harness.results.identity import CODE
 from harness.running import environment
+from harness.running.provenance import code_digest
 from harness.running.pair import Pair, check_data, resolve_hyperparameters
 from harness.running.runner import PairRunner
 from harness.running.tracking import Tracker
@@ -55,6 +58,11 @@ def mismatches(record: Record, pair: Pair) -> list[str]:
     if record.method.get("version") != method.version:
         problems.append(f"method {method.name} is version {method.version} here, the record's is "
                         f"{record.method.get('version')}")
+    for part, cls in (("task", type(task)), ("method", method)):
+        recorded, here = (record.identity.get(part) or {}).get(CODE), code_digest(cls.__module__)
+        if recorded != here:  # a plugin's code, edited since (harness.running.provenance)
+            problems.append(f"{part} {cls.name}'s code is not the record's (code {here or 'none'} here, "
+                            f"{recorded or 'none'} in the record)")
     recorded_commit = str(record.environment.get("git_commit", ""))
     if recorded_commit.endswith("-dirty"):
         problems.append(f"the record was made from uncommitted changes ({recorded_commit}), so its code is unknown")

@@ -37,14 +37,17 @@ def recorded_pairs(run: RunRequest) -> list[tuple[str, str]] | None:
         if fingerprint is None:
             return None
         for method_name in run.methods:
-            method = declaration(index.method_info(method_name))
+            entry = index.method_info(method_name)
+            method = declaration(entry)
             space, fixed = request.hyperparameters(method, task["default_batch_size"], run.overrides)
             bf16 = _bf16(run, task)
             if bf16 is None:
                 return None
             protocol = request.protocol(method.trains, run.epochs or task["default_epochs"], run.trials,
                                         run.seeds, space, fixed, bf16, run.world_size)
-            identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed)
+            # The plugins' code digests are read from their files now, as the full path would import them.
+            identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed,
+                                        task_module=task["module"], method_module=entry["module"])
             plan = plan_resume(run.results, identity, keep_old=run.keep_old)
             if plan.train or plan.remove or plan.note:
                 return None

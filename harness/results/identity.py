@@ -5,6 +5,10 @@ imports no torch), so a command can decide what to train without loading data:
 
 - task: name, version, parameters and the fingerprint of the data it loads;
 - method: name and version;
+- for a method or task from outside the harness (a plugin), `code`: a digest of its package's code
+  (harness.running.provenance), so an edit made without a new version is never taken for the code a
+  record was made with; the harness's own methods and tasks leave it out, and keep the identities
+  their records always had;
 - protocol: epochs, trial budget, number of seeds, batch size (the global batch: all ranks'
   rows together) and, for a data-parallel run, how many ranks trained it;
 - fixed: every hyperparameter not tuned, whether a default or given with --set.
@@ -39,12 +43,14 @@ WORLD_SIZE, ONE_PROCESS = "world_size", 1
 _PHRASES = {
     ("task", "name"): "task {}", ("task", "version"): "task version {}",
     ("task", "fingerprint"): "data fingerprint {}",
-    ("method", "name"): "method {}", ("method", "version"): "method version {}",
+    ("task", "code"): "task code {}",
+    ("method", "name"): "method {}", ("method", "version"): "method version {}", ("method", "code"): "method code {}",
     ("protocol", "epochs"): "{} epochs", ("protocol", "trials"): "{} trials",
     ("protocol", "seeds"): "{} seeds", ("protocol", "batch_size"): "batch size {}",
     ("protocol", WORLD_SIZE): "{} rank(s)",
 }
-_ABSENT = {("protocol", WORLD_SIZE): ONE_PROCESS}  # what a key an identity leaves out stands for
+_ABSENT = {("protocol", WORLD_SIZE): ONE_PROCESS}  # what a key an identity leaves out stands for (else None)
+CODE = "code"
 
 
 def plain(value: Any) -> Any:
@@ -63,12 +69,17 @@ def run_identity(task: Mapping[str, Any], method: Mapping[str, Any], protocol: M
     ranks = protocol.get(WORLD_SIZE) or ONE_PROCESS
     return plain({
         "task": {"name": task["name"], "version": task.get("version"), "params": task.get("params") or {},
-                 "fingerprint": task.get("fingerprint")},
-        "method": {"name": method["name"], "version": method.get("version")},
+                 "fingerprint": task.get("fingerprint")} | _code(task),
+        "method": {"name": method["name"], "version": method.get("version")} | _code(method),
         "protocol": {key: protocol.get(key) for key in PROTOCOL_KEYS}
                     | ({WORLD_SIZE: ranks} if ranks != ONE_PROCESS else {}),
         "fixed": None if fixed is None else dict(fixed),
     })
+
+
+def _code(part: Mapping[str, Any]) -> dict[str, Any]:
+    """A plugin's code digest; nothing for the harness's own code, so its identities stay what they were."""
+    return {CODE: part[CODE]} if part.get(CODE) is not None else {}
 
 
 @dataclass(frozen=True)
@@ -78,15 +89,20 @@ class Difference:
     phrase: str
     recorded: Any
     requested: Any
+    why: str = ""  # said in brackets after the difference
 
     def __str__(self) -> str:
         """As the resume decision says it: "recorded with 6 epochs, asked for 1"."""
         asked = _show(self.requested) if self.phrase.startswith("{}") else self._says(self.requested)
-        return f"recorded with {self._says(self.recorded)}, asked for {asked}"
+        return f"recorded with {self._says(self.recorded)}, asked for {asked}{self._why()}"
 
     def between(self, recorded_in: str, requested_in: str) -> str:
         """As the leaderboard says it: "seed2.json has 1 epochs, seed0.json 6 epochs"."""
-        return f"{recorded_in} has {self._says(self.recorded)}, {requested_in} {self._says(self.requested)}"
+        said = f"{recorded_in} has {self._says(self.recorded)}, {requested_in} {self._says(self.requested)}"
+        return said + self._why()
+
+    def _why(self) -> str:
+        return f" ({self.why})" if self.why else ""
 
     def _says(self, value: Any) -> str:
         if value is _TUNED:
@@ -110,7 +126,7 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any],
         a = (recorded.get(part) or {}).get(key, absent)
         b = (requested.get(part) or {}).get(key, absent)
         if a != b:
-            found.append(Difference(phrase, a, b))
+            found.append(Difference(phrase, a, b, _why_code(part, recorded, requested) if key == CODE else ""))
     a_params = _flat((recorded.get("task") or {}).get("params") or {})
     b_params = _flat((requested.get("task") or {}).get("params") or {})
     for key in sorted(set(a_params) | set(b_params)):
@@ -118,6 +134,15 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any],
             found.append(Difference(f"task parameter {key}={{}}", a_params.get(key), b_params.get(key)))
     found += _fixed_differences(recorded.get("fixed"), requested.get("fixed") or {}, recorded_hparams or {})
     return found
+
+
+def _why_code(part: str, recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> str:
+    """Why a plugin's code digests differ, where the phrase alone would leave a reader guessing."""
+    if (recorded.get(part) or {}).get(CODE) is None:
+        return "the record names no code: it was made before a plugin's code was part of its identity"
+    if (recorded.get(part) or {}).get("version") == (requested.get(part) or {}).get("version"):
+        return "its code changed, its version did not: bump the version when an edit changes results"
+    return ""
 
 
 def _fixed_differences(recorded: Mapping[str, Any] | None, requested: Mapping[str, Any],

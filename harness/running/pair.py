@@ -12,7 +12,7 @@ from harness.api.space import Param
 from harness.api.task import Task
 from harness.results.identity import run_identity
 from harness.results.records import Record
-from harness.running import request
+from harness.running import provenance, request
 
 
 @dataclass
@@ -34,8 +34,9 @@ def resolve_hyperparameters(pair: Pair, overrides: dict[str, str]) -> tuple[dict
 
 def not_applicable_record(task: Task, method_cls: type[Method], reason: str) -> Record:
     method = {"name": method_cls.name, "display_name": method_cls.display_name, "version": method_cls.version}
-    return Record(task=task.identity(), seed=None, status="n/a", reason=reason, method=method,
-                  identity=run_identity(task.identity(), method, {}, {}))
+    return Record(task=task.identity() | {"provenance": provenance.describe(type(task).__module__)}, seed=None,
+                  status="n/a", reason=reason, identity=run_identity(task.identity(), method, {}, {}),
+                  method=method | {"provenance": provenance.describe(method_cls.__module__)})
 
 
 def check_data(task: Task) -> None:

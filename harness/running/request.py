@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.api.space import NON_NEGATIVE, POSITIVE, Domain, Float, Interval, Param, check_domains, typed_overrides
-from harness.results.identity import run_identity
+from harness.results.identity import CODE, run_identity
+from harness.running.provenance import code_digest
 
 # What every training method tunes and fixes beside its own space; a method may narrow them.
 TRAIN_SPACE: dict[str, Param] = {"lr": Float(1e-4, 3e-3, log=True)}
@@ -97,7 +98,12 @@ def protocol(trains: bool, epochs: int, trials: int, seeds: int, space: dict[str
 
 
 def identity(task_identity: dict[str, Any], fingerprint: str, method: MethodDeclaration,
-             run_protocol: dict[str, Any], space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
-    """The request's run identity; the tuned keys' defaults are not fixed values and stay out of it."""
-    return run_identity(task_identity | {"fingerprint": fingerprint}, {"name": method.name, "version": method.version},
+             run_protocol: dict[str, Any], space: dict[str, Param], fixed: dict[str, Any], *,
+             task_module: str, method_module: str) -> dict[str, Any]:
+    """The request's run identity; the tuned keys' defaults are not fixed values and stay out of it.
+
+    The modules defining the task and method classes name their code (harness.running.provenance): a
+    plugin edited since a record was made is not the plugin the record stands for."""
+    return run_identity(task_identity | {"fingerprint": fingerprint, CODE: code_digest(task_module)},
+                        {"name": method.name, "version": method.version, CODE: code_digest(method_module)},
                         run_protocol, {k: v for k, v in fixed.items() if k not in space})

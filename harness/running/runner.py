@@ -27,7 +27,7 @@ from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
 from harness.results.records import Record, mlflow_server, write_record
-from harness.running import distributed, environment, grouped, probe, request, saved_encoders
+from harness.running import distributed, environment, grouped, probe, provenance, request, saved_encoders
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
 from harness.running.request import RunOptions
@@ -130,7 +130,8 @@ class PairRunner:
 
     def identity(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any], fingerprint: str):
         return request.identity(pair.task.identity(), fingerprint, pair.method_cls, self.protocol(pair, space, fixed),
-                                space, fixed)
+                                space, fixed, task_module=type(pair.task).__module__,
+                                method_module=pair.method_cls.__module__)
 
     def decide(self, pair: Pair, space, fixed) -> tuple[dict[str, Any], list[int], TaskData | None]:
         """The requested identity and the seeds to train. Data are loaded only to fingerprint them when
@@ -270,6 +271,8 @@ class PairRunner:
         if pair.key not in self._sweeps:
             space, fixed = self.hyperparameters(pair)
             identity, seeds, data = self.decide(pair, space, fixed)
+            for module in (type(pair.task).__module__, pair.method_cls.__module__):
+                provenance.describe(module)  # read once, now: the records say what the code was when it was loaded
             # Named by the identity without seeds and budget: another space, fixed value or data never shares a
             # study. The study also holds the seeds' claims.
             study = open_study(study_name(identity), self.storage) if seeds else None
@@ -433,8 +436,11 @@ class PairRunner:
                         "out); this worker writes nothing for it", pair.key, seed)
             return None, None
         record = Record(
-            task=pair.task.identity() | {"fingerprint": identity["task"]["fingerprint"]}, identity=identity,
-            method={"name": method.name, "display_name": method.display_name, "version": method.version},
+            task=pair.task.identity() | {"fingerprint": identity["task"]["fingerprint"],
+                                         "provenance": provenance.describe(type(pair.task).__module__)},
+            identity=identity,
+            method={"name": method.name, "display_name": method.display_name, "version": method.version,
+                    "provenance": provenance.describe(pair.method_cls.__module__)},
             seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
             metrics=scores.as_metrics(),
             environment={"device": self.device.type, "hardware": environment.hardware(self.device),
