@@ -106,8 +106,9 @@ def refuse_mixed_identities(root: Path, records: list[Record]) -> None:
                 a, b = (record_path(root, task, method, x.seed) for x in (r, reference))
                 raise HarnessError(
                     f"{a} and {b} were made under different run identities ({found[0].between(a.name, b.name)}); "
-                    f"a leaderboard cell takes one: rerun `harness run --method {method} --task {task}` to "
-                    f"replace the stale seeds, or remove them")
+                    f"a leaderboard cell takes one: rerun the pair into this folder with the settings of the seeds "
+                    f"to keep (`harness run --method {method} --task {task} --results {root} --force` and those "
+                    f"settings; the replaced records are kept in {a.parent / 'replaced'}/), or move the others out")
 
 
 def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
@@ -316,7 +317,8 @@ LEGEND = (
 def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
     results = load_results(root)
     if results.empty:
-        raise HarnessError(f"no result records under {root / 'records'}; run `harness run` first")
+        raise HarnessError(f"no result records under {root / 'records'}; run `harness run --results {root}` first, "
+                           "or give the --results folder that holds them")
     reported, reported_suites = load_reported(root / "reference")
     settings = load_suite_settings(root / "reference")
     tables = []

@@ -27,6 +27,7 @@ from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
 from harness.results.records import Record, write_record
+from harness.results.replacing import write_keeping
 from harness.running import distributed, environment, grouped, probe, request
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
@@ -203,7 +204,7 @@ class PairRunner:
         if record is None:
             sweep.diverged.add(seed)
         else:
-            write_record(self.options.results, record)
+            write_keeping(self.options.results, record)  # over a record only with --force, which keeps the old
             sweep.curves[seed] = curve
             sweep.trained += 1
         return Step.WORKED
