@@ -13,7 +13,7 @@ from harness.cli.requests import DiagnoseRequest, RunRequest
 from harness.results import fingerprints
 from harness.results.publishing.run_report import PairOutcome, summary_table
 from harness.results.records import Record, read_record, record_path, write_record
-from harness.results.replacing import Judged, judge, made_otherwise, set_aside, write_keeping
+from harness.results.replacing import Judged, judge, made_otherwise, write_keeping
 from harness.running import environment, workers
 from harness.running.environment import resolve_device
 from harness.running.pair import Pair, check_data, not_applicable_record, resolve_hyperparameters
@@ -152,7 +152,7 @@ def collect_command(storage_spec: str | None, workdir: Path, results: Path, forc
         key = (record["task"]["name"], record["method"]["name"], record["seed"])
         if key not in newest or record["finished_at"] > newest[key]["finished_at"]:
             newest[key] = record
-    wanted, replaced = [], []
+    wanted, replaced = [], {}
     for _key, fields in sorted(newest.items()):
         record = Record(**fields)
         judged = judge(results, record.identity)
@@ -161,11 +161,11 @@ def collect_command(storage_spec: str | None, workdir: Path, results: Path, forc
         if judged.other and not force:
             raise judged.refusal(COLLECT_FIXES)  # before anything is written
         wanted.append(record)
-        replaced += [p for p in judged.other if p not in replaced]
-    kept = [path for path in replaced if set_aside(path)]
+        replaced.setdefault(judged.key, judged)
+    kept = [path for judged in replaced.values() for path in judged.set_aside()]
     for record in wanted:
         write_record(results, record)
-    aside = f"; {len(kept)} replaced record(s) kept in replaced/ beside them" if kept else ""
+    aside = f"; {len(kept)} replaced file(s) kept in replaced/ beside them" if kept else ""
     log.info("%d record(s) written to %s, %d already there%s", len(wanted), results / "records",
              len(newest) - len(wanted), aside)
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.api.errors import HarnessError
 from harness.results.identity import differences
+from harness.results.publishing.history import history_path
 from harness.results.records import Record, read_record, record_path, write_record
 
 REPLACED_DIR = "replaced"
@@ -30,12 +31,18 @@ class Judged:
 
     key: str  # "task/method"
     folder: Path  # records/TASK/METHOD
+    history: Path | None = None  # the pair's history file (harness.results.publishing.history), if it has one
     standing: set[int] = field(default_factory=set)  # seeds whose records stand for the request
     other: dict[Path, list[str]] = field(default_factory=dict)  # the records that do not -> how each differs
 
     def what(self) -> str:
         """How the others differ, each difference said once: "recorded with 6 epochs, asked for 2"."""
         return "; ".join(dict.fromkeys(d for found in self.other.values() for d in found))
+
+    def set_aside(self) -> list[Path]:
+        """Keep the records made otherwise in replaced/, and the pair's history, whose curves are theirs."""
+        paths = [*self.other, self.history] if self.other and self.history else list(self.other)
+        return [kept for kept in map(set_aside, paths) if kept is not None]
 
     def refusal(self, fixes: str) -> HarnessError:
         return HarnessError(f"{self.key}: {len(self.other)} record(s) in {self.folder} were made under another "
@@ -46,7 +53,8 @@ def judge(results: Path, identity: dict[str, Any], seeds: int | None = None) -> 
     """The pair's seed records that stand for `identity`, and those made otherwise (with `seeds`, also any
     of a seed beyond that count)."""
     task, method = identity["task"]["name"], identity["method"]["name"]
-    judged = Judged(f"{task}/{method}", record_path(results, task, method, 0).parent)
+    judged = Judged(f"{task}/{method}", record_path(results, task, method, 0).parent,
+                    history_path(results, task, method))
     for path in sorted(judged.folder.glob("seed*.json")):
         record = read_record(path)
         found = [str(d) for d in differences(record.identity, identity, record.hparams)]

@@ -13,12 +13,11 @@ all of its records and trains nothing, and says so. This module imports no torch
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results.publishing.history import history_path
-from harness.results.replacing import judge, set_aside
+from harness.results.replacing import Judged, judge
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +29,15 @@ RUN_FIXES = ("--force retrains them and keeps the old records in replaced/ besid
 class ResumePlan:
     key: str  # "task/method"
     train: list[int]  # seeds to train (and record)
-    set_aside: list[Path] = field(default_factory=list)  # records --force replaces: kept in replaced/ before training
+    replaced: Judged | None = None  # with --force: its records made otherwise go to replaced/ before training
     note: str | None = None  # one line on records made under another identity
 
     def apply(self) -> None:
         """Say what was decided, and keep the records it replaces (and their history) in replaced/."""
         if self.note:
             log.warning(self.note)
-        for path in self.set_aside:
-            set_aside(path)
+        if self.replaced is not None:
+            self.replaced.set_aside()
 
 
 def plan_resume(results: Path, identity: dict[str, Any], *, force: bool = False, keep_old: bool = False) -> ResumePlan:
@@ -53,7 +52,6 @@ def plan_resume(results: Path, identity: dict[str, Any], *, force: bool = False,
     train = list(range(seeds)) if force else [s for s in range(seeds) if s not in judged.standing]
     if not judged.other:
         return ResumePlan(judged.key, train)
-    history = history_path(results, identity["task"]["name"], identity["method"]["name"])
     note = (f"{judged.key}: {len(judged.other)} seed record(s) made under another identity ({judged.what()}); "
             f"retraining, as --force asks; the old records are kept in {judged.folder / 'replaced'}/")
-    return ResumePlan(judged.key, train, set_aside=[*judged.other, history], note=note)
+    return ResumePlan(judged.key, train, replaced=judged, note=note)
