@@ -34,14 +34,18 @@ class Judged:
     history: Path | None = None  # the pair's history file (harness.results.publishing.history), if it has one
     standing: set[int] = field(default_factory=set)  # seeds whose records stand for the request
     other: dict[Path, list[str]] = field(default_factory=dict)  # the records that do not -> how each differs
+    seen: dict[Path, Record] = field(default_factory=dict)  # each of those records as judged
 
     def what(self) -> str:
         """How the others differ, each difference said once: "recorded with 6 epochs, asked for 2"."""
         return "; ".join(dict.fromkeys(d for found in self.other.values() for d in found))
 
     def set_aside(self) -> list[Path]:
-        """Keep the records made otherwise in replaced/, and the pair's history, whose curves are theirs."""
-        paths = [*self.other, self.history] if self.other and self.history else list(self.other)
+        """Keep the records made otherwise in replaced/, and the pair's history, whose curves are theirs. A file
+        another worker has since rewritten is no longer the one judged, and stays."""
+        paths = [p for p in self.other if p.exists() and read_record(p) == self.seen.get(p)]
+        if paths and self.history:
+            paths.append(self.history)
         return [kept for kept in map(set_aside, paths) if kept is not None]
 
     def refusal(self, fixes: str) -> HarnessError:
@@ -61,7 +65,7 @@ def judge(results: Path, identity: dict[str, Any], seeds: int | None = None) -> 
         if seeds is not None and (record.seed is None or record.seed >= seeds) and not found:
             found = [f"seed {record.seed} beyond the {seeds} asked for"]
         if found:
-            judged.other[path] = found
+            judged.other[path], judged.seen[path] = found, record
         else:
             judged.standing.add(record.seed)
     return judged

@@ -65,6 +65,7 @@ def sweep(runner: PairRunner, pairs: list[Pair],
             # A definition that clashes with a running sweep's, or records a run may not replace, are
             # refused here, before any work.
             runner.prepare(pair)
+        runner.begin()
         before_work()
         while pending:
             for pair in list(pending):
@@ -123,6 +124,7 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     myself = PairRunner(replace(quiet, device=devices[0]), runner.tracker, runner.storage, runner.coordinator)
     try:
         plan = _progress_plan(myself, pairs)
+        myself.begin()  # before any other worker starts: they find the replaced records already aside
         before_work()
     except BaseException:
         runner.coordinator.close()  # leave the studies it joined before the refusal
