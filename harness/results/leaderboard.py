@@ -317,8 +317,8 @@ LEGEND = (
 def build(root: Path) -> tuple[pd.DataFrame, list[Table]]:
     results = load_results(root)
     if results.empty:
-        raise HarnessError(f"no result records under {root / 'records'}; run `harness run --results {root}` first, "
-                           "or give the --results folder that holds them")
+        raise HarnessError(f"no result records under {root / 'records'}; run `harness run --method ... --task ... "
+                           f"--results {root}` first, or give the --results folder that holds them")
     reported, reported_suites = load_reported(root / "reference")
     settings = load_suite_settings(root / "reference")
     tables = []
