@@ -26,7 +26,7 @@ from harness.results import fingerprints
 from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
-from harness.results.records import Record, write_record
+from harness.results.records import Record
 from harness.results.replacing import write_keeping
 from harness.running import distributed, environment, grouped, probe, request
 from harness.running.coordination import WAIT, Coordinator, mutex_for
@@ -91,7 +91,7 @@ class PairSweep:
         elif claim["state"] == "failed":
             self.failed[seed] = claim["reason"]
         elif results is not None:
-            write_record(results, Record(**claim["record"]))
+            write_keeping(results, Record(**claim["record"]))
             self.copied += 1
         if claim["state"] == "ok" and claim.get("curve") is not None:
             self.curves[seed] = claim["curve"]
@@ -212,7 +212,7 @@ class PairRunner:
         if record is None:
             sweep.diverged.add(seed)
         else:
-            write_keeping(self.options.results, record)  # over a record only with --force, which keeps the old
+            write_keeping(self.options.results, record)  # over a record only with --force; the old is kept
             sweep.curves[seed] = curve
             sweep.trained += 1
         return Step.WORKED
