@@ -3,7 +3,7 @@
 #   TASKS=shapes-superclasses METHODS=simclr,clip SEEDS=5 TRIALS=1 WORKERS=6 bash benchmarks/gpu_records.sh
 # Runs `harness run --results results` with $WORKERS workers sharing $DEVICE (cuda:0; $EXTRA is passed on, e.g.
 # --no-bf16), then packs the tasks' records and histories into $OUT/records.tar.gz, since the device tool
-# returns at most 8 files. Unpack it at the repository root here and run `harness leaderboard`.
+# returns at most 8 files. Unpack it at the repository root here and run `harness leaderboard --results results`.
 set -o pipefail
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"

@@ -88,7 +88,8 @@ def indexed_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("argv", [["list", "methods"], ["list", "tasks"], ["leaderboard", "--check"], ["--help"]],
+@pytest.mark.parametrize("argv", [["list", "methods"], ["list", "tasks"],
+                                  ["leaderboard", "--results", "results", "--check"], ["--help"]],
                          ids=lambda argv: " ".join(argv))
 def test_commands_that_do_no_training_import_no_torch(argv, indexed_env):
     check = (f"import sys\nfrom harness.cli import main\ntry:\n    code = main({argv!r})\n"

@@ -8,7 +8,7 @@ import pytest
 
 from harness.api.errors import HarnessError
 from harness.results.identity import differences, run_identity, study_name
-from harness.results.records import SCHEMA, Record, has_record, read_records, record_path, write_record
+from harness.results.records import SCHEMA, Record, has_record, read_record, read_records, record_path, write_record
 
 
 def make_record(seed=0, **overrides) -> Record:
@@ -124,3 +124,36 @@ def test_processes_writing_one_record_at_once_never_fail_and_leave_a_whole_recor
     (record,) = read_records(tmp_path)  # whole and valid JSON, whoever wrote last
     assert record.metrics["test_acc"] == 399.0
     assert [p.name for p in (tmp_path / "records" / "t" / "m").iterdir()] == ["seed0.json"]  # no temporary left
+
+
+def test_a_replaced_record_is_kept_beside_and_never_over_an_earlier_kept_one(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from harness.results import replacing
+
+    class Frozen(datetime):  # every move at one instant: the names must still differ
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 7, 13, 0, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(replacing, "datetime", Frozen)
+    texts = []
+    for acc in (0.1, 0.2, 0.3):
+        path = write_record(tmp_path, make_record(metrics={"test_acc": acc}))
+        texts.append(path.read_bytes())
+        replacing.set_aside(path)
+    kept = sorted((path.parent / "replaced").iterdir())
+    assert [p.name for p in kept] == ["seed0.20261207T130000.000000Z-1.json", "seed0.20261207T130000.000000Z-2.json",
+                                      "seed0.20261207T130000.000000Z.json"]
+    assert sorted(p.read_bytes() for p in kept) == sorted(texts) and not path.exists()
+    assert list(read_records(tmp_path)) == []  # nothing reads from replaced/
+    assert replacing.set_aside(path) is None  # nothing there to keep
+
+
+def test_writing_a_record_a_file_already_holds_leaves_the_file_untouched(tmp_path):
+    path = write_record(tmp_path, make_record())
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    write_record(tmp_path, make_record())
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+    write_record(tmp_path, make_record(metrics={"test_acc": 0.5}))
+    assert read_record(path).metrics == {"test_acc": 0.5}

@@ -79,8 +79,10 @@ def test_a_command_joining_a_running_sweep_with_another_budget_is_refused_in_one
     running = Coordinator(mutex_for(None, harness_run.workdir))  # a worker elsewhere still runs it
     running.join(study, storage.get_study_system_attrs(summary._study_id)[DEFINITION_KEY]["definition"])
     capsys.readouterr()
-    assert harness_run(*sweep, "--trials", "2") == 2
+    # --force, so its record of a 1-trial budget may be replaced: the clash, not the record, is refused.
+    assert harness_run(*sweep, "--trials", "2", "--force") == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "being run by 1 worker(s)" in error[0] and "asks for 2 trials" in error[0]
+    assert not list(harness_run.results.rglob("replaced"))  # refused: the record it would replace is in place
     running.close()
-    assert harness_run(*sweep, "--trials", "2") == 0  # once it is done, a larger budget extends the study
+    assert harness_run(*sweep, "--trials", "2", "--force") == 0  # once it is done, a larger budget extends the study

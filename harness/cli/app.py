@@ -14,7 +14,8 @@ from harness.running.request import DEVICE_FORMS, is_device_name
 
 log = logging.getLogger("harness")
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
-# A user's own runs go here, apart from the published records in results/, so a fresh clone's first run trains.
+# Every command's records folder: a user's own runs, apart from the published records in results/, so a fresh
+# clone's first run trains and nothing is written into results/ unless a command is given `--results results`.
 RUNS_DIR = "runs"
 
 
@@ -120,10 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a hyperparameter instead of tuning it; repeatable")
     resume = run.add_mutually_exclusive_group()
-    resume.add_argument("--force", action="store_true", help="rerun seeds whose records already exist")
+    resume.add_argument("--force", action="store_true",
+                        help="rerun seeds whose records already exist, and replace records made under another "
+                             "identity (each old record is kept in replaced/ beside it)")
     resume.add_argument("--keep-old", action="store_true",
                         help="keep records made under another identity (epochs, budget, --set, versions, data) "
-                             "instead of retraining them")
+                             "and train nothing for their pair (without it or --force, such records are refused)")
     run.add_argument("--allow-dirty", action="store_true",
                      help="run from a working tree with uncommitted changes (its records are marked)")
     run.add_argument("--results", type=_folder, default=RUNS_DIR,
@@ -141,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "launcher (one GPU each); --set batch_size is the global batch (docs/distributed.md)")
 
     board = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md, index.html and figures/ from the records")
-    board.add_argument("--results", type=_folder, default="results",
+    board.add_argument("--results", type=_folder, default=RUNS_DIR,
                        help="records folder to draw the tables from; LEADERBOARD.md, index.html and figures/ are "
-                            "written there (default %(default)s/)")
+                            "written there (default %(default)s/; `--results results` reads and writes the published folder)")
     board.add_argument("--with", dest="overlays", type=_paths, action="append", default=[], metavar="FOLDER",
                        help="also show the rows of this records folder (e.g. the published results), each row "
                             "named with its folder and cells off the published protocol marked; only read, "
@@ -154,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     collect = sub.add_parser("collect", help="write the records that workers settled in a shared Optuna storage")
     collect.add_argument("--storage", help="the sweep's Optuna storage (default: the journal in the work folder)")
-    collect.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    collect.add_argument("--results", type=_folder, default=RUNS_DIR,
+                         help=f"records folder (default {RUNS_DIR}/; `--results results` publishes)")
+    collect.add_argument("--force", action="store_true",
+                         help="replace records made under another identity (each old record is kept in replaced/ "
+                              "beside it)")
     collect.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
 
     status = sub.add_parser("status", help="where a sweep stands: trials and seeds done, running, failed, held")
@@ -174,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     diagnose.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite in the work folder)")
     diagnose.add_argument("--data-dir", type=Path, help=f"root of downloaded datasets (or ${DATA_DIR_ENV})")
-    diagnose.add_argument("--results", type=_folder, default="results", help="records folder (default results/)")
+    diagnose.add_argument("--results", type=_folder, default=RUNS_DIR,
+                          help=f"records folder: the seed records read, the estimates written (default {RUNS_DIR}/; "
+                               "`--results results` publishes)")
     diagnose.add_argument("--workdir", type=_folder, default=".harness", help="working stores (default .harness/)")
     diagnose.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "collect":
             from harness.cli.commands import collect_command
 
-            return collect_command(args.storage, args.workdir, args.results)
+            return collect_command(args.storage, args.workdir, args.results, force=args.force)
         if args.command == "status":
             from harness.cli.status import status_command
 

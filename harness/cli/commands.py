@@ -12,17 +12,21 @@ from harness.api.errors import HarnessError
 from harness.cli.requests import DiagnoseRequest, RunRequest
 from harness.results import fingerprints
 from harness.results.publishing.run_report import PairOutcome, summary_table
-from harness.results.records import read_record, record_path, write_record
+from harness.results.records import Record, read_record, record_path, write_record
+from harness.results.replacing import Judged, judge, made_otherwise, write_keeping
 from harness.running import environment, workers
 from harness.running.environment import resolve_device
 from harness.running.pair import Pair, check_data, not_applicable_record, resolve_hyperparameters
 from harness.running.request import TRAIN_DOMAINS
+from harness.running.resume import RUN_FIXES
 from harness.running.runner import PairRunner, RunOptions
 from harness.running.tracking import Tracker, check_uri
 from harness.running.tuning import open_storage
 from harness.running.workdir import default_uri
 
 log = logging.getLogger("harness")
+COLLECT_FIXES = "--force writes the collected ones and keeps the old records in replaced/ beside them, or give " \
+    "another --results"
 
 
 def plan(methods: list[str], tasks: list[str], data_dir: Path | None) -> tuple[list[Pair], list[tuple]]:
@@ -71,6 +75,7 @@ def _quiet() -> Iterator[None]:
 def run_command(run: RunRequest) -> int:
     options = run.options()
     pairs, skipped = plan(run.methods, run.tasks, run.data_dir)
+    not_applicable = not_applicable_records(options, skipped)
     for pair in pairs:
         resolve_hyperparameters(pair, options.overrides)  # an unknown --set key fails before any store opens
     devices = environment.worker_devices(run.workers, run.device, run.devices)  # a bad entry fails here
@@ -80,17 +85,22 @@ def run_command(run: RunRequest) -> int:
     # Stores are created here, once, before any worker starts; a worker elsewhere finds them made.
     runner = workers.build_runner(options, tracking_uri, run.storage)
     refuse_dirty_tree(run.allow_dirty)
-    for task, method_cls, reason in skipped:
-        log.warning("%s/%s: not applicable (%s); recorded as n/a", task.name, method_cls.name, reason)
-        write_record(options.results, not_applicable_record(task, method_cls, reason))
+
+    def record_not_applicable() -> None:  # once every pair's plan stands: a refused run writes nothing
+        for record in not_applicable:
+            log.warning("%s/%s: not applicable (%s); recorded as n/a", record.task["name"], record.method["name"],
+                        record.reason)
+            write_keeping(options.results, record)
+
     if run.workers > 1:
-        failed = workers.run_workers(run.workers, runner, pairs, tracking_uri, run.storage, devices)
+        failed = workers.run_workers(run.workers, runner, pairs, tracking_uri, run.storage, devices,
+                                     before_work=record_not_applicable)
         # The other workers' runs are in the shared stores; the table reads the records they wrote.
         outcomes = [PairOutcome(p.task.name, p.method_cls.name, "") for p in pairs]
         failures = [p.key for p in pairs] if failed else []
     else:
         with workers.limited_threads(environment.divide_threads(1), only_lower=True):
-            failures, outcomes = workers.sweep(runner, pairs)
+            failures, outcomes = workers.sweep(runner, pairs, before_work=record_not_applicable)
     print(summary_table(outcomes, options.results, tracking_uri, runner.tracker.experiment_ids(
         f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
     if failures:
@@ -102,6 +112,25 @@ def run_command(run: RunRequest) -> int:
     return 0
 
 
+def not_applicable_records(options: RunOptions, skipped: list[tuple]) -> list[Record]:
+    """The n/a records the run writes: one whose file holds a record made under another identity is refused,
+    as a seed's would be, unless --force (which keeps the old beside it) or --keep-old (which keeps it)."""
+    records = []
+    for task, method_cls, reason in skipped:
+        record = not_applicable_record(task, method_cls, reason)
+        path = record_path(options.results, task.name, method_cls.name, None)
+        found = made_otherwise(path, record.identity)
+        judged = Judged(f"{task.name}/{method_cls.name}", path.parent, other={path: found} if found else {})
+        if found and options.keep_old:
+            log.warning("%s: keeping its n/a record made under another identity (%s), as --keep-old asks",
+                        judged.key, judged.what())
+            continue
+        if found and not options.force:
+            raise judged.refusal(RUN_FIXES)
+        records.append(record)
+    return records
+
+
 def refuse_dirty_tree(allowed: bool) -> None:
     """A record names the commit it was trained from; from uncommitted changes that name says nothing."""
     commit = environment.git_commit()
@@ -111,10 +140,11 @@ def refuse_dirty_tree(allowed: bool) -> None:
                            "records)")
 
 
-def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> int:
-    """Write every record that workers settled in the shared storage and this results folder lacks
-    (or holds in an older version): records made on machines that share no disk end up here."""
-    from harness.results.records import Record, read_record, record_path
+def collect_command(storage_spec: str | None, workdir: Path, results: Path, force: bool = False) -> int:
+    """Write every record that workers settled in the shared storage and this results folder lacks: records
+    made on machines that share no disk end up here. A record already there under the same identity is left
+    as it is; one made under another identity is refused (nothing written) unless --force, which keeps it
+    in replaced/ beside the new one."""
     from harness.running.coordination import settled_records
 
     newest: dict[tuple, dict] = {}
@@ -122,13 +152,22 @@ def collect_command(storage_spec: str | None, workdir: Path, results: Path) -> i
         key = (record["task"]["name"], record["method"]["name"], record["seed"])
         if key not in newest or record["finished_at"] > newest[key]["finished_at"]:
             newest[key] = record
-    written = 0
-    for (task, method, seed), record in sorted(newest.items()):
-        path = record_path(results, task, method, seed)
-        if not path.exists() or record["finished_at"] > read_record(path).finished_at:
-            write_record(results, Record(**record))
-            written += 1
-    log.info("%d record(s) written to %s, %d already there", written, results / "records", len(newest) - written)
+    wanted, replaced = [], {}
+    for _key, fields in sorted(newest.items()):
+        record = Record(**fields)
+        judged = judge(results, record.identity)
+        if record.seed in judged.standing:
+            continue  # already there, as made
+        if judged.other and not force:
+            raise judged.refusal(COLLECT_FIXES)  # before anything is written
+        wanted.append(record)
+        replaced.setdefault(judged.key, judged)
+    kept = [path for judged in replaced.values() for path in judged.set_aside()]
+    for record in wanted:
+        write_record(results, record)
+    aside = f"; {len(kept)} replaced file(s) kept in replaced/ beside them" if kept else ""
+    log.info("%d record(s) written to %s, %d already there%s", len(wanted), results / "records",
+             len(newest) - len(wanted), aside)
     return 0
 
 

@@ -20,8 +20,8 @@ def leaderboard_command(root: Path, check: bool = False, overlays: list[Path] | 
     stale = publish(Path(root), check=check, overlays=overlays, facts=encoder_facts)
     if check:
         if stale:
-            raise HarnessError(f"{', '.join(stale)} out of date with the records; run `harness leaderboard` "
-                               "and commit the results")
+            raise HarnessError(f"{', '.join(stale)} out of date with the records; run `harness leaderboard "
+                               f"--results {root}` (and commit them, if that folder is published)")
         print(f"{root}: leaderboard, claims, figures and web page are up to date")
         return 0
     claims = f", {Path(root) / CLAIMS_MARKDOWN}" if load_claims(Path(root)) else ""

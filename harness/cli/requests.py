@@ -69,7 +69,7 @@ class DiagnoseRequest:
     overrides: dict[str, str] = field(default_factory=dict)
     reference: Path | None = None
     device: str = "auto"
-    results: Path = Path("results")
+    results: Path = Path("runs")  # as every command: results/ only when asked
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
     tracking_uri: str | None = None

@@ -19,8 +19,8 @@ from harness.cli import index
 from harness.cli.requests import RunRequest
 from harness.results import fingerprints
 from harness.results.publishing.run_report import PairOutcome, nothing_to_train, summary_table
+from harness.results.replacing import judge
 from harness.running import request
-from harness.running.resume import plan_resume
 from harness.running.workdir import default_uri
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def recorded_pairs(run: RunRequest) -> list[tuple[str, str]] | None:
             # The plugins' code digests are read from their files now, as the full path would import them.
             identity = request.identity(task["identity"], fingerprint, method, protocol, space, fixed,
                                         task_module=task["module"], method_module=entry["module"])
-            plan = plan_resume(run.results, identity, keep_old=run.keep_old)
-            if plan.train or plan.remove or plan.note:
+            judged = judge(run.results, identity, run.seeds)
+            if judged.other or len(judged.standing) < run.seeds:  # the full path refuses, keeps or trains
                 return None
             pairs.append((task_name, method_name))
     return pairs

@@ -115,8 +115,9 @@ def refuse_mixed_identities(root: Path, records: list[Record]) -> None:
                 a, b = (record_path(root, task, method, x.seed) for x in (r, reference))
                 raise HarnessError(
                     f"{a} and {b} were made under different run identities ({found[0].between(a.name, b.name)}); "
-                    f"a leaderboard cell takes one: rerun `harness run --method {method} --task {task}` to "
-                    f"replace the stale seeds, or remove them")
+                    f"a leaderboard cell takes one: rerun the pair into this folder with the settings of the seeds "
+                    f"to keep (`harness run --method {method} --task {task} --results {root} --force` and those "
+                    f"settings; the replaced records are kept in {a.parent / 'replaced'}/), or move the others out")
 
 
 def load_reported(reference_dir: Path) -> tuple[dict[tuple[str, str], Reported], dict[str, str]]:
@@ -346,7 +347,9 @@ def load_folders(where: Folders) -> pd.DataFrame:
     """Every folder's records in one table; while folders are overlaid each row is named with its folder."""
     frames = [load_results(f.path, f.label, f.published, i) for i, f in enumerate(where.all)]
     if frames[0].empty:
-        raise HarnessError(f"no result records under {where.root.path / 'records'}; run `harness run` first")
+        root = where.root.path
+        raise HarnessError(f"no result records under {root / 'records'}; run `harness run --method ... --task ... "
+                           f"--results {root}` first, or give the --results folder that holds them")
     results = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     if where.overlaid:
         results["display"] = [where.row_name(n, s) for n, s in zip(results.name, results.source)]

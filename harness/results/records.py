@@ -61,10 +61,21 @@ def record_path(root: Path, task: str, method: str, seed: int | None) -> Path:
 
 
 def write_record(root: Path, record: Record) -> Path:
-    """Write atomically, so an interrupted run never leaves half a record behind."""
+    """Write atomically, so an interrupted run never leaves half a record behind; a file that already holds
+    this record is left untouched (a rerun's n/a record, a worker's copy of another's), so a folder whose
+    records a command only confirms does not change."""
     path = record_path(root, record.task["name"], record.method["name"], record.seed)
-    replace_atomically(path, json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
+    if not _holds(path, text):
+        replace_atomically(path, text)
     return path
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode()
+    except OSError:  # absent (or unreadable: then writing says why)
+        return False
 
 
 def replace_atomically(path: Path, text: str) -> None:

@@ -36,7 +36,7 @@ class RunOptions:
     overrides: dict[str, str] = field(default_factory=dict)
     force: bool = False
     keep_old: bool = False  # keep records made under another identity instead of retraining them
-    results: Path = Path("results")
+    results: Path = Path("runs")  # the published results/ only when asked
     workdir: Path = Path(".harness")
     data_dir: Path | None = None
     progress: bool = True

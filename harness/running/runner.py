@@ -26,12 +26,13 @@ from harness.results import fingerprints
 from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
-from harness.results.records import Record, mlflow_server, write_record
+from harness.results.records import Record, mlflow_server
+from harness.results.replacing import write_keeping
 from harness.running import distributed, environment, grouped, probe, provenance, request, saved_encoders
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
 from harness.running.request import RunOptions
-from harness.running.resume import plan_resume
+from harness.running.resume import ResumePlan, plan_resume
 from harness.running.tracking import Tracker
 from harness.running.train import TrainConfig, extract_features, fit
 from harness.running.tuning import best_params, open_study, sampler_for, spent_trials, suggest, trial_history
@@ -92,7 +93,7 @@ class PairSweep:
         elif claim["state"] == "failed":
             self.failed[seed] = claim["reason"]
         elif results is not None:
-            write_record(results, Record(**claim["record"]))
+            write_keeping(results, Record(**claim["record"]))
             self.copied += 1
         if claim["state"] == "ok" and claim.get("curve") is not None:
             self.curves[seed] = claim["curve"]
@@ -105,6 +106,7 @@ class PairRunner:
         self.storage = storage
         self.coordinator = coordinator or Coordinator(mutex_for(None, options.workdir), force=options.force)
         self._sweeps: dict[str, PairSweep] = {}
+        self._plans: dict[str, ResumePlan] = {}  # decided, not yet applied (begin)
         self.device = environment.resolve_device(options.device)
         environment.git_commit()  # pin the code's commit now, before any long work
 
@@ -114,10 +116,17 @@ class PairRunner:
         return resolve_hyperparameters(pair, self.options.overrides)
 
     def seeds_to_run(self, pair: Pair, identity: dict[str, Any]) -> list[int]:
-        """The seeds whose records do not stand for this identity; says in one line what differs."""
+        """The seeds whose records do not stand for this identity; records it may not replace are refused here."""
         plan = plan_resume(self.options.results, identity, force=self.options.force, keep_old=self.options.keep_old)
-        plan.apply()
+        self._plans[pair.key] = plan
         return plan.train
+
+    def begin(self) -> None:
+        """Once every pair is decided and has joined its study: say what each plan decided, and keep the records
+        --force replaces in replaced/. Not before, so a command refused for any pair has moved nothing."""
+        for plan in self._plans.values():
+            plan.apply()
+        self._plans.clear()
 
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
         return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
@@ -208,7 +217,7 @@ class PairRunner:
         if record is None:
             sweep.diverged.add(seed)
         else:
-            write_record(self.options.results, record)
+            write_keeping(self.options.results, record)  # over a record only with --force; the old is kept
             sweep.curves[seed] = curve
             sweep.trained += 1
         return Step.WORKED

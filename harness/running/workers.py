@@ -14,7 +14,7 @@ import multiprocessing
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,15 +52,21 @@ def build_runner(options: RunOptions, tracking_uri: str, storage_spec: str | Non
     return PairRunner(options, tracker, storage, coordinator)
 
 
-def sweep(runner: PairRunner, pairs: list[Pair]) -> tuple[list[str], list[PairOutcome]]:
+def sweep(runner: PairRunner, pairs: list[Pair],
+          before_work: Callable[[], None] = lambda: None) -> tuple[list[str], list[PairOutcome]]:
     """Work until every pair is done; the keys of the pairs that failed, and every pair's outcome.
 
     Pairs are worked in order, so one worker runs exactly as a single process always did; a worker
-    that finds the rest of a pair held by others moves on to the next pair instead of idling."""
+    that finds the rest of a pair held by others moves on to the next pair instead of idling.
+    `before_work` runs once every pair is decided, before the first trial or seed."""
     pending, failures, outcomes = list(pairs), [], []
     try:
         for pair in pairs:
-            runner.prepare(pair)  # a definition that clashes with a running sweep's is refused before any work
+            # A definition that clashes with a running sweep's, or records a run may not replace, are
+            # refused here, before any work.
+            runner.prepare(pair)
+        runner.begin()
+        before_work()
         while pending:
             for pair in list(pending):
                 try:
@@ -95,9 +101,11 @@ def _failure_line(exc: BaseException) -> str:
 
 
 def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri: str,
-                storage_spec: str | None, devices: list[str] | None = None) -> bool:
+                storage_spec: str | None, devices: list[str] | None = None,
+                before_work: Callable[[], None] = lambda: None) -> bool:
     """Work as worker 0 beside `count - 1` spawned workers, worker i on `devices[i]`, showing the sweep's
-    progress until all end; True if some pair failed (each worker's log names it)."""
+    progress until all end; True if some pair failed (each worker's log names it). `before_work` runs once
+    worker 0 has decided every pair, before any worker starts."""
     devices = devices or [runner.options.device] * count
     options = runner.options
     logs = options.workdir / "logs"
@@ -116,6 +124,8 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     myself = PairRunner(replace(quiet, device=devices[0]), runner.tracker, runner.storage, runner.coordinator)
     try:
         plan = _progress_plan(myself, pairs)
+        myself.begin()  # before any other worker starts: they find the replaced records already aside
+        before_work()
     except BaseException:
         runner.coordinator.close()  # leave the studies it joined before the refusal
         raise
