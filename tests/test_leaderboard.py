@@ -65,6 +65,23 @@ def test_reported_numbers_stand_beside_ours(results):
     assert row(text, "OTHER")[1] == "—" and row(text, "OTHER")[2] == "70.00"
 
 
+def test_a_papers_number_on_a_task_not_run_here_sits_in_a_table_apart(results):
+    """No row that reads as this harness's results holds a paper's number from a task it never ran (t9):
+    that number gets a table of its own; the number on t1, which both ran, stays beside ours."""
+    reference = results / "reference"
+    reference.mkdir()
+    (reference / "paper.csv").write_text("# a paper, as reported\nmethod,T1,T9\nGOOD,88.5,61.2\nOTHER,70,55\n")
+    (reference / "sources.toml").write_text(
+        '[[source]]\nfile = "paper.csv"\nlabel = "Paper"\nscale = 0.01\n'
+        '[source.tasks]\nt1 = { column = "T1", suite = "s" }\nt9 = { column = "T9", suite = "s" }\n')
+    text = render(results)
+    ours, apart = text.split("## s\n")[1].split("## s: reported by the papers, not run here\n")
+    assert "t1 (paper)" in ours and "t9" not in ours
+    assert row(ours, "GOOD")[2] == "88.50"
+    assert "t1" not in apart.split("## ")[0] and row(apart, "GOOD") == ["GOOD", "61.20"]
+    assert row(apart, "OTHER") == ["OTHER", "55.00"]
+
+
 def test_footer_names_hardware_versions_date_and_budget(results):
     text = render(results)
     assert "Hardware: cpu" in text and "Runs finished 2026-11-23 to 2026-11-23" in text

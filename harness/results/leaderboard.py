@@ -263,8 +263,7 @@ def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
         for task in tasks:
             row.append(_our_cell(results, summaries.get((task, method)), method, task))
             if task in reported_tasks:
-                hit = reported.get((task, method))
-                row.append(Cell(f"{100 * hit.value:.2f}", hit.value) if hit else Cell(""))
+                row.append(_reported_cell(reported.get((task, method))))
             for side in sides.get(task, []):
                 cell = results[(results.display == method) & (results.task == task) & (results.status == "ok")]
                 row.append(side_text([found.get(side) for found in cell.side]))
@@ -282,6 +281,27 @@ def suite_table(suite: str, results: pd.DataFrame, tasks: list[str],
             "distinguishable across these tasks.")
     table.notes += off_protocol_notes(summaries, tasks)
     return table
+
+
+PAPERS_ONLY = ("the papers' own numbers on tasks with no record in this folder (for a task read from downloaded "
+               "files: its data were not present where the records were made): reported, not reproduced, and "
+               "ranked with nothing of ours. Where another task stands in for one of them, "
+               "[CLAIMS.md](CLAIMS.md) says which and how they differ.")
+
+
+def papers_table(suite: str, tasks: list[str], reported: dict[tuple[str, str], Reported],
+                 notes: list[str]) -> Table:
+    """The papers' reported numbers on tasks of `suite` that no record here ran, apart from our rows."""
+    methods = list(dict.fromkeys(m for (t, m) in reported if t in tasks))
+    headers = ["method", *(f"{task} (paper)" for task in tasks)]
+    rows = [[Cell(method, None), *(_reported_cell(reported.get((task, method))) for task in tasks)]
+            for method in methods]
+    return Table(f"{suite}: reported by the papers, not run here", tasks, headers, rows,
+                 notes=[f"Note: {PAPERS_ONLY}", *notes])
+
+
+def _reported_cell(hit: Reported | None) -> Cell:
+    return Cell(f"{100 * hit.value:.2f}", hit.value) if hit else Cell("")
 
 
 def off_protocol_notes(summaries: dict[tuple[str, str], Summary], tasks: list[str]) -> list[str]:
@@ -372,9 +392,17 @@ def build(where: Folders | Path) -> tuple[pd.DataFrame, list[Table]]:
     tables = []
     for suite in sorted(set(results.suite) | set(reported_suites.values())):
         ours = results[results.suite == suite]
-        tasks = sorted(set(ours.task) | {t for t, s in reported_suites.items() if s == suite})
+        tasks = sorted(set(ours.task))
+        # A paper's number stands beside ours only on a task both ran. The papers' other tasks get a table of
+        # their own, so no row that reads as this harness's results holds a number from a task it never ran.
+        papers_only = sorted({t for t, s in reported_suites.items() if s == suite} - set(tasks))
+        notes = [f"Note: {note}" for note in settings["notes"].get(suite, [])]
+        apart = [papers_table(suite, papers_only, reported, [] if tasks else notes)] if papers_only else []
+        if not tasks:
+            tables += apart
+            continue
         table = suite_table(suite, ours, tasks, reported, settings["reference"].get(suite))
-        table.notes += [f"Note: {note}" for note in settings["notes"].get(suite, [])]
+        table.notes += notes
         table.controls = list(settings["controls"].get(suite, []))
         phrase = score_phrase(ours, tasks)
         if suite in settings["paired"]:
@@ -382,7 +410,7 @@ def build(where: Folders | Path) -> tuple[pd.DataFrame, list[Table]]:
             table.paired_lines = paired_section(ours, table.paired_baseline, tasks, phrase)
         for control in table.controls:  # the mechanism holds only where a row beats each control too
             table.paired_lines += paired_section(ours, control, tasks, phrase)
-        tables.append(table)
+        tables += [table, *apart]
     return results, tables
 
 
