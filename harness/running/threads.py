@@ -171,7 +171,7 @@ def announce() -> None:
     ledger().enter()
     if _machine is None:
         _machine = _Machine()
-        atexit.register(ledger().leave)  # a process that ends before its first fit's end counts no longer
+        atexit.register(ledger().leave)  # one that ends mid-fit (an error, Ctrl+C) leaves no entry behind
 
 
 def chosen_default(ceiling: int) -> int:
