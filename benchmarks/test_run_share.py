@@ -4,8 +4,9 @@ extraction and the probes timed from inside. The probe's share of the wall time 
 issue targets (at most 5%). One round of about a minute on a 2-core CPU.
 
 The job runs in a child process with the user's own OpenMP settings (`conftest.user_environment`), where
-its threads wait as a user's `harness` run's do (libgomp's own spin, with torch's threads following the
-cores other processes leave free, harness.running.core_share): the benchmarks' own passive waiting would charge every short parallel region of the probes a thread wake-up that a
+its threads wait as a user's `harness` run's do (libgomp's own spin, with each fit's thread count chosen
+as it starts from the cores other processes leave free, harness.running.threads): the benchmarks' own
+passive waiting would charge every short parallel region of the probes a thread wake-up that a
 user's run on a free machine never pays (it made the probes 1.6-3.7x slower).
 Run with `python -m pytest benchmarks/test_run_share.py --benchmark-only`.
 """

@@ -5,8 +5,9 @@ processes started together, under each contender, in alternation, round after ro
 - `libgomp default`: what `harness` left on a free machine before issue 22 (libgomp's own 300,000-spin
   wait, set explicitly as GOMP_SPINCOUNT=300000, which is what libgomp does with neither variable set);
 - `passive`: OMP_WAIT_POLICY=PASSIVE, threads sleep at once;
-- `harness`: neither variable set: libgomp's own spin, and torch's threads follow the cores other
-  processes leave free (`harness.running.core_share`);
+- `harness`: neither variable set: libgomp's own spin, and each fit's torch threads fixed as it starts from
+  the cores other processes leave free and the harness fits on the machine (`harness.running.threads`: two
+  runs started together take one core each);
 - `spin N` for each N in $BENCH_SPINCOUNTS (comma-separated; none by default): GOMP_SPINCOUNT=N, the
   candidates the harness's choice was picked from.
 

@@ -131,10 +131,31 @@ class SlowCLIP(CLIP):
         return super().loss(batch)
 
 
+class ThreadSensitiveCLIP(CLIP):
+    """CLIP plus the square of the batch's mean |z_i z_j| over every row's pairs of embedding entries: a mean of
+    B x D x D products, large enough that torch splits it among its threads and adds their partial sums, so
+    training follows the thread count in its last bits (CLIP alone on tiny-synthetic does not). Its record
+    carries the sum of its trained weights (a check that always holds), where any such difference shows."""
+
+    name = "thread-sensitive-clip"
+    display_name = "Thread-sensitive CLIP"
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        z = self.encoders.joint(batch.inputs)
+        out["loss"] = out["loss"] + (z.unsqueeze(2) * z.unsqueeze(1)).abs().mean().square()
+        return out
+
+    def check_assumptions(self, history):
+        total = sum(p.detach().double().sum().item() for p in self.parameters())
+        return [AssumptionCheck("weights_sum", True, f"trained weights sum to {total!r}", total)]
+
+
 TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a clean one
 
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
                 "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
                 "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches",
-                "dies-on-rank-1": "tests.fixtures:DiesOnRank1", "slow-clip": "tests.fixtures:SlowCLIP"}
+                "dies-on-rank-1": "tests.fixtures:DiesOnRank1", "slow-clip": "tests.fixtures:SlowCLIP",
+                "thread-sensitive-clip": "tests.fixtures:ThreadSensitiveCLIP"}

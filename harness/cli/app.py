@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive,
                      help="worker processes on this machine sharing the sweep (default 1, or one per --devices "
                           "entry); with several GPUs each worker gets its own")
+    run.add_argument("--threads", type=_positive, metavar="N",
+                     help="torch threads of every training run, in each worker (default: OMP_NUM_THREADS if set, "
+                          "else chosen as each run starts from the cores other work leaves free); results depend "
+                          "on the count, and the records say it")
     run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                      help="bfloat16 autocast for training's forward passes; the records say so (default: on for "
                           "tasks with images on CUDA, off otherwise; --no-bf16 turns it off)")

@@ -99,7 +99,7 @@ def run_command(run: RunRequest) -> int:
         outcomes = [PairOutcome(p.task.name, p.method_cls.name, "") for p in pairs]
         failures = [p.key for p in pairs] if failed else []
     else:
-        with workers.limited_threads(environment.divide_threads(1), only_lower=True):
+        with workers.limited_threads(run.threads or environment.divide_threads(1), only_lower=run.threads is None):
             failures, outcomes = workers.sweep(runner, pairs, before_work=record_not_applicable)
     print(summary_table(outcomes, options.results, tracking_uri, runner.tracker.experiment_ids(
         f"harness/{o.task}" for o in outcomes if o.parent_run_id)))
@@ -193,8 +193,9 @@ def diagnose_command(request: DiagnoseRequest) -> int:
         protocol = {"epochs": epochs, "seed": request.seed, "hparams_from": source}
         with tracker.parent_run(f"diagnostics/{pair.task.name}", pair.method_cls.name,
                                 {"hparams": hparams, **protocol}):
-            scores, method, _ = runner.train_and_probe(pair, data, hparams, request.seed, epochs, with_test=False)
-            rows = diagnostics.estimate(method, data, runner.device, estimator)
+            with runner.fit_threads():
+                scores, method, _ = runner.train_and_probe(pair, data, hparams, request.seed, epochs, with_test=False)
+                rows = diagnostics.estimate(method, data, runner.device, estimator)
             tracker.log_metrics(diagnostics.numeric_summary(rows) | scores.as_metrics())
         identity = {"name": method.name, "display_name": method.display_name, "version": method.version}
         diagnostics.write_result(options.results, pair.task.name, identity, protocol, rows, pair.task.extra_symbols)

@@ -7,11 +7,14 @@ when what it would run is not what the record ran: another task or method
 version, a plugin's code edited since, other task parameters, data with
 another fingerprint, or a record (or a working tree) with uncommitted
 changes, whose code nobody can name;
-`--force` reruns anyway, and says so.
+`--force` reruns anyway, and says so. It trains at the record's thread count, which
+the numbers depend on (harness/running/threads.py); a record made before records
+kept the count is rerun at this machine's default, and the output says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -79,7 +82,7 @@ def reproduce_command(request: ReproduceRequest) -> int:
     if problems and not request.force:
         raise HarnessError(f"{request.record}: will not reproduce: {'; '.join(problems)} (--force reruns anyway)")
     check_data(pair.task)
-    options = request.options()
+    options = dataclasses.replace(request.options(), threads=recorded_threads(record))
     data = pair.task.load()
     fingerprint = data.fingerprint()
     if fingerprint != record.task.get("fingerprint"):
@@ -97,11 +100,27 @@ def reproduce_command(request: ReproduceRequest) -> int:
     runner = PairRunner(options, tracker, storage=None)
     with tracker.parent_run(f"reproduce/{pair.task.name}", pair.method_cls.name,
                             {"record": str(request.record), "seed": record.seed, "epochs": epochs, "hparams": hparams,
-                             "recorded_commit": record.environment.get("git_commit")}):
-        scores, _method, _stats = runner.train_and_probe(pair, data, hparams, record.seed, epochs)
+                             "recorded_commit": record.environment.get("git_commit"),
+                             "threads": options.threads}):
+        with runner.fit_threads() as threads:
+            scores, _method, _stats = runner.train_and_probe(pair, data, hparams, record.seed, epochs)
         tracker.log_metrics(scores.as_metrics())
     print(comparison(record, scores.as_metrics(), siblings(Path(request.record), record)))
+    print(threads_line(options.threads, threads))
     return 0
+
+
+def recorded_threads(record: Record) -> int | None:
+    """The thread count the record's run trained at; None for a record that does not say (older ones)."""
+    count = record.environment.get("threads")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+
+
+def threads_line(recorded: int | None, used: int) -> str:
+    if recorded is not None:
+        return f"threads: {used}, the record's"
+    return (f"threads: {used}; the record does not say how many it trained with (it was made before records "
+            f"kept the count), so the numbers may differ by the thread count alone")
 
 
 def main_score(record: Record) -> str:

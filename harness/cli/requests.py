@@ -44,7 +44,8 @@ class RunRequest(RunOptions):
                    force=args.force, keep_old=args.keep_old, allow_dirty=args.allow_dirty, bf16=args.bf16,
                    results=args.results, workdir=args.workdir, data_dir=data_dir, tracking_uri=args.tracking_uri,
                    storage=args.storage, workers=workers, devices=devices, progress=not args.no_progress,
-                   nproc=args.nproc, world_size=args.nproc if args.nproc > 1 else started_among)
+                   nproc=args.nproc, world_size=args.nproc if args.nproc > 1 else started_among,
+                   threads=args.threads)
 
     @property
     def launches(self) -> bool:

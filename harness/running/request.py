@@ -42,6 +42,7 @@ class RunOptions:
     progress: bool = True
     bf16: bool | None = None  # None: request.bf16_by_default for the task and device
     world_size: int = 1  # ranks training each run data-parallel (torchrun; harness.running.distributed)
+    threads: int | None = None  # --threads: every fit's torch threads; None: chosen as each fit starts
 
 
 # The devices a request may name, in words for error lines.

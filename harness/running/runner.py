@@ -28,7 +28,7 @@ from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
 from harness.results.records import Record, mlflow_server
 from harness.results.replacing import write_keeping
-from harness.running import distributed, environment, grouped, probe, provenance, request, saved_encoders
+from harness.running import distributed, environment, grouped, probe, provenance, request, saved_encoders, threads
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
 from harness.running.request import RunOptions
@@ -109,6 +109,8 @@ class PairRunner:
         self._plans: dict[str, ResumePlan] = {}  # decided, not yet applied (begin)
         self.device = environment.resolve_device(options.device)
         environment.git_commit()  # pin the code's commit now, before any long work
+        if self.device.type == "cpu":
+            threads.announce()  # fits elsewhere that start while this one loads its data count it
 
     # -- what to run -------------------------------------------------------------------------
 
@@ -131,6 +133,12 @@ class PairRunner:
     def protocol(self, pair: Pair, space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Any]:
         return request.protocol(pair.method_cls.trains, self.epochs_for(pair.task), self.options.trials,
                                 self.options.seeds, space, fixed, self.bf16(pair.task), self.options.world_size)
+
+    def fit_threads(self) -> contextlib.AbstractContextManager[int]:
+        """One fit's torch threads, fixed as it starts (harness.running.threads): --threads, OMP_NUM_THREADS,
+        else the machine's load decides."""
+        explicit = self.options.threads or environment.user_threads()
+        return threads.fit_threads(explicit, self.device.type == "cpu")
 
     def bf16(self, task: Task) -> bool:
         if self.options.bf16 is not None:
@@ -355,14 +363,17 @@ class PairRunner:
                     raise optuna.TrialPruned()
 
             try:
-                scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + slot,
-                                                             epochs, report, with_test=False)
+                with self.fit_threads() as count:
+                    trial.set_user_attr("threads", count)
+                    scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + slot,
+                                                                 epochs, report, with_test=False)
+                    checks = self.record_checks(method, stats)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                 log.warning("%s trial %d diverged: %s; the study goes on", pair.key, slot, exc)
                 return float("nan")  # Optuna records the trial as failed, without a traceback
             self.tracker.log_metrics(scores.as_metrics())
-            violated = [c for c in self.record_checks(method, stats) if c.failed]
+            violated = [c for c in checks if c.failed]
             if violated:
                 # A number resting on a broken assumption must never be the configuration the tuner picks.
                 log.warning("%s trial %d failed its assumption check: %s", pair.key, slot,
@@ -415,26 +426,28 @@ class PairRunner:
         try:
             with self.tracker.child_run(f"seed-{seed}", hparams | {"seed": seed}, parent=sweep.parent_run,
                                         tags={CLAIM_TAG: claim_id, COMMIT_TAG: environment.git_commit()}) as run_id:
-                try:
-                    scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"],
-                                                                 validate)
-                except DivergedError as exc:
-                    self.tracker.set_tags({"status": "diverged", "error": str(exc)})
-                    log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
-                    return None, None
-                if not self.coordinator.holds_seed(sweep.study, seed, claim_id):
-                    raise _ClaimLost
-                for epoch, metrics in enumerate(curve):
-                    self.tracker.log_metrics(metrics, step=epoch)
-                # Measured before the audit: the record's cost is what training and scoring the method took.
-                wall = time.perf_counter() - started
-                peak = environment.peak_memory_mb(self.device)
-                # Kept before the audit, so the file holds exactly the model the probe scored.
-                kept = saved_encoders.save_encoder(self.options.workdir, method, identity, seed, hparams, run_id)
-                self.tracker.log_artifact(kept, artifact_path=saved_encoders.ARTIFACT_PATH)
-                batch_size = int(hparams.get("batch_size") or pair.task.default_batch_size)
-                checks = self.record_checks(method, stats, AuditData(data.train, data.val, batch_size, self.device,
-                                                                     seed))
+                with self.fit_threads() as count:
+                    try:
+                        scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"],
+                                                                     validate)
+                    except DivergedError as exc:
+                        self.tracker.set_tags({"status": "diverged", "error": str(exc)})
+                        log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
+                        return None, None
+                    if not self.coordinator.holds_seed(sweep.study, seed, claim_id):
+                        raise _ClaimLost
+                    for epoch, metrics in enumerate(curve):
+                        self.tracker.log_metrics(metrics, step=epoch)
+                    # Measured before the audit: the record's cost is what training and scoring the method took.
+                    wall = time.perf_counter() - started
+                    peak = environment.peak_memory_mb(self.device)
+                    # Kept before the audit, so the file holds exactly the model the probe scored.
+                    kept = saved_encoders.save_encoder(self.options.workdir, method, identity, seed, hparams, run_id)
+                    self.tracker.log_artifact(kept, artifact_path=saved_encoders.ARTIFACT_PATH)
+                    batch_size = int(hparams.get("batch_size") or pair.task.default_batch_size)
+                    # The audit's numbers go into the record too: at the fit's count.
+                    checks = self.record_checks(method, stats, AuditData(data.train, data.val, batch_size,
+                                                                         self.device, seed))
                 self.tracker.log_metrics(scores.as_metrics() | {"wall_time_s": wall, "peak_memory_mb": peak})
         except Exception as exc:
             # This worker stalled past its lease and another took the seed over, removing this run: whatever
@@ -453,7 +466,7 @@ class PairRunner:
             seed=seed, status="ok", hparams=hparams, protocol=protocol | {"batch_size": hparams.get("batch_size")},
             metrics=scores.as_metrics(),
             environment={"device": self.device.type, "hardware": environment.hardware(self.device),
-                         "git_commit": environment.git_commit(), **environment.versions(),
+                         "git_commit": environment.git_commit(), **environment.versions(), "threads": count,
                          **mlflow_server(self.tracker.uri)},
             wall_time_s=round(wall, 2), peak_memory_mb=round(peak, 1),
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

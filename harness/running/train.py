@@ -15,7 +15,6 @@ from harness.api.errors import DivergedError
 from harness.api.method import Auxiliary, Method
 from harness.api.task import Batch, Split, TaskData
 from harness.running import distributed
-from harness.running.core_share import share_cores
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +138,6 @@ def _fit(method: Method, data: TaskData, cfg: TrainConfig, generator: torch.Gene
         sums = _EpochSums(cfg.device)
         batches = parallel.batches(data.train, cfg.batch_size, generator)
         for step, (inputs, labels, rows) in enumerate(_ahead(batches, cfg.device, modalities.train)):
-            share_cores(cfg.device)
             batch = Batch(inputs, labels, rows, augment, augment_pair)
             with autocast:
                 out = parallel.loss(batch)

@@ -111,7 +111,7 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     logs = options.workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     quiet = replace(options, progress=False)
-    threads = divide_threads(count)
+    threads = options.threads or divide_threads(count)
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=worker_main, name=f"harness-worker-{i}",
