@@ -224,6 +224,7 @@ class DataParallel:
         self.ranks = ranks
         self.agreed = False  # the fit ends by a decision every rank shares: no rank is left behind
         self._auxiliary: dict[int, Auxiliary] = {}
+        self._step_rows: dict[int, list[int]] = {}  # this epoch's steps: first row -> rows each rank holds
 
     def prepare(self, method: Method) -> None:
         """After `method.prepare` (a guide built there is broadcast with the rest), before the optimizers."""
@@ -261,19 +262,34 @@ class DataParallel:
         # for it in the step's collectives: every rank drops it (at most world_size - 1 rows an epoch).
         steps = [chunks for chunks in steps if len(chunks[-1])]
         own = torch.cat([chunks[rank] for chunks in steps])
+        # Each step's row counts, found by the step's first row (rows are unique within an epoch). Set when the
+        # step runs (`loss`), not when its batch is drawn: on CUDA `fit` draws the next batch before it runs
+        # the current step (train._ahead), and a short last batch would hand the step before it its counts.
+        self._step_rows = {int(chunks[rank][0]): [len(chunk) for chunk in chunks] for chunks in steps}
         shard = split.take(own)  # this rank reads its rows only
-        for (inputs, labels, rows), chunks in zip(shard.batches(batch_size // size), steps, strict=True):
-            gathering.set_step_rows([len(chunk) for chunk in chunks])
+        for (inputs, labels, rows), _chunks in zip(shard.batches(batch_size // size), steps, strict=True):
             yield inputs, labels, own[rows]
 
+    def _this_step(self, batch) -> None:
+        """Tell `gather` how many rows each rank holds in the step that trains on `batch`; for a batch not drawn
+        by `batches` (a test's), None: `gather` asks the ranks."""
+        gathering.set_step_rows(self._step_rows.get(int(batch.index[0])))
+
     def loss(self, batch):
+        self._this_step(batch)
         return self.main(batch)
 
     def auxiliary(self, objective: Auxiliary) -> Auxiliary:
         """The objective, its loss called through a DDP wrapper of its own parameters (made once per fit)."""
         if id(objective) not in self._auxiliary:
             holder = _Objective(nn.ParameterList(objective.parameters), objective.loss)
-            self._auxiliary[id(objective)] = dataclasses.replace(objective, loss=self._wrap(holder))
+            wrapped = self._wrap(holder)
+
+            def loss(batch):
+                self._this_step(batch)
+                return wrapped(batch)
+
+            self._auxiliary[id(objective)] = dataclasses.replace(objective, loss=loss)
         return self._auxiliary[id(objective)]
 
     def agree(self, first_bad: dict[str, torch.Tensor]) -> None:
