@@ -213,6 +213,7 @@ def test_each_rank_reads_a_disjoint_shard_and_together_they_cover_the_epoch():
     shards = []
     for rank in range(WORLD):
         parallel = distributed.DataParallel(_Ranks(rank, WORLD))
+        parallel._checked = True  # no group here to compare the ranks' data in (tests/test_checked_followers.py)
         steps = parallel.batches(split, ROWS, torch.Generator().manual_seed(3))
         shards.append([rows for _inputs, _labels, rows in steps])
     assert [len(s) for s in shards] == [3, 3]  # every rank takes every step

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import logging
 import os
 import re
@@ -64,6 +65,10 @@ def world_size_from_environment() -> int:
 
 class RanksFailed(HarnessError):
     """A rank failed or died: the whole run stops, with one line."""
+
+
+class RanksDisagree(RanksFailed):
+    """A follower holds other training data or other code than rank 0: every rank refuses the fit together."""
 
 
 class Stopped(Exception):
@@ -142,8 +147,8 @@ def follow(pairs: list, fit: Callable) -> int:
         method = pair.method_cls(pair.task, job["hparams"])
         try:
             fit(method, loaded[id(pair.task)], dataclasses.replace(job["config"], progress=False), generator)
-        except (Stopped, DivergedError):
-            pass  # decided together: rank 0 records what it means; wait for the next job
+        except (Stopped, DivergedError, RanksDisagree):
+            pass  # decided together: rank 0 records (or says) what it means; wait for the next job or "done"
 
 
 def _send(ranks: Ranks, message: dict[str, Any]) -> None:
@@ -224,6 +229,7 @@ class DataParallel:
         self.ranks = ranks
         self.agreed = False  # the fit ends by a decision every rank shares: no rank is left behind
         self._auxiliary: dict[int, Auxiliary] = {}
+        self._checked = False  # the followers' data and code were compared with rank 0's (once per fit)
         self._step_rows: dict[int, list[int]] = {}  # this epoch's steps: first row -> rows each rank holds
 
     def prepare(self, method: Method) -> None:
@@ -256,6 +262,9 @@ class DataParallel:
         if batch_size % size:
             raise HarnessError(f"batch_size {batch_size} (the global batch) does not split evenly among "
                                f"{size} ranks; --set batch_size to a multiple of {size}")
+        if not self._checked:
+            self._checked = True
+            self._check_followers(split)
         order = torch.randperm(len(split), generator=generator)
         steps = [order[start : start + batch_size].tensor_split(size) for start in range(0, len(order), batch_size)]
         # A last batch with fewer rows than ranks would leave some rank without a row, and the others waiting
@@ -269,6 +278,25 @@ class DataParallel:
         shard = split.take(own)  # this rank reads its rows only
         for (inputs, labels, rows), _chunks in zip(shard.batches(batch_size // size), steps, strict=True):
             yield inputs, labels, own[rows]
+
+    def _check_followers(self, split: Split) -> None:
+        """Before the first step, on every rank: each follower's training data (the rows it will read) and code
+        are rank 0's, or every rank refuses the fit. Rank 0's record names its own data's fingerprint and commit;
+        a follower's other data (another --data-dir copy on its node) would train the model unseen."""
+        digest = hashlib.sha256()
+        split.fingerprint_update(digest)
+        mine = {"training data fingerprint": digest.hexdigest()[:16], "code commit": environment.git_commit()}
+        everyone: list[Any] = [None] * self.ranks.world_size
+        dist.all_gather_object(everyone, mine, group=self.ranks.control)
+        lead = everyone[0]
+        for rank, theirs in enumerate(everyone[1:], start=1):
+            differ = [f"{what} {theirs[what]}, rank 0's {lead[what]}" for what in lead if theirs[what] != lead[what]]
+            if differ:
+                self.agreed = True  # every rank found the same and stops here: none waits in a collective
+                raise RanksDisagree(
+                    f"rank {rank} of {self.ranks.world_size} differs from rank 0: its {'; its '.join(differ)}. "
+                    f"Every rank must train on the same data with the same code: give each node the same "
+                    f"--data-dir contents (or $HARNESS_DATA_DIR) and the same checkout")
 
     def _this_step(self, batch) -> None:
         """Tell `gather` how many rows each rank holds in the step that trains on `batch`; for a batch not drawn
