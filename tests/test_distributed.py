@@ -278,3 +278,17 @@ def test_a_rank_that_dies_fails_the_run_in_one_line_and_leaves_no_record(tmp_pat
     assert len(errors) == 1 and "rank 1 of 2" in errors[0], done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "results").glob("records/*/dies-on-rank-1/*.json"))
+
+
+@pytest.mark.parametrize("how", ["--nproc", "torchrun"])
+@pytest.mark.parametrize("pinned", [["--device", "cuda:1"], ["--devices", "cuda:1"]])
+def test_one_gpu_named_for_every_rank_is_refused_in_one_line(how, pinned, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    if how == "torchrun":
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    args = command(tmp_path) + pinned + (["--nproc", "2"] if how == "--nproc" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"error: {pinned[0]} cuda:1 would put every data-parallel rank on that one GPU" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
