@@ -32,6 +32,7 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -51,8 +52,15 @@ from harness.running.failures import out_of_memory, out_of_memory_line
 
 log = logging.getLogger(__name__)
 
-# Followers wait in the control group while rank 0 tunes, probes (a whole ImageNet's features) and records.
-CONTROL_TIMEOUT = datetime.timedelta(hours=float(os.environ.get("HARNESS_CONTROL_TIMEOUT_H", "24")))
+# How long a collective waits for a rank that hangs (one that dies is noticed at once: its connections close,
+# or torchrun stops the others). Training's group: the longest wait there is rank 0, in the first fit's first
+# collective, waiting for a follower to load its data (listing ImageNet's files on a cold network disk takes
+# minutes), or a first step that compiles or starts the JPEG decoders; 15 minutes covers those, where gloo's
+# default left a hung rank holding every GPU for 30. The control group: followers wait there while rank 0 works
+# alone (tunes, probes a whole ImageNet's features, records, or waits for other workers holding the pair's
+# remaining seeds), which may take hours.
+STEP_TIMEOUT_ENV, STEP_TIMEOUT_MIN = "HARNESS_STEP_TIMEOUT_MIN", 15.0
+CONTROL_TIMEOUT_ENV, CONTROL_TIMEOUT_H = "HARNESS_CONTROL_TIMEOUT_H", 24.0
 # Each rank's augmentations draw from their own stream; rank 0 keeps the run's. Seeds are below 2**32,
 # so no other run's seed lands on a follower's, and the parity some test methods read is kept.
 RANK_SEED_STRIDE = 2**32
@@ -94,14 +102,28 @@ def start(device: torch.device) -> Ranks:
     if device.type == "cuda":
         torch.cuda.set_device(local_rank)  # before any CUDA work, so "cuda" means this rank's GPU
     backend = "nccl" if device.type == "cuda" else "gloo"
+    steps = datetime.timedelta(minutes=_timeout(STEP_TIMEOUT_ENV, STEP_TIMEOUT_MIN, "minutes"))
+    waits = datetime.timedelta(hours=_timeout(CONTROL_TIMEOUT_ENV, CONTROL_TIMEOUT_H, "hours"))
     try:
-        dist.init_process_group(backend)
-        control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
+        dist.init_process_group(backend, timeout=steps)
+        control = dist.new_group(backend="gloo", timeout=waits)
     except (RuntimeError, ValueError) as exc:
         raise HarnessError(f"cannot join the ranks torchrun started ({_first_line(exc)}); check MASTER_ADDR, "
                            f"--rdzv-endpoint and that every node can reach it") from None
     _RANKS = Ranks(dist.get_rank(), dist.get_world_size(), local_rank, control)
     return _RANKS
+
+
+def _timeout(name: str, default: float, unit: str) -> float:
+    """A timeout from the environment variable `name`, in `unit`; `default` when unset."""
+    given = os.environ.get(name, "").strip()
+    try:
+        value = float(given) if given else default
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise HarnessError(f"{name}={given}: give a positive number of {unit} (default {default:g}), or unset it")
+    return value
 
 
 def stop() -> None:
