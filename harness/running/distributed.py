@@ -9,6 +9,9 @@ starts N copies of the command; torchrun gives each its RANK, LOCAL_RANK and WOR
   (`lead`); every rank then enters the same `fit`. A "done" message ends the followers (`release`).
   Control messages travel in a gloo group of their own with a long timeout: followers wait there
   while rank 0 tunes, probes and records, which may take longer than a collective is allowed to.
+  Before the first step of each fit every rank compares its training data's fingerprint and its code
+  commit with rank 0's (`DataParallel._check_followers`): a node with another copy of the data stops
+  the run, on every rank together, instead of training unseen under rank 0's fingerprint.
 * Agreement. Every decision that ends a fit early is taken once and shared, so no rank is left
   waiting in a collective the others have left: a loss that turned non-finite on any rank stops all
   of them (`DataParallel.agree`), and rank 0's epoch callback (validation probe, pruning) decides for
