@@ -13,7 +13,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -95,4 +94,3 @@ def test_harness_run_with_a_follower_holding_other_data_is_refused_in_one_line_a
     records = list(read_records(tmp_path / "results"))
     assert [r.seed for r in records] == [0]
     assert records[0].task["fingerprint"] == alone.fingerprint()
-    assert Path(tmp_path / "results").is_dir()
