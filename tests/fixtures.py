@@ -26,6 +26,24 @@ class TinySynthetic(Synthetic):
     setting = replace(Synthetic.setting, n_train_test=400, n_val=100, input_dim=20)
 
 
+OTHER_LABELS_ON_RANK_ENV = "OTHER_LABELS_ON_RANK"
+
+
+class OtherLabelsOnRank(TinySynthetic):
+    """tiny-synthetic, but the rank $OTHER_LABELS_ON_RANK names (none unless set) loads its training labels
+    shuffled: a node whose copy of the data differs from rank 0's."""
+
+    name = "other-labels-on-rank"
+
+    def load(self) -> TaskData:
+        data = super().load()
+        if os.environ.get("RANK") is not None and os.environ.get("RANK") == os.environ.get(OTHER_LABELS_ON_RANK_ENV):
+            train = data.train
+            shuffled = train.labels[torch.randperm(len(train), generator=torch.Generator().manual_seed(1))]
+            data = replace(data, train=replace(train, labels=shuffled))
+        return data
+
+
 class SingleModality(Task):
     """One tabular modality and no augmentations: methods needing two modalities cannot run."""
 
@@ -153,7 +171,8 @@ class ThreadSensitiveCLIP(CLIP):
 
 TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a clean one
 
-TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality"}
+TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality",
+              "other-labels-on-rank": "tests.fixtures:OtherLabelsOnRank"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
                 "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
                 "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches",

@@ -213,6 +213,7 @@ def test_each_rank_reads_a_disjoint_shard_and_together_they_cover_the_epoch():
     shards = []
     for rank in range(WORLD):
         parallel = distributed.DataParallel(_Ranks(rank, WORLD))
+        parallel._checked = True  # no group here to compare the ranks' data in (tests/test_checked_followers.py)
         steps = parallel.batches(split, ROWS, torch.Generator().manual_seed(3))
         shards.append([rows for _inputs, _labels, rows in steps])
     assert [len(s) for s in shards] == [3, 3]  # every rank takes every step
@@ -277,3 +278,64 @@ def test_a_rank_that_dies_fails_the_run_in_one_line_and_leaves_no_record(tmp_pat
     assert len(errors) == 1 and "rank 1 of 2" in errors[0], done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "results").glob("records/*/dies-on-rank-1/*.json"))
+
+
+@pytest.mark.parametrize("how", ["--nproc", "torchrun"])
+@pytest.mark.parametrize("pinned", [["--device", "cuda:1"], ["--devices", "cuda:1"]])
+def test_one_gpu_named_for_every_rank_is_refused_in_one_line(how, pinned, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    if how == "torchrun":
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    args = command(tmp_path) + pinned + (["--nproc", "2"] if how == "--nproc" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"error: {pinned[0]} cuda:1 would put every data-parallel rank on that one GPU" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
+
+
+def _stalled_main(rank: int, world: int, port: int, out: str) -> None:
+    """Rank 1 hangs (sleeps) before the fit; rank 0 waits for it in the fit's first collective."""
+    import time
+
+    from harness.running.train import TrainConfig, fit
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), HARNESS_STEP_TIMEOUT_MIN=str(STALL_TIMEOUT_S / 60))
+    torch.set_num_threads(1)
+    distributed.start(torch.device("cpu"))
+    task = TinySynthetic()
+    config = TrainConfig(epochs=1, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
+                         progress=False)
+    method, data = build("simclr", task), task.load()
+    if rank == 1:
+        time.sleep(STALL_S)
+    started = time.monotonic()
+    try:
+        fit(method, data, config, torch.Generator().manual_seed(0))
+        outcome = "trained"
+    except distributed.RanksFailed as exc:
+        outcome = str(exc)
+    if rank == 0:
+        torch.save((outcome, time.monotonic() - started), out)
+
+
+STALL_TIMEOUT_S, STALL_S = 2.0, 30.0
+
+
+@pytest.mark.system
+def test_a_rank_that_hangs_ends_the_run_after_the_step_timeout_not_gloos_thirty_minutes(tmp_path):
+    out = tmp_path / "stalled.pt"
+    mp.spawn(_stalled_main, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
+    outcome, waited = torch.load(out)
+    assert outcome.startswith("rank 0 of 2 stopped: RuntimeError: ") and "imed out" in outcome, outcome
+    assert STALL_TIMEOUT_S <= waited < STALL_S / 2  # the timeout given, not the hung rank's return, ended it
+
+
+@pytest.mark.parametrize("given", ["soon", "0", "-5", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_in_one_line(given, monkeypatch):
+    from harness.api.errors import HarnessError
+
+    monkeypatch.setenv("HARNESS_STEP_TIMEOUT_MIN", given)
+    with pytest.raises(HarnessError, match=f"HARNESS_STEP_TIMEOUT_MIN={given}: give a positive number of minutes"):
+        distributed.start(torch.device("cpu"))

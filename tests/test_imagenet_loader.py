@@ -99,6 +99,17 @@ def test_default_worker_count_follows_the_allowed_cpus(monkeypatch):
     assert jpeg.default_workers() == 3
 
 
+def test_data_parallel_ranks_on_one_machine_share_its_cpus_among_their_decoders(monkeypatch):
+    from harness.running import environment
+
+    monkeypatch.setattr(environment, "cgroup_cpu_quota", lambda _root, _membership: None)
+    monkeypatch.setattr(jpeg.os, "sched_getaffinity", lambda _pid: set(range(32)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nproc-per-node 4
+    assert jpeg.default_workers() == 7 and ImageNet().workers == 7  # 8 CPUs a rank: 7 decoders and the rank
+    monkeypatch.setattr(jpeg.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert jpeg.default_workers() == 1  # fewer CPUs than ranks: one decoder each still
+
+
 def test_a_corrupt_jpeg_stops_the_run_with_one_line_naming_it(tmp_path, capsys):
     write_imagenet(tmp_path, {"train": 4, "val": 1})
     bad = tmp_path / "imagenet" / "train" / WNIDS[1] / "broken.JPEG"

@@ -299,6 +299,13 @@ def check_ranks(run: RunRequest) -> None:
     if run.nproc > 1 and "WORLD_SIZE" in os.environ:
         raise HarnessError("--nproc starts the ranks itself; under torchrun, leave it out (torchrun's "
                            "--nproc-per-node says how many)")
+    pinned = [(flag, name) for flag, names in (("--device", (run.device,)), ("--devices", run.devices))
+              for name in names if name.startswith("cuda:")]
+    if run.world_size > 1 and pinned:
+        flag, name = pinned[0]
+        raise HarnessError(f"{flag} {name} would put every data-parallel rank on that one GPU; each rank takes the "
+                           f"GPU its LOCAL_RANK names: pass --device cuda (or auto), and choose the GPUs with "
+                           f"CUDA_VISIBLE_DEVICES")
     if run.world_size > 1 and run.workers > 1:
         raise HarnessError("--workers and data-parallel ranks do not combine: a data-parallel run is one worker "
                            "of the sweep; start more such runs against the same --storage instead "

@@ -17,6 +17,9 @@ from pathlib import Path
 
 # Where a rank started by this launcher leaves its one error line (harness.cli.app), for the launcher to say.
 ERRORS_ENV = "HARNESS_RANK_ERRORS"
+# What torchrun passes on to the ranks (its default list, and SIGUSR1: what Slurm's --signal sends ahead of a
+# time limit, for the ranks to checkpoint); left out, SIGUSR1 would end the launcher alone, leaving the ranks.
+FORWARDED = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 
 
 def rank_error_file() -> Path | None:
@@ -38,7 +41,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     os.environ[ERRORS_ENV] = str(errors)
     _quiet_torchrun()
     try:
-        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", *_entry(), *_without_nproc(argv)]))
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--signals-to-handle={FORWARDED}", *_entry(),
+                        *_without_nproc(argv)]))
         return 0
     except ChildFailedError as exc:
         rank, failure = min(exc.failures.items(), key=_cause_first)

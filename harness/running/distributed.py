@@ -9,6 +9,9 @@ starts N copies of the command; torchrun gives each its RANK, LOCAL_RANK and WOR
   (`lead`); every rank then enters the same `fit`. A "done" message ends the followers (`release`).
   Control messages travel in a gloo group of their own with a long timeout: followers wait there
   while rank 0 tunes, probes and records, which may take longer than a collective is allowed to.
+  Before the first step of each fit every rank compares its training data's fingerprint and its code
+  commit with rank 0's (`DataParallel._check_followers`): a node with another copy of the data stops
+  the run, on every rank together, instead of training unseen under rank 0's fingerprint.
 * Agreement. Every decision that ends a fit early is taken once and shared, so no rank is left
   waiting in a collective the others have left: a loss that turned non-finite on any rank stops all
   of them (`DataParallel.agree`), and rank 0's epoch callback (validation probe, pruning) decides for
@@ -30,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -50,8 +55,15 @@ from harness.running.failures import out_of_memory, out_of_memory_line
 
 log = logging.getLogger(__name__)
 
-# Followers wait in the control group while rank 0 tunes, probes (a whole ImageNet's features) and records.
-CONTROL_TIMEOUT = datetime.timedelta(hours=float(os.environ.get("HARNESS_CONTROL_TIMEOUT_H", "24")))
+# How long a collective waits for a rank that hangs (one that dies is noticed at once: its connections close,
+# or torchrun stops the others). Training's group: the longest wait there is rank 0, in the first fit's first
+# collective, waiting for a follower to load its data (listing ImageNet's files on a cold network disk takes
+# minutes), or a first step that compiles or starts the JPEG decoders; 15 minutes covers those, where gloo's
+# default left a hung rank holding every GPU for 30. The control group: followers wait there while rank 0 works
+# alone (tunes, probes a whole ImageNet's features, records, or waits for other workers holding the pair's
+# remaining seeds), which may take hours.
+STEP_TIMEOUT_ENV, STEP_TIMEOUT_MIN = "HARNESS_STEP_TIMEOUT_MIN", 15.0
+CONTROL_TIMEOUT_ENV, CONTROL_TIMEOUT_H = "HARNESS_CONTROL_TIMEOUT_H", 24.0
 # Each rank's augmentations draw from their own stream; rank 0 keeps the run's. Seeds are below 2**32,
 # so no other run's seed lands on a follower's, and the parity some test methods read is kept.
 RANK_SEED_STRIDE = 2**32
@@ -64,6 +76,10 @@ def world_size_from_environment() -> int:
 
 class RanksFailed(HarnessError):
     """A rank failed or died: the whole run stops, with one line."""
+
+
+class RanksDisagree(RanksFailed):
+    """A follower holds other training data or other code than rank 0: every rank refuses the fit together."""
 
 
 class Stopped(Exception):
@@ -89,14 +105,28 @@ def start(device: torch.device) -> Ranks:
     if device.type == "cuda":
         torch.cuda.set_device(local_rank)  # before any CUDA work, so "cuda" means this rank's GPU
     backend = "nccl" if device.type == "cuda" else "gloo"
+    steps = datetime.timedelta(minutes=_timeout(STEP_TIMEOUT_ENV, STEP_TIMEOUT_MIN, "minutes"))
+    waits = datetime.timedelta(hours=_timeout(CONTROL_TIMEOUT_ENV, CONTROL_TIMEOUT_H, "hours"))
     try:
-        dist.init_process_group(backend)
-        control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
+        dist.init_process_group(backend, timeout=steps)
+        control = dist.new_group(backend="gloo", timeout=waits)
     except (RuntimeError, ValueError) as exc:
         raise HarnessError(f"cannot join the ranks torchrun started ({_first_line(exc)}); check MASTER_ADDR, "
                            f"--rdzv-endpoint and that every node can reach it") from None
     _RANKS = Ranks(dist.get_rank(), dist.get_world_size(), local_rank, control)
     return _RANKS
+
+
+def _timeout(name: str, default: float, unit: str) -> float:
+    """A timeout from the environment variable `name`, in `unit`; `default` when unset."""
+    given = os.environ.get(name, "").strip()
+    try:
+        value = float(given) if given else default
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise HarnessError(f"{name}={given}: give a positive number of {unit} (default {default:g}), or unset it")
+    return value
 
 
 def stop() -> None:
@@ -142,8 +172,8 @@ def follow(pairs: list, fit: Callable) -> int:
         method = pair.method_cls(pair.task, job["hparams"])
         try:
             fit(method, loaded[id(pair.task)], dataclasses.replace(job["config"], progress=False), generator)
-        except (Stopped, DivergedError):
-            pass  # decided together: rank 0 records what it means; wait for the next job
+        except (Stopped, DivergedError, RanksDisagree):
+            pass  # decided together: rank 0 records (or says) what it means; wait for the next job or "done"
 
 
 def _send(ranks: Ranks, message: dict[str, Any]) -> None:
@@ -224,6 +254,8 @@ class DataParallel:
         self.ranks = ranks
         self.agreed = False  # the fit ends by a decision every rank shares: no rank is left behind
         self._auxiliary: dict[int, Auxiliary] = {}
+        self._checked = False  # the followers' data and code were compared with rank 0's (once per fit)
+        self._step_rows: dict[int, list[int]] = {}  # this epoch's steps: first row -> rows each rank holds
 
     def prepare(self, method: Method) -> None:
         """After `method.prepare` (a guide built there is broadcast with the rest), before the optimizers."""
@@ -255,25 +287,62 @@ class DataParallel:
         if batch_size % size:
             raise HarnessError(f"batch_size {batch_size} (the global batch) does not split evenly among "
                                f"{size} ranks; --set batch_size to a multiple of {size}")
+        if not self._checked:
+            self._checked = True
+            self._check_followers(split)
         order = torch.randperm(len(split), generator=generator)
         steps = [order[start : start + batch_size].tensor_split(size) for start in range(0, len(order), batch_size)]
         # A last batch with fewer rows than ranks would leave some rank without a row, and the others waiting
         # for it in the step's collectives: every rank drops it (at most world_size - 1 rows an epoch).
         steps = [chunks for chunks in steps if len(chunks[-1])]
         own = torch.cat([chunks[rank] for chunks in steps])
+        # Each step's row counts, found by the step's first row (rows are unique within an epoch). Set when the
+        # step runs (`loss`), not when its batch is drawn: on CUDA `fit` draws the next batch before it runs
+        # the current step (train._ahead), and a short last batch would hand the step before it its counts.
+        self._step_rows = {int(chunks[rank][0]): [len(chunk) for chunk in chunks] for chunks in steps}
         shard = split.take(own)  # this rank reads its rows only
-        for (inputs, labels, rows), chunks in zip(shard.batches(batch_size // size), steps, strict=True):
-            gathering.set_step_rows([len(chunk) for chunk in chunks])
+        for (inputs, labels, rows), _chunks in zip(shard.batches(batch_size // size), steps, strict=True):
             yield inputs, labels, own[rows]
 
+    def _check_followers(self, split: Split) -> None:
+        """Before the first step, on every rank: each follower's training data (the rows it will read) and code
+        are rank 0's, or every rank refuses the fit. Rank 0's record names its own data's fingerprint and commit;
+        a follower's other data (another --data-dir copy on its node) would train the model unseen."""
+        digest = hashlib.sha256()
+        split.fingerprint_update(digest)
+        mine = {"training data fingerprint": digest.hexdigest()[:16], "code commit": environment.git_commit()}
+        everyone: list[Any] = [None] * self.ranks.world_size
+        dist.all_gather_object(everyone, mine, group=self.ranks.control)
+        lead = everyone[0]
+        for rank, theirs in enumerate(everyone[1:], start=1):
+            differ = [f"{what} {theirs[what]}, rank 0's {lead[what]}" for what in lead if theirs[what] != lead[what]]
+            if differ:
+                self.agreed = True  # every rank found the same and stops here: none waits in a collective
+                raise RanksDisagree(
+                    f"rank {rank} of {self.ranks.world_size} differs from rank 0: its {'; its '.join(differ)}. "
+                    f"Every rank must train on the same data with the same code: give each node the same "
+                    f"--data-dir contents (or $HARNESS_DATA_DIR) and the same checkout")
+
+    def _this_step(self, batch) -> None:
+        """Tell `gather` how many rows each rank holds in the step that trains on `batch`; for a batch not drawn
+        by `batches` (a test's), None: `gather` asks the ranks."""
+        gathering.set_step_rows(self._step_rows.get(int(batch.index[0])))
+
     def loss(self, batch):
+        self._this_step(batch)
         return self.main(batch)
 
     def auxiliary(self, objective: Auxiliary) -> Auxiliary:
         """The objective, its loss called through a DDP wrapper of its own parameters (made once per fit)."""
         if id(objective) not in self._auxiliary:
             holder = _Objective(nn.ParameterList(objective.parameters), objective.loss)
-            self._auxiliary[id(objective)] = dataclasses.replace(objective, loss=self._wrap(holder))
+            wrapped = self._wrap(holder)
+
+            def loss(batch):
+                self._this_step(batch)
+                return wrapped(batch)
+
+            self._auxiliary[id(objective)] = dataclasses.replace(objective, loss=loss)
         return self._auxiliary[id(objective)]
 
     def agree(self, first_bad: dict[str, torch.Tensor]) -> None:

@@ -184,15 +184,26 @@ def _ahead(batches, device: torch.device, names: tuple[str, ...]):
             yield _to(inputs, device, names), labels.to(device), rows
         return
     side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-    pending = None
-    for inputs, labels, rows in batches:
+
+    def copy(batch):
+        inputs, labels, rows = batch
         with torch.cuda.stream(side):
-            copied = (_to(inputs, device, names), labels.to(device, non_blocking=True), rows)
+            return _to(inputs, device, names), labels.to(device, non_blocking=True), rows
+
+    yield from _one_ahead(batches, copy, lambda batch: _handed_over(batch, main, side))
+
+
+def _one_ahead(batches, copy: Callable, hand_over: Callable):
+    """Each batch `hand_over`ed after the next one's `copy` began: the producer runs one batch ahead of the
+    step. Apart from _ahead's CUDA streams, so tests run this order on the CPU (tests/test_batch_ahead.py)."""
+    pending = None
+    for batch in batches:
+        copied = copy(batch)
         if pending is not None:
-            yield _handed_over(pending, main, side)
+            yield hand_over(pending)
         pending = copied
     if pending is not None:
-        yield _handed_over(pending, main, side)
+        yield hand_over(pending)
 
 
 def _handed_over(batch, main: "torch.cuda.Stream", side: "torch.cuda.Stream"):

@@ -55,8 +55,10 @@ GPU_COLORSPACES = ("YCbCr", "Gray", "RGB")  # nvjpeg gives these as RGB; CMYK an
 
 def default_workers() -> int:
     """Decoding processes: one per allowed CPU, less one for the training process where there are
-    four or more (on a GPU the main process feeds the device; starving it starves the GPU)."""
-    cpus = available_cpus()
+    four or more (on a GPU the main process feeds the device; starving it starves the GPU). The
+    data-parallel ranks torchrun started on this machine (LOCAL_WORLD_SIZE) share its CPUs: each
+    counts its share, or 4 ranks on 32 CPUs would start 124 decoders."""
+    cpus = max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     return cpus - 1 if cpus >= 4 else cpus
 
 
