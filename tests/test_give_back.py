@@ -100,6 +100,12 @@ def test_a_give_back_killed_halfway_on_postgresql_ends_as_an_uninterrupted_one(t
         pytest.skip("PostgreSQL is not installed here (no initdb); CI installs it (.ci/run)")
     with postgres_server() as url:
         assert run_worker(url, tmp_path / "work", 1, "abandoned") == -signal.SIGKILL
+        with mutex_for(url, tmp_path / "work").hold():  # `harness status` reads without the workers' lock
+            status = subprocess.run([sys.executable, "-m", "tests.run_harness", "status", "--storage", url,
+                                     "--workdir", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
+                                    env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                                    timeout=120)
+        assert status.returncode == 0 and "1 done, 0 running, 0 failed, 1 retried" in status.stdout, status.stderr
         trials, got = outcome(url, tmp_path / "work")
     assert [t[:6] for t in trials] == [(0, "COMPLETE", 0, False, 0, None), (1, "FAIL", 1, True, 0, None)]
     assert got[:2] == (2, 1) and got[2] == trials[1][7]["lr"]
@@ -149,3 +155,24 @@ def test_a_result_told_after_another_worker_decided_to_give_the_trial_back_is_dr
     assert (retry.number, other.trial_slot(retry)) == (1, 0)
     assert study.get_trials()[0].state == TrialState.FAIL and spent_trials(study) == 0
     stalled.close(), other.close()
+
+
+@pytest.mark.system
+def test_a_data_parallel_run_that_lost_a_rank_counts_one_death(tmp_path):
+    """Rank 1 SIGKILLed mid-trial: the rank group is one lost process, whether rank 0 gave the trial back
+    itself or was stopped first and the next worker found its lease dead."""
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, "-m", "tests.run_harness", "run", "--method", "dies-on-rank-1", "--task",
+                           "tiny-synthetic", "--trials", "2", "--seeds", "1", "--set", "batch_size=64", "--nproc",
+                           "2", "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"),
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--no-progress",
+                           "--allow-dirty"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "rank 1 of 2" in done.stderr, done.stderr[-3000:]
+    storage = open_storage(None, tmp_path / "work")
+    (summary,) = storage.get_all_studies()
+    study = open_study(summary.study_name, storage)
+    next_worker = Coordinator(mutex_for(None, tmp_path / "work"))
+    retry = next_worker.claim_trial(study, 2)
+    next_worker.close()
+    attrs = study._storage.get_trial_system_attrs(retry._trial_id)
+    assert (attrs[SLOT_KEY], attrs[RETRY_HISTORY_KEY], attrs[DEATHS_KEY]) == (0, [0], 1)
