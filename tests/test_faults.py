@@ -23,7 +23,8 @@ from optuna.trial import TrialState
 from harness.cli.app import main
 from harness.results.publishing.history import history_path
 from harness.results.records import read_records
-from harness.running.coordination import ABANDONED_KEY, LEASE_ENV, RETRY_OF_KEY, SEED_PREFIX, SLOT_KEY, STOP_ENV
+from harness.running.coordination import (ABANDONED_KEY, DEATHS_KEY, LEASE_ENV, RETRY_OF_KEY, SEED_PREFIX,
+                                          SLOT_KEY, STOP_ENV)
 from tests.fixtures import SLOW_CLIP_PAUSE_ENV
 from tests.servers import mlflow_server, postgres_bindir, postgres_server
 
@@ -187,7 +188,7 @@ def test_a_worker_killed_inside_the_give_back_of_a_killed_trial_changes_nothing_
     finish(start(tmp_path, args))
     assert published(tmp_path / "results") == one_process
     retry = next(t for t in the_study(storage).trials if t.system_attrs.get(RETRY_OF_KEY) == killed_trial)
-    assert retry.system_attrs[SLOT_KEY] == 1 and retry.system_attrs["harness:deaths"] == 1
+    assert retry.system_attrs[SLOT_KEY] == 1 and retry.system_attrs[DEATHS_KEY] == 1
 
 
 def test_a_worker_that_stalled_past_its_lease_writes_nothing(tmp_path):

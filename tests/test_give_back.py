@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from harness.running.coordination import (ABANDONED_KEY, DEATHS_KEY, FAILED_BECAUSE_KEY, GIVE_BACK_KEY, LEASE_ENV,
                                           MAX_ATTEMPTS, RETRY_HISTORY_KEY, SEED_PREFIX, SLOT_KEY, STOP_ENV,
                                           Coordinator, mutex_for)
+from harness.running.sweep_state import sweep_states
 from harness.running.tuning import open_storage, open_study, sampler_for, spent_trials
 from tests.servers import postgres_bindir, postgres_server
 
@@ -83,6 +84,9 @@ def test_a_give_back_killed_before_any_of_its_writes_ends_as_an_uninterrupted_on
     assert run_worker("journal", tmp_path / "whole", deaths) == 0
     expected = outcome("journal", tmp_path / "whole")
     assert run_worker("journal", tmp_path / "killed", deaths, step) == -signal.SIGKILL  # it did stop there
+    if step != "decision":  # `harness status`, reading without the lock, counts a decided give-back as it ends
+        (state,) = sweep_states(open_storage(None, tmp_path / "killed"))
+        assert (state.done, state.running, state.retried + state.failed) == (1, 0, deaths)
     assert outcome("journal", tmp_path / "killed") == expected
     trials, got = expected
     if deaths < MAX_ATTEMPTS:
