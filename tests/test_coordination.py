@@ -71,7 +71,7 @@ def test_a_seed_has_one_holder_until_it_is_settled_or_its_lease_runs_out(study, 
     assert set(second.settled_seeds(study, [0, 1], accept_all)) == {0}
     assert second.settled_seeds(study, [0], lambda record: False) == {}  # a record under another protocol
     held = study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}1"]
-    monkeypatch.setattr("harness.running.coordination.time.time", lambda: held["lease"]["expires"] + 1)
+    monkeypatch.setattr("harness.running.coordination.leases.time.time", lambda: held["lease"]["expires"] + 1)
     assert first.claim_seed(study, [0, 1], accept_all) == (1, [held["claim_id"]])  # taken over, old run named
     # The stalled holder comes back: it is told so, and writes nothing.
     assert second.finish_seed(study, 1, held["claim_id"], {"protocol": {}, "seed": 1}) is False
@@ -150,7 +150,7 @@ def test_a_slot_whose_worker_keeps_dying_fails_for_good_and_says_why(study, tmp_
     assert worker(tmp_path).claim_trial(study, budget=1) is None  # the last death spends the slot
     last = study.get_trials()[-1]
     assert last.state == TrialState.FAIL and not last.system_attrs.get(ABANDONED_KEY)  # counted: the budget is met
-    assert f"died {MAX_ATTEMPTS} times" in last.system_attrs[FAILED_BECAUSE_KEY]
+    assert f"killed {MAX_ATTEMPTS} times" in last.system_attrs[FAILED_BECAUSE_KEY]
     assert last.system_attrs[RETRY_HISTORY_KEY] == list(range(MAX_ATTEMPTS - 1)) and last.system_attrs[RETRY_OF_KEY] == 0
     assert TrialState.WAITING not in [t.state for t in study.get_trials()]  # no retry queued after it
     assert spent_trials(study) == 1
@@ -167,7 +167,7 @@ def test_a_seed_whose_worker_keeps_dying_fails_for_good(study, tmp_path, monkeyp
     survivor = worker(tmp_path)
     assert survivor.claim_seed(study, [0], accept_all)[0] is None
     claim = study._storage.get_study_system_attrs(study._study_id)[f"{SEED_PREFIX}0"]
-    assert claim["state"] == "failed" and f"died {MAX_ATTEMPTS} times" in claim["reason"]
+    assert claim["state"] == "failed" and f"killed {MAX_ATTEMPTS} times" in claim["reason"]
     assert set(survivor.settled_seeds(study, [0], accept_all)) == {0}  # settled for this sweep: the pair ends
     assert worker(tmp_path).settled_seeds(study, [0], accept_all) == {}  # a later command tries it once more
 

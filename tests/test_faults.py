@@ -23,7 +23,8 @@ from optuna.trial import TrialState
 from harness.cli.app import main
 from harness.results.publishing.history import history_path
 from harness.results.records import read_records
-from harness.running.coordination import ABANDONED_KEY, LEASE_ENV, RETRY_OF_KEY, SEED_PREFIX, SLOT_KEY
+from harness.running.coordination import (ABANDONED_KEY, DEATHS_KEY, LEASE_ENV, RETRY_OF_KEY, SEED_PREFIX,
+                                          SLOT_KEY, STOP_ENV)
 from tests.fixtures import SLOW_CLIP_PAUSE_ENV
 from tests.servers import mlflow_server, postgres_bindir, postgres_server
 
@@ -51,9 +52,9 @@ def published(results: Path) -> tuple[dict, dict]:
     return records, {"trials": history["trials"], "seeds": history["seeds"]}
 
 
-def start(cwd: Path, stores: list[str], lease_s: float = 60) -> subprocess.Popen:
+def start(cwd: Path, stores: list[str], lease_s: float = 60, **env: str) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", LEASE_ENV: str(lease_s),
-                        SLOW_CLIP_PAUSE_ENV: "0.15"}
+                        SLOW_CLIP_PAUSE_ENV: "0.15"} | env
     return subprocess.Popen([sys.executable, "-m", "tests.run_harness", "run", *SWEEP, "--no-progress", *stores],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -169,6 +170,25 @@ def test_a_worker_killed_mid_trial_then_one_killed_mid_seed_change_nothing_publi
         status = capsys.readouterr().out
         assert "trials   3 done, 0 running, 0 failed, 1 retried; 0 to start" in status
         assert "seeds    2 (0, 1) settled, 0 running, 0 failed; 0 to start; 2 of 2 records" in status
+
+
+def test_a_worker_killed_inside_the_give_back_of_a_killed_trial_changes_nothing_published(tmp_path, one_process):
+    """The next worker gives the killed trial back and is killed itself after writing its decision, before
+    the retry (where the budget slot was lost for good when a give-back was three separate writes); a third
+    run completes the give-back and the sweep, and publishes what one process publishes."""
+    args, url, _tracking = stores_for("sqlite", tmp_path, contextlib.ExitStack())
+    storage = optuna.storages.RDBStorage(url)
+    first = start(tmp_path, args)
+    killed_trial = wait_for(first, storage, training_slot_1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = start(tmp_path, args, **{STOP_ENV: "retry"})
+    assert second.wait(timeout=300) == -signal.SIGKILL, second.communicate()[0][-3000:]
+    assert not any(t.system_attrs.get(RETRY_OF_KEY) == killed_trial for t in the_study(storage).trials)
+    finish(start(tmp_path, args))
+    assert published(tmp_path / "results") == one_process
+    retry = next(t for t in the_study(storage).trials if t.system_attrs.get(RETRY_OF_KEY) == killed_trial)
+    assert retry.system_attrs[SLOT_KEY] == 1 and retry.system_attrs[DEATHS_KEY] == 1
 
 
 def test_a_worker_that_stalled_past_its_lease_writes_nothing(tmp_path):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -86,3 +89,19 @@ def test_a_command_joining_a_running_sweep_with_another_budget_is_refused_in_one
     assert not list(harness_run.results.rglob("replaced"))  # refused: the record it would replace is in place
     running.close()
     assert harness_run(*sweep, "--trials", "2", "--force") == 0  # once it is done, a larger budget extends the study
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_status_answers_while_a_worker_holds_the_workers_lock(kind, tmp_path):
+    """A read is a snapshot: it never waits on the workers (a stopped holder of the lock would block it)."""
+    work = tmp_path / "work"
+    spec = None if kind == "journal" else f"sqlite:///{work / 'optuna.db'}"
+    open_study("t@1/m@1/e1/abc", open_storage(spec, work))
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    storage = ["--storage", spec] if spec else []
+    with mutex_for(spec, work).hold():
+        done = subprocess.run([sys.executable, "-m", "tests.run_harness", "status", *storage, "--workdir", str(work),
+                               "--results", str(tmp_path / "results")],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "t/m: definition not stored" in done.stdout

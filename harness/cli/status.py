@@ -1,6 +1,7 @@
 """`harness status`: where a sweep stands, per (task, method), read from its shared storage and the records.
 
 Safe beside running workers on any machine that reaches the storage: it takes no lock and writes nothing.
+What it prints is a snapshot: the workers may have moved on by the time it is read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from harness.running.tuning import open_storage
 
 def status_command(storage_spec: str | None, workdir: Path, results: Path) -> int:
     _refuse_missing(storage_spec, workdir)
-    states = sweep_states(open_storage(storage_spec, workdir))
+    states = sweep_states(open_storage(storage_spec, workdir, reading=True))
     if not states:
         print(f"no sweep in {storage_spec or Path(workdir) / 'optuna.journal'} yet")
         return 0

@@ -214,8 +214,11 @@ class PairRunner:
         claim_id = self.coordinator.seed_claim_id(sweep.study, seed)
         try:
             record, curve = self.run_seed(pair, sweep, seed, claim_id)
+        except distributed.RanksFailed:  # the run lost a rank: one death, as a lost single process is
+            self.coordinator.give_back_seed(sweep.study, seed, preempted=False)
+            raise
         except BaseException:
-            self.coordinator.release_seed(sweep.study, seed)
+            self.coordinator.give_back_seed(sweep.study, seed, preempted=True)
             raise
         # Settled in the storage first: a worker whose lease ran out (its seed was taken over, its MLflow run
         # removed) writes nothing, so no record points at a run that is gone.
@@ -322,8 +325,9 @@ class PairRunner:
             value = self._objective(trial, pair, sweep)
         except optuna.TrialPruned:
             self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
-        except (KeyboardInterrupt, distributed.RanksFailed):  # not the trial's fault: given back, run again later
-            self.coordinator.abandon_trial(sweep.study, trial)
+        except (KeyboardInterrupt, distributed.RanksFailed) as exc:  # not the trial's fault: run again later
+            # A lost rank is one death (as a lost single process is); an interruption is none.
+            self.coordinator.give_back_trial(sweep.study, trial, preempted=isinstance(exc, KeyboardInterrupt))
             with contextlib.suppress(Exception):  # interrupted again, or the server is gone: the run stays FAILED
                 self._end_lost_trial_runs(sweep)
             raise

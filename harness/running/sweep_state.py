@@ -2,7 +2,8 @@
 
 Every fact is one the workers already write for their own coordination (harness.running.coordination):
 trial states and leases, seed claims, the sweep's definition and its members. Reading takes no lock and
-changes nothing, so it is safe beside running workers, on any storage they use.
+changes nothing, so it is safe beside running workers, on any storage they use; what it reads is a snapshot,
+in which a give-back under way is counted as it will end.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from harness.running.coordination import (ABANDONED_KEY, DEFINITION_KEY, LEASE_KEY, SEED_PREFIX, lease_expired,
-                                          counts_against_budget, lease_seconds, slot_of)
+from harness.running.coordination import (ABANDONED_KEY, DEFINITION_KEY, GIVE_BACK_KEY, LEASE_KEY, SEED_PREFIX,
+                                          counts_against_budget, lease_expired, lease_seconds, slot_of)
 
 
 @dataclass
@@ -82,8 +83,12 @@ def _state(storage, summary) -> SweepState:
     state = SweepState(summary.study_name, definition.get("definition"),
                        members=sum(not lease_expired(lease) for lease in (definition.get("members") or {}).values()))
     for trial in storage.get_all_trials(summary._study_id, deepcopy=False):
+        decided = trial.system_attrs.get(GIVE_BACK_KEY)  # a give-back under way reads as it will end
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             state.done += 1
+        elif decided and trial.state == TrialState.RUNNING:
+            state.retried += decided["failed_because"] is None
+            state.failed += decided["failed_because"] is not None
         elif trial.state == TrialState.RUNNING:
             state.running += 1
             if lease := trial.system_attrs.get(LEASE_KEY):

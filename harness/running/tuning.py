@@ -33,9 +33,11 @@ def _without_traceback(record: logging.LogRecord) -> bool:
 logging.getLogger("optuna.study._optimize").addFilter(_without_traceback)
 
 
-def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage:
+def open_storage(spec: str | None, workdir: Path, *, reading: bool = False) -> optuna.storages.BaseStorage:
     """A journal file by default: safe for several local worker processes without a server.
-    A database's tables are created (or migrated) inside the workers' mutex: once, whoever comes first."""
+    A database's tables are created (or migrated) inside the workers' mutex: once, whoever comes first.
+    `reading` (`harness status`): a database is opened as it is, creating nothing and taking no mutex, so a
+    reader never waits on the workers."""
     if spec is None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(Path(workdir) / "optuna.journal")))
@@ -46,13 +48,15 @@ def open_storage(spec: str | None, workdir: Path) -> optuna.storages.BaseStorage
         raise HarnessError(
             f"--storage {spec}: give a journal file (name.journal), sqlite:///path.db or postgresql://..."
         )
+    if reading:
+        return _database(spec, reading=True)
     if spec.startswith("sqlite:///"):
         Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     with mutex_for(spec, workdir).hold():
         return _database(spec)
 
 
-def _database(url: str) -> optuna.storages.RDBStorage:
+def _database(url: str, reading: bool = False) -> optuna.storages.RDBStorage:
     """Connect now, so a server that is down or a bad URL fails in one line before any work."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
@@ -63,7 +67,7 @@ def _database(url: str) -> optuna.storages.RDBStorage:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # the driver we install, on any SQLAlchemy
     try:
-        return optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False))
+        return optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False), skip_table_creation=reading)
     except (ImportError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise HarnessError(f"--storage {shown}: cannot open the database ({reason}); start its server, "
