@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy.stats import t as student_t
 
 from methods.common import mi, pair_kernels
 from methods.common.mi import (
@@ -140,6 +141,80 @@ def test_nce_club_stays_above_the_true_mi(estimates):
     # method relies on, checked with no allowance (a target, not a derivation). Its margins here are wide.
     for mi, (_, club) in estimates.items():
         assert club > mi, f"true {mi}, NCE-CLUB {club:.3f}"
+
+
+# -- the optimal critic, in closed form ------------------------------------------------------------------------
+# For `correlated` pairs the optimal critic is known exactly: f*(x, y) = log p(y | x) / p(y), per axis
+# -(y - rho x)^2 / (2 (1 - rho^2)) - log(1 - rho^2) / 2 + y^2 / 2. With it the estimators' expectations are:
+# * NCE-CLUB: E_p(x,y) f* = I and E_p(x)p(y) f* = -KL(p(x)p(y) || p(x, y)), per axis
+#   (2 / (1 - rho^2) - 2 + log(1 - rho^2)) / 2; the B x B mean holds the B positive pairs too, so
+#   E[nce_club] = (1 - 1 / B) (I + KL) = (1 - 1 / B) d rho^2 / (1 - rho^2), exactly.
+# * InfoNCE: at most I (Poole et al. 2019), and at least E log(B r / (r + B - 1)), r = exp f*(x, y) at a positive
+#   pair: row i reads log B - log(1 + S_i), S_i = sum_{j != i} r_ij / r_ii, and E[r(x_i, y_j) | x_i] = 1 for an
+#   independent y_j, so Jensen gives E[log(1 + S_i) | x_i, y_i] <= log(1 + (B - 1) / r_ii). That 1-d expectation
+#   is computed from LOWER_DRAWS fresh positive pairs, its own standard error carried along.
+# Each estimator is averaged over OPTIMAL_BATCHES independent batches; the allowance is Student's t at a
+# one-sided 1e-4 for that many batches, times the standard error of the mean (of the difference with the lower
+# bound's, for InfoNCE's lower side).
+OPTIMAL_BATCHES = 400
+LOWER_DRAWS = 200_000
+
+
+def log_ratio(x: torch.Tensor, y: torch.Tensor, mi: float) -> torch.Tensor:
+    """f*(x, y) = log p(y | x) / p(y) row by row (broadcasting over the leading axes), in float64."""
+    variance = math.exp(-2 * mi / DIM)  # 1 - rho^2
+    rho = math.sqrt(1 - variance)
+    return (-(y - rho * x) ** 2 / (2 * variance) - math.log(variance) / 2 + y**2 / 2).sum(-1)
+
+
+def optimal_critic(x: torch.Tensor, y: torch.Tensor, mi: float) -> torch.Tensor:
+    """f*(x_i, y_j) for every pair: the B x B scores."""
+    return log_ratio(x[:, None], y[None], mi)
+
+
+@pytest.fixture(scope="module")
+def optimal_estimates() -> dict[float, tuple[Estimate, Estimate, Estimate]]:
+    """(InfoNCE, NCE-CLUB, InfoNCE's lower bound) per true MI level, all at the optimal critic."""
+    out = {}
+    for mi in LEVELS[:3]:
+        generator = torch.Generator().manual_seed(6)
+        batches = [[t.double() for t in correlated(BATCH, mi, generator)] for _ in range(OPTIMAL_BATCHES)]
+        scores = [optimal_critic(x, y, mi) for x, y in batches]
+        x, y = (t.double() for t in correlated(LOWER_DRAWS, mi, generator))
+        log_r = log_ratio(x, y, mi)  # f* at each positive pair only
+        lower = math.log(BATCH) + log_r - torch.logaddexp(log_r, torch.tensor(math.log(BATCH - 1.0)).double())
+        lower_estimate = Estimate(float(lower.mean()))
+        lower_estimate.se = float(lower.std()) / math.sqrt(LOWER_DRAWS)
+        out[mi] = (estimate_of([info_nce(s).item() for s in scores]),
+                   estimate_of([nce_club(s).item() for s in scores]), lower_estimate)
+    return out
+
+
+def test_at_the_optimal_critic_nce_club_is_its_closed_form_expectation(optimal_estimates):
+    noise = float(student_t.ppf(1 - 1e-4, OPTIMAL_BATCHES - 1))
+    for mi, (_, club, _) in optimal_estimates.items():
+        rho2 = 1 - math.exp(-2 * mi / DIM)
+        expected = (1 - 1 / BATCH) * DIM * rho2 / (1 - rho2)
+        assert abs(club - expected) < noise * club.se, \
+            f"true {mi}: NCE-CLUB {club:.4f} +- {club.se:.4f}, expected {expected:.4f}"
+
+
+def test_at_the_optimal_critic_info_nce_lies_between_its_two_bounds(optimal_estimates):
+    noise = float(student_t.ppf(1 - 1e-4, OPTIMAL_BATCHES - 1))
+    for mi, (nce, _, lower) in optimal_estimates.items():
+        assert lower - noise * math.hypot(nce.se, lower.se) < nce < mi + noise * nce.se, \
+            f"true {mi}: InfoNCE {nce:.4f} +- {nce.se:.4f}, lower bound {lower:.4f}"
+        # Not vacuous: the interval is narrower than the SHORTFALL the trained critics are allowed.
+        assert mi - lower < SHORTFALL, (mi, float(lower))
+
+
+def test_the_optimal_critics_positive_pairs_average_the_true_mi():
+    """E_p(x,y) f* = I: the closed form the two tests above stand on, checked on its own (z = 4 sd)."""
+    generator = torch.Generator().manual_seed(7)
+    for mi in LEVELS[:3]:
+        x, y = (t.double() for t in correlated(LOWER_DRAWS, mi, generator))
+        f = log_ratio(x, y, mi)
+        assert abs(float(f.mean()) - mi) < 4 * float(f.std()) / math.sqrt(LOWER_DRAWS)
 
 
 def test_club_bound_passes_gradients_to_embeddings_but_not_to_its_critic():
