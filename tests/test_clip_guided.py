@@ -34,8 +34,6 @@ from methods.common.guides import EncoderGuide, TableGuide
 from methods.common.losses import nt_xent_logits
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-TASKS.register("shapes-captions-tiny", "tests.image_tasks:TinyShapesCaptions")
-TASKS.register("shapes-superclasses-tiny", "tests.image_tasks:TinyShapeSuperclasses")
 B, DIM = 6, 5
 
 
