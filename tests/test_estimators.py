@@ -299,6 +299,60 @@ def test_a_critic_held_fixed_still_passes_its_gradients_to_both_sides_on_the_fus
     torch.testing.assert_close(hb.grad, want_b, rtol=1e-4, atol=1e-4)
 
 
+def critic_outputs(critic: ConcatCritic, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """The critic's pair scores and the gradients of a fixed weighting of them, to its inputs and weights."""
+    x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+    scores = critic(x, y)
+    (scores * torch.linspace(-1, 1, scores.numel(), dtype=scores.dtype).view_as(scores)).sum().backward()
+    return [scores, x.grad, y.grad, *(p.grad for p in critic.parameters())]
+
+
+def compiled_on_the_cpu(monkeypatch) -> "mi._CompiledPairKernels":
+    """The accelerators' compiled kernels, fresh (not tried yet), put where the CPU's dispatch looks, with the
+    size threshold lowered so a small batch reaches them."""
+    kernels = mi._CompiledPairKernels()
+    monkeypatch.setattr(mi, "NATIVE", kernels)
+    monkeypatch.setattr(mi, "FUSED_MIN_PAIRS", 1)
+    return kernels
+
+
+def test_the_compiled_pair_critic_equals_the_eager_form_on_the_cpu(monkeypatch):
+    """inductor compiles for the CPU as for an accelerator (once here, about 20 s: the suite's only compilation).
+    In float64 both forms sum the same H = 16 (scores) or B <= 40 (gradients) terms in different orders: they
+    differ by at most about 40 eps64 = 1e-14 of the terms' absolute sum, O(10) here, far inside 1e-10."""
+    kernels = compiled_on_the_cpu(monkeypatch)
+    torch.manual_seed(0)
+    a, b = torch.randn(40, 6, dtype=torch.float64), torch.randn(33, 6, dtype=torch.float64)
+    fused = ConcatCritic(6, 6, hidden=16).double()
+    eager = ConcatCritic(6, 6, hidden=16, fused=False).double()
+    eager.load_state_dict(fused.state_dict())
+    got, want = critic_outputs(fused, a, b), critic_outputs(eager, a, b)
+    assert kernels.available is True and kernels.shapes == {(40, 16, 33, "cpu", "torch.float64")}
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_when_compilation_fails_the_eager_form_runs_and_says_so_once(monkeypatch, caplog):
+    kernels = compiled_on_the_cpu(monkeypatch)
+    tries = []
+
+    def no_compiler(*args, **kwargs):
+        tries.append(args)
+        raise RuntimeError("no inductor here")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    torch.manual_seed(0)
+    critic = ConcatCritic(6, 6, hidden=16)
+    a, b = torch.randn(12, 6), torch.randn(9, 6)
+    with caplog.at_level("INFO", logger="methods.common"):
+        first, second = critic(a, b), critic(a, b)
+    critic.fused = False
+    assert torch.equal(first, critic(a, b)) and torch.equal(second, first)
+    assert kernels.available is False and len(tries) == 1  # never tried again in this process
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "no inductor here" in caplog.records[0].message and "eager" in caplog.records[0].message
+
+
 @pytest.fixture
 def fresh_kernels(monkeypatch, tmp_path):
     """A process that has not loaded the kernels yet, with an empty machine cache."""
