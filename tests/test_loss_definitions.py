@@ -289,6 +289,15 @@ def test_supcon_leaves_an_anchor_without_positives_out_by_hand():
     assert supcon_by_definition(features, labels, 1.0) == pytest.approx(math.log(E + 1) - 1, rel=REL)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_supcon_matches_its_definition_on_a_random_batch(seed):
+    """Classes of one to four views (class 3 seen once: no term) and tau = 0.2, so a mean over several
+    positives and the temperature both count."""
+    features = random_batch(seed, b=10)[0]
+    labels = torch.tensor([0, 1, 2, 0, 1, 0, 0, 1, 2, 3])
+    assert supcon(features, labels, 0.2).item() == pytest.approx(supcon_by_definition(features, labels, 0.2), rel=REL)
+
+
 # -- FactorCL's bounds ---------------------------------------------------------------------------------------
 
 def test_info_nce_and_club_on_two_by_two_scores_by_hand():
