@@ -74,14 +74,19 @@ def train_and_probe(task_name: str, method_name: str, small_data, bf16: bool = F
 @pytest.mark.parametrize("task_name, method_name", list(pairs()))
 def test_method_trains_and_is_probed(task_name, method_name, small_data):
     scores, test_labels = train_and_probe(task_name, method_name, small_data)
-    assert 0.0 <= scores.test_acc <= 1.0
+    check_probe_output(task_name, method_name, scores.test_acc, test_labels)
+
+
+def check_probe_output(task_name: str, method_name: str, test_acc: float, test_labels: np.ndarray) -> None:
+    """In [0, 1]; and raw features on a task linear in them beat chance (also used by tests/test_cuda.py)."""
+    assert 0.0 <= test_acc <= 1.0
     if method_name == "raw-features" and task_name in LINEAR_IN_RAW_INPUTS:
         # Chance: a probe that ignores the features scores at most the majority class's share in expectation
         # (exactly that share if it predicts one class), with a binomial sd of at most sqrt(1/4n) on n test
         # rows. Linearly separable inputs must beat it by ABOVE_CHANCE_SD of those (0.25 at n = 64).
         chance = np.bincount(test_labels).max() / len(test_labels)
         sd = np.sqrt(0.25 / len(test_labels))
-        assert scores.test_acc > chance + ABOVE_CHANCE_SD * sd, (scores.test_acc, chance, sd)
+        assert test_acc > chance + ABOVE_CHANCE_SD * sd, (test_acc, chance, sd)
 
 
 def test_every_linearly_separable_task_is_in_the_smoke_run():
