@@ -15,9 +15,9 @@ os.environ.setdefault("HARNESS_CACHE_DIR", str(Path(tempfile.gettempdir()) / "ha
 from harness.api.catalog import METHODS, TASKS  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.running import environment  # noqa: E402
-from tests.fixtures import TEST_COMMIT, TEST_METHODS, TEST_TASKS  # noqa: E402
+from tests.fixtures import TEST_COMMIT, TEST_IMAGE_TASKS, TEST_METHODS, TEST_TASKS  # noqa: E402
 
-for _name, _target in TEST_TASKS.items():
+for _name, _target in (TEST_TASKS | TEST_IMAGE_TASKS).items():
     TASKS.register(_name, _target)
 for _name, _target in TEST_METHODS.items():
     METHODS.register(_name, _target)

@@ -173,6 +173,10 @@ TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a
 
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality",
               "other-labels-on-rank": "tests.fixtures:OtherLabelsOnRank"}
+# Registered by tests/conftest.py for every test file alike, so that a file collects the same cases whether it
+# runs alone or beside the others (the separate `harness run` processes of tests/run_harness.py do not need them).
+TEST_IMAGE_TASKS = {"shapes-captions-tiny": "tests.image_tasks:TinyShapesCaptions",
+                    "shapes-superclasses-tiny": "tests.image_tasks:TinyShapeSuperclasses"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
                 "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
                 "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches",

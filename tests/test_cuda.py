@@ -9,7 +9,7 @@ from harness.api.catalog import METHODS, TASKS
 from harness.running.environment import seed_everything
 from harness.running.probe import linear_probe
 from harness.running.train import TrainConfig, extract_features, fit
-from tests.test_smoke import pairs, small_data  # noqa: F401 - small_data is a fixture
+from tests.test_smoke import check_probe_output, pairs, small_data  # noqa: F401 - small_data is a fixture
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device visible to torch (a CPU-only build or no GPU)")
@@ -33,4 +33,4 @@ def test_method_trains_and_is_probed_on_cuda(task_name, method_name, bf16, small
     features = [extract_features(method, getattr(data, s), device) for s in ("train", "val", "test")]
     assert np.isfinite(features[0][0]).all()
     scores = linear_probe(*features, device=device)
-    assert 0.0 <= scores.test_acc <= 1.0
+    check_probe_output(task_name, method_name, scores.test_acc, features[2][1])

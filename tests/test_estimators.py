@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy.stats import t as student_t
 
 from methods.common import mi, pair_kernels
 from methods.common.mi import (
@@ -142,6 +143,80 @@ def test_nce_club_stays_above_the_true_mi(estimates):
         assert club > mi, f"true {mi}, NCE-CLUB {club:.3f}"
 
 
+# -- the optimal critic, in closed form ------------------------------------------------------------------------
+# For `correlated` pairs the optimal critic is known exactly: f*(x, y) = log p(y | x) / p(y), per axis
+# -(y - rho x)^2 / (2 (1 - rho^2)) - log(1 - rho^2) / 2 + y^2 / 2. With it the estimators' expectations are:
+# * NCE-CLUB: E_p(x,y) f* = I and E_p(x)p(y) f* = -KL(p(x)p(y) || p(x, y)), per axis
+#   (2 / (1 - rho^2) - 2 + log(1 - rho^2)) / 2; the B x B mean holds the B positive pairs too, so
+#   E[nce_club] = (1 - 1 / B) (I + KL) = (1 - 1 / B) d rho^2 / (1 - rho^2), exactly.
+# * InfoNCE: at most I (Poole et al. 2019), and at least E log(B r / (r + B - 1)), r = exp f*(x, y) at a positive
+#   pair: row i reads log B - log(1 + S_i), S_i = sum_{j != i} r_ij / r_ii, and E[r(x_i, y_j) | x_i] = 1 for an
+#   independent y_j, so Jensen gives E[log(1 + S_i) | x_i, y_i] <= log(1 + (B - 1) / r_ii). That 1-d expectation
+#   is computed from LOWER_DRAWS fresh positive pairs, its own standard error carried along.
+# Each estimator is averaged over OPTIMAL_BATCHES independent batches; the allowance is Student's t at a
+# one-sided 1e-4 for that many batches, times the standard error of the mean (of the difference with the lower
+# bound's, for InfoNCE's lower side).
+OPTIMAL_BATCHES = 400
+LOWER_DRAWS = 200_000
+
+
+def log_ratio(x: torch.Tensor, y: torch.Tensor, mi: float) -> torch.Tensor:
+    """f*(x, y) = log p(y | x) / p(y) row by row (broadcasting over the leading axes), in float64."""
+    variance = math.exp(-2 * mi / DIM)  # 1 - rho^2
+    rho = math.sqrt(1 - variance)
+    return (-(y - rho * x) ** 2 / (2 * variance) - math.log(variance) / 2 + y**2 / 2).sum(-1)
+
+
+def optimal_critic(x: torch.Tensor, y: torch.Tensor, mi: float) -> torch.Tensor:
+    """f*(x_i, y_j) for every pair: the B x B scores."""
+    return log_ratio(x[:, None], y[None], mi)
+
+
+@pytest.fixture(scope="module")
+def optimal_estimates() -> dict[float, tuple[Estimate, Estimate, Estimate]]:
+    """(InfoNCE, NCE-CLUB, InfoNCE's lower bound) per true MI level, all at the optimal critic."""
+    out = {}
+    for mi in LEVELS[:3]:
+        generator = torch.Generator().manual_seed(6)
+        batches = [[t.double() for t in correlated(BATCH, mi, generator)] for _ in range(OPTIMAL_BATCHES)]
+        scores = [optimal_critic(x, y, mi) for x, y in batches]
+        x, y = (t.double() for t in correlated(LOWER_DRAWS, mi, generator))
+        log_r = log_ratio(x, y, mi)  # f* at each positive pair only
+        lower = math.log(BATCH) + log_r - torch.logaddexp(log_r, torch.tensor(math.log(BATCH - 1.0)).double())
+        lower_estimate = Estimate(float(lower.mean()))
+        lower_estimate.se = float(lower.std()) / math.sqrt(LOWER_DRAWS)
+        out[mi] = (estimate_of([info_nce(s).item() for s in scores]),
+                   estimate_of([nce_club(s).item() for s in scores]), lower_estimate)
+    return out
+
+
+def test_at_the_optimal_critic_nce_club_is_its_closed_form_expectation(optimal_estimates):
+    noise = float(student_t.ppf(1 - 1e-4, OPTIMAL_BATCHES - 1))
+    for mi, (_, club, _) in optimal_estimates.items():
+        rho2 = 1 - math.exp(-2 * mi / DIM)
+        expected = (1 - 1 / BATCH) * DIM * rho2 / (1 - rho2)
+        assert abs(club - expected) < noise * club.se, \
+            f"true {mi}: NCE-CLUB {club:.4f} +- {club.se:.4f}, expected {expected:.4f}"
+
+
+def test_at_the_optimal_critic_info_nce_lies_between_its_two_bounds(optimal_estimates):
+    noise = float(student_t.ppf(1 - 1e-4, OPTIMAL_BATCHES - 1))
+    for mi, (nce, _, lower) in optimal_estimates.items():
+        assert lower - noise * math.hypot(nce.se, lower.se) < nce < mi + noise * nce.se, \
+            f"true {mi}: InfoNCE {nce:.4f} +- {nce.se:.4f}, lower bound {lower:.4f}"
+        # Not vacuous: the interval is narrower than the SHORTFALL the trained critics are allowed.
+        assert mi - lower < SHORTFALL, (mi, float(lower))
+
+
+def test_the_optimal_critics_positive_pairs_average_the_true_mi():
+    """E_p(x,y) f* = I: the closed form the two tests above stand on, checked on its own (z = 4 sd)."""
+    generator = torch.Generator().manual_seed(7)
+    for mi in LEVELS[:3]:
+        x, y = (t.double() for t in correlated(LOWER_DRAWS, mi, generator))
+        f = log_ratio(x, y, mi)
+        assert abs(float(f.mean()) - mi) < 4 * float(f.std()) / math.sqrt(LOWER_DRAWS)
+
+
 def test_club_bound_passes_gradients_to_embeddings_but_not_to_its_critic():
     torch.manual_seed(0)
     bound = CLUBBound(3, 3, hidden=8)
@@ -222,6 +297,60 @@ def test_a_critic_held_fixed_still_passes_its_gradients_to_both_sides_on_the_fus
     want_a, want_b = mi._pair_grads(ha.detach(), hb.detach(), w, torch.ones(128, 128))[:2]
     torch.testing.assert_close(ha.grad, want_a, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(hb.grad, want_b, rtol=1e-4, atol=1e-4)
+
+
+def critic_outputs(critic: ConcatCritic, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """The critic's pair scores and the gradients of a fixed weighting of them, to its inputs and weights."""
+    x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+    scores = critic(x, y)
+    (scores * torch.linspace(-1, 1, scores.numel(), dtype=scores.dtype).view_as(scores)).sum().backward()
+    return [scores, x.grad, y.grad, *(p.grad for p in critic.parameters())]
+
+
+def compiled_on_the_cpu(monkeypatch) -> "mi._CompiledPairKernels":
+    """The accelerators' compiled kernels, fresh (not tried yet), put where the CPU's dispatch looks, with the
+    size threshold lowered so a small batch reaches them."""
+    kernels = mi._CompiledPairKernels()
+    monkeypatch.setattr(mi, "NATIVE", kernels)
+    monkeypatch.setattr(mi, "FUSED_MIN_PAIRS", 1)
+    return kernels
+
+
+def test_the_compiled_pair_critic_equals_the_eager_form_on_the_cpu(monkeypatch):
+    """inductor compiles for the CPU as for an accelerator (once here, about 20 s: the suite's only compilation).
+    In float64 both forms sum the same H = 16 (scores) or B <= 40 (gradients) terms in different orders: they
+    differ by at most about 40 eps64 = 1e-14 of the terms' absolute sum, O(10) here, far inside 1e-10."""
+    kernels = compiled_on_the_cpu(monkeypatch)
+    torch.manual_seed(0)
+    a, b = torch.randn(40, 6, dtype=torch.float64), torch.randn(33, 6, dtype=torch.float64)
+    fused = ConcatCritic(6, 6, hidden=16).double()
+    eager = ConcatCritic(6, 6, hidden=16, fused=False).double()
+    eager.load_state_dict(fused.state_dict())
+    got, want = critic_outputs(fused, a, b), critic_outputs(eager, a, b)
+    assert kernels.available is True and kernels.shapes == {(40, 16, 33, "cpu", "torch.float64")}
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_when_compilation_fails_the_eager_form_runs_and_says_so_once(monkeypatch, caplog):
+    kernels = compiled_on_the_cpu(monkeypatch)
+    tries = []
+
+    def no_compiler(*args, **kwargs):
+        tries.append(args)
+        raise RuntimeError("no inductor here")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    torch.manual_seed(0)
+    critic = ConcatCritic(6, 6, hidden=16)
+    a, b = torch.randn(12, 6), torch.randn(9, 6)
+    with caplog.at_level("INFO", logger="methods.common"):
+        first, second = critic(a, b), critic(a, b)
+    critic.fused = False
+    assert torch.equal(first, critic(a, b)) and torch.equal(second, first)
+    assert kernels.available is False and len(tries) == 1  # never tried again in this process
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "no inductor here" in caplog.records[0].message and "eager" in caplog.records[0].message
 
 
 @pytest.fixture

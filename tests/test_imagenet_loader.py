@@ -60,9 +60,13 @@ def test_decoder_gives_the_old_pixels_where_it_decodes_in_full(photos):
 
 def test_dct_scaled_decode_stays_close_to_the_old_pixels(photos):
     # At 96 px the 640x480 and 1000x750 files are decoded at half scale by libjpeg-turbo (short side
-    # still >= 192) and the rest in full. Measured on these files: mean 0.35-0.4 levels, 99th percentile
-    # 1-2, max 3; the bounds leave about twice that. A crop misplaced by one pixel gives a mean of 14-25
-    # here, and libjpeg-turbo's n/8 scales (which the decoder does not use) 3-6.
+    # still >= 192) and the rest in full. Half-scale decoding averages 2x2 blocks in the DCT domain instead
+    # of in pixels, so no bound on the difference follows from arithmetic; the bounds come from the data, set
+    # between what the right decoder gives on these fixed files and the smallest error a wrong one makes.
+    # Right: mean 0.35-0.4 levels, 99th percentile 1-2, max 3 (measured). Wrong: a crop misplaced by one pixel
+    # gives a mean of 14-25, libjpeg-turbo's n/8 scales (which the decoder does not use) 3-6. The mean's bound
+    # 0.8 is twice the first and under a third of the second's least; the percentile and maximum bounds sit
+    # likewise at about twice the right decoder's.
     for path in photos:
         diff = np.abs(jpeg.decode(path, 96).astype(int) - old_decode(path, 96).astype(int))
         assert diff.mean() <= 0.8 and np.percentile(diff, 99) <= 4 and diff.max() <= 8

@@ -198,8 +198,9 @@ def _margins(z: np.ndarray) -> np.ndarray:
 
 
 def test_multiclass_trained_features_reach_scikit_learns_optimum():
-    """The probe's solution is as close to the objective's optimum as its stopping rule promises, and its
-    accuracies differ from the optimum's only on rows whose class that closeness leaves open.
+    """The probe's solution is as close to the objective's optimum as its stopping rule promises, and where that
+    closeness decides most rows (the grid's strongest C), its predictions differ from the optimum's only on the
+    rows it leaves open.
 
     12 classes on 1,500 rows are nearly separable at weak regularization, so many rows lie near a class
     boundary and a solution inside the solver's tolerance may put a different few of them on the other
@@ -234,15 +235,27 @@ def test_multiclass_trained_features_reach_scikit_learns_optimum():
     mu = float((step.square() / (fast.C * n * probe.basis.floored.double()[:, None])).min())
     promised = d * k * GRADIENT_TOLERANCE ** 2 / (2 * mu)
     assert best - 1e-9 <= ours <= best + promised, (ours, best, promised)
-    # Which rows that leaves open. The objective is (1 / (C n))-strongly convex in W, so the probe's W is
-    # within sqrt(2 C n gap) of the optimum's in Frobenius norm (gap: the objective difference just
-    # measured); a row x moves the difference of any two of its logits by at most sqrt(2) |x| that, plus
-    # the intercepts' own spread (measured: they are not strongly convex). Only a row whose optimum margin
-    # (top logit minus second) is within twice that can be predicted otherwise than by the optimum.
-    radius = np.sqrt(2 * fast.C * n * max(ours - best, 0.0))
-    shift = np.ptp(b - tight.intercept_)
-    for xs, ys, acc in ((xv, val[1], fast.val_acc), (xt, test[1], fast.test_acc)):
-        open_rows = _margins(tight.decision_function(xs)) <= 2 * (np.sqrt(2) * np.linalg.norm(xs, axis=1) * radius + shift)
-        flipped = tight.predict(xs) != tight.classes_[(xs @ w + b).argmax(1)]
-        assert not (flipped & ~open_rows).any()
-        assert abs(acc - tight.score(xs, ys)) <= open_rows.mean() + 1e-12
+    # The scores it reports are its own model's predictions.
+    for (features, ys), acc, f1 in ((val, fast.val_acc, fast.val_f1), (test, fast.test_acc, fast.test_f1)):
+        predicted = tight.classes_[probe.problem.predict(raw, probe.basis.standardize(
+            torch.as_tensor(features, dtype=torch.float32))).numpy()]
+        assert (acc, f1) == accuracy_and_macro_f1(ys, predicted)
+    # Which rows that closeness leaves open (`_open_rows`, as in the binary test). At the chosen C the bound
+    # decides nothing: its strong convexity 1 / (C n) is weak at C n = 15,000 and the unpenalized intercepts
+    # drift (a rerun of this setup: radius 2.0 and an intercept spread of 7.7 against median margins of 0.55,
+    # every row open), so a check there would pass any predictions. The row-level claim is checked where the
+    # bound decides most rows: at the grid's strongest C, the first fit of the probe's own path.
+    C = C_GRID[0]
+    path, models = _fast_models(train, [C])
+    w, b, raw, promised = models[C]
+    strong = LogisticRegression(C=C, tol=1e-9, max_iter=20000).fit(x, train[1])
+    optimum = (strong.coef_.T, strong.intercept_)
+    ours, best = _objective(x, train[1], w, b, C), _objective(x, train[1], *optimum, C)
+    assert best - 1e-9 <= ours <= best + promised, (C, ours - best, promised)
+    for (features, ys), xs in ((val, xv), (test, xt)):
+        predicted = strong.classes_[path.problem.predict(raw, path.basis.standardize(
+            torch.as_tensor(features, dtype=torch.float32))).numpy()]
+        open_rows = _open_rows(xs, optimum, (w, b), C, n, ours - best)
+        assert open_rows.mean() < 0.5, open_rows.mean()  # the bound leaves most rows decided: not vacuous
+        assert not ((predicted != strong.predict(xs)) & ~open_rows).any()
+        assert abs(np.mean(predicted == ys) - strong.score(xs, ys)) <= open_rows.mean() + 1e-12
