@@ -362,7 +362,8 @@ class FactorCLSsl(FactorCL):
     # conditional_estimator: "residual" passes the null tests (tests/test_conditional_null.py); "kernel-v4",
     # versions <= 4's, reads how well the condition identifies the sample, not I(.;. | views), and stays
     # selectable for the ablation that shows the difference.
-    defaults = FactorCL.defaults | {"normalize_factors": True, "min_neighbours": 16, "conditional_estimator": "residual"}
+    defaults = FactorCL.defaults | {"normalize_factors": True, "min_neighbours": 16,
+                                    "conditional_estimator": "residual"}
     domains = FactorCL.domains | {"min_neighbours": SIZE, "conditional_estimator": OneOf(tuple(CONDITIONAL_ESTIMATORS))}
 
     def condition_dim(self, factor_dim: int) -> int:

@@ -479,8 +479,9 @@ class ConditionPredictor(nn.Module):
 
 
 class ConditionResiduals(nn.Module):
-    """(a - g_a(c), b - g_b(c)), each at unit scale, with the regressors held fixed: gradients reach a and b, never g, which the
-    bound it feeds would otherwise bend to leave c's part in (or take b's out). g trains on `fit_loss` alone."""
+    """(a - g_a(c), b - g_b(c)), each at unit scale, with the regressors held fixed: gradients reach a and b,
+    never g, which the bound it feeds would otherwise bend to leave c's part in (or take b's out). g trains on
+    `fit_loss` alone."""
 
     def __init__(self, dim_a: int, dim_b: int, dim_c: int, hidden: int):
         super().__init__()
