@@ -248,3 +248,29 @@ def test_version_4s_kernel_estimator_fails_the_null_test():
     neighbours (C holds B's copy), not I(A; B | C) = 0, and its null control reads the same."""
     found = evaluated("kernel-v4", copies_of_both, steps=NULL_STEPS)
     assert found["nce"] > T * found["nce"].se, found["nce"]  # outside the bound the null test allows
+
+
+def main() -> None:
+    """Print both fixtures' figures and each test's verdict for the estimator under test (the figures in
+    results/FACTORCL_ANALYSIS.md):
+    `CONDITIONAL_ESTIMATOR_UNDER_TEST=kernel-v4 python -m tests.test_conditional_null`."""
+    nulls = {case: evaluated(case[0], design, steps=NULL_STEPS) for case, design in NULL_CASES.items()}
+    levels = {(sd, level): evaluated(ESTIMATOR, gaussian(level, sd)) for sd, level in LEVELS}
+    print(f"estimator under test: {ESTIMATOR}")
+    rows = [*nulls.items(), *(((ESTIMATOR, f"Gaussian, sd {sd}, truth {level}"), found)
+                             for (sd, level), found in levels.items())]
+    for (name, case), found in rows:
+        print(f"{name}: {case}: " + ", ".join(f"{key} {value:.3f} +- {value.se:.3f}" for key, value in found.items()
+                                              if key in ("nce", "club", "nce_minus_null", "club_minus_null")))
+    fixtures = {"null_estimates": nulls, "gaussian_estimates": levels}
+    for name, test in sorted(globals().items()):
+        if name.startswith("test_") and callable(test):
+            try:
+                test(*(fixtures[p] for p in test.__code__.co_varnames[:test.__code__.co_argcount]))
+                print(f"PASS {name}")
+            except AssertionError as failure:
+                print(f"FAIL {name}: {str(failure).splitlines()[0]}")
+
+
+if __name__ == "__main__":
+    main()
