@@ -32,9 +32,8 @@ CONDITION_DIM = 32
 HIDDEN = 32
 MIN_NEIGHBOURS = 16  # FactorCL-SSL's kernel floor: the bandwidth issue 38 found always binding
 STEPS = 1000  # at 600 the sd-0.1 regressors leave 2 nats reading 1.46
-# Where nothing is to be learned a critic settles on a constant within this many steps, and the regressors
-# put (nearly) no weight on the coordinates of C that carry B's copy (at 200, C = copies of A and B read
-# CLUB 0.001 +- 0.0003 from what the regressors left of B in A's residual).
+# Where nothing is to be learned a critic settles on a constant within this many steps; the regressors, on
+# the coordinates of C that carry B's copy, towards no weight (what they leave there puts B in A's residual).
 NULL_STEPS = 400
 # How far below the truth a critic trained for STEPS steps may stay (nats), as in tests/test_estimators.py:
 # a target for the training, not a property of the bound, on top of the estimate's own noise.
