@@ -10,9 +10,7 @@ they move no encoder weight, and only the CLUB term left in the objective is che
 
 from __future__ import annotations
 
-from methods.factorcl import FactorCLSsl
-
-CONDITIONAL_TERMS = ("shared_club_given_y", "unique_nce_given_y")
+from methods.factorcl import CONDITIONAL_TERMS, FactorCLSsl
 
 
 class FactorCLSslNoCond(FactorCLSsl):

@@ -145,9 +145,83 @@ def test_the_ablation_audits_only_the_club_term_its_objective_keeps(monkeypatch)
     from methods.common import bound_audit
     from tests.test_factorcl import build
 
-    audited = {}
+    audited, controlled = {}, {}
     monkeypatch.setattr(bound_audit, "audit_method", lambda method, data, estimators, pairs: audited.update(
+        {method.name: sorted(estimators)}) or [])
+    monkeypatch.setattr(bound_audit, "null_controls", lambda method, data, estimators, pairs: controlled.update(
         {method.name: sorted(estimators)}) or [])
     for name in ("factorcl-ssl", "factorcl-ssl-nocond"):
         build(name).audit(data=None)
     assert audited == {"factorcl-ssl": ["shared_club_given_y", "unique_club"], "factorcl-ssl-nocond": ["unique_club"]}
+    # The null controls: each conditional term the objective keeps.
+    assert controlled == {"factorcl-ssl": ["shared_club_given_y", "unique_nce_given_y"], "factorcl-ssl-nocond": []}
+
+
+# -- the audit names its cause ---------------------------------------------------------------------------
+
+MI_3_RHO = math.sqrt(1 - math.exp(-2 * 3.0 / DIM))  # four coordinate pairs of this correlation hold 3 nats
+RECORDS_LR = 1e-4  # the low end of FactorCL's search range, where its CLUB critics train
+
+
+def test_a_club_whose_critic_lagged_is_violated_and_says_the_critic_lagged():
+    """A CLUB on Gaussian pairs holding 3 nats whose critic took 300 steps at the records' rate reads far below
+    3; trained to convergence from fresh the same architecture bounds it, so the cause is the lag."""
+    fit_on, held_out = gaussian_pairs(40, seed=1, rho=MI_3_RHO), gaussian_pairs(11, seed=2, rho=MI_3_RHO)
+    club = estimator(seed=3)
+    optimizer = torch.optim.Adam(club.parameters(), lr=RECORDS_LR)
+    for step in range(300):
+        loss = -club.critic_nce(*fit_on[step % len(fit_on)].args())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    audit = audit_term("unique_club", club, fit_on, held_out, seed=0)
+    assert audit.violated, audit
+    assert audit.converged_club > 3.0 - audit.converged_tolerance, audit  # an upper bound of the 3 nats again
+    assert audit.cause == "the critic lagged" and "cause: the critic lagged" in audit.check().detail
+
+
+class ShrunkCLUB(ConditionalCLUBBound):
+    """An estimator whose CLUB form reads a fifth of NCE-CLUB: however well its critic trains, it cannot bound
+    a term much above zero (its InfoNCE, what the critic trains on, is left as it is)."""
+
+    def forward(self, a, b, c=None, weights=None):
+        club, nce = super().forward(a, b, c, weights)
+        return club / 5, nce
+
+
+def test_an_estimator_that_cannot_bound_the_term_is_violated_and_says_so():
+    fit_on, held_out = gaussian_pairs(40, seed=1, rho=MI_3_RHO), gaussian_pairs(11, seed=2, rho=MI_3_RHO)
+    torch.manual_seed(3)
+    club = trained(ShrunkCLUB(DIM, DIM, hidden=64), fit_on)
+    audit = audit_term("unique_club", club, fit_on, held_out, seed=0)
+    assert audit.violated and audit.converged_difference > audit.converged_tolerance, audit
+    assert audit.cause == "the estimator cannot bound this term"
+    assert "cause: the estimator cannot bound this term" in audit.check().detail
+
+
+def test_a_bound_that_holds_names_no_cause():
+    fit_on = gaussian_pairs(40, seed=1)
+    audit = audit_term("unique_club", trained(estimator(seed=3), fit_on), fit_on, gaussian_pairs(11, seed=2), seed=0)
+    assert not audit.violated and audit.cause is None and "cause" not in audit.check().detail
+
+
+# -- null controls ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level, distinguishable", [(0.0, False), (1.0, True)])
+def test_a_conditional_term_reads_not_distinguishable_from_zero_unless_above_its_null_control(level,
+                                                                                               distinguishable):
+    from tests.test_conditional_null import gaussian, trained as trained_conditional
+
+    design = gaussian(level, 1.0)
+    nce, club = trained_conditional("residual", design, steps=300)
+    generator = torch.Generator().manual_seed(7)
+    held_out = [TermPairs(*design(generator, False)) for _ in range(bound_audit.HELD_OUT_BATCHES)]
+    for estimator in (nce, club):
+        control = bound_audit.null_control("unique_nce_given_y", estimator, held_out, seed=0)
+        check = control.check()
+        assert control.distinguishable == distinguishable, control
+        assert check.name == "null_unique_nce_given_y" and "11 batches" in check.detail
+        if distinguishable:
+            assert check.state == "held" and "above its null control" in check.detail
+        else:  # never a measured amount: not measurable, and it says why
+            assert check.state == "not measurable" and "not distinguishable from 0" in check.detail

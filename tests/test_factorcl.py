@@ -120,6 +120,11 @@ def test_ssl_kernel_keeps_its_neighbours_even_when_the_augmentation_changes_noth
         # Jensen: mean -log w_ii >= -log mean w_ii = log 16.
         assert out[f"{which}_cond_ceiling"].item() >= math.log(16) - 1e-5
         assert out[f"{which}_cond_bandwidth"].item() > 0
+    # The residual estimator (the default) draws its negatives from the whole batch, so its critic's ceiling is
+    # log B; version 4's kernel estimator draws them by the kernel, so its ceiling is the kernel's.
+    assert out["shared_club_ceiling"].item() == pytest.approx(math.log(32), abs=1e-6)
+    kernel = build("factorcl-ssl", conditional_estimator="kernel-v4")
+    out = kernel.loss(batch_of(kernel.task, augment=lambda m, x: x))
     assert out["shared_club_ceiling"].item() == pytest.approx(out["shared_cond_ceiling"].item(), abs=1e-6)
 
 
@@ -135,8 +140,13 @@ def test_club_critics_are_trained_only_by_their_own_step(name):
     club_ids = {id(p) for bound in (method.shared_club_given_y, method.unique_club) for p in bound.parameters()}
     main_ids = {id(p) for group in main.param_groups for p in group["params"]}
     assert club_ids and club_ids.isdisjoint(main_ids)
+    # The residual estimator's regressors (SSL's default) train there too, on their own least squares.
+    regressors = getattr(method.unique_nce_given_y, "residuals", None)
     assert [id(p) for p in aux[0][0].parameters] == [id(p) for b in (method.shared_club_given_y, method.unique_club)
-                                                     for p in b.parameters()]
+                                                     for p in b.parameters()] + \
+        ([id(p) for p in regressors.parameters()] if regressors is not None else [])
+    assert (regressors is not None) == (name == "factorcl-ssl")
+    assert not {id(p) for p in (regressors.parameters() if regressors is not None else [])} & main_ids
     batch = batch_of(method.task)
     method.loss(batch)["loss"].backward()
     assert all(p.grad is None for b in (method.shared_club_given_y, method.unique_club) for p in b.parameters())
@@ -293,7 +303,10 @@ def test_both_variants_run_through_the_harness(harness_run):
         record = json.loads((harness_run.results / "records" / "tiny-synthetic" / name / "seed0.json").read_text())
         assert record["status"] == "ok" and record["hparams"]["critic_depth"] == 1
         assert set(record["checks"]) == {"shared_club_critic_above_chance", "unique_club_critic_above_chance",
-                                         "audit_shared_club_given_y", "audit_unique_club"}
+                                         "audit_shared_club_given_y", "audit_unique_club",
+                                         "null_shared_club_given_y", "null_unique_nce_given_y"}
+        for term in ("shared_club_given_y", "unique_nce_given_y"):  # each conditional term beside its control
+            assert "null control" in record["checks"][f"null_{term}"]["detail"]
         assert record["hparams"]["normalize_factors"] == (name == "factorcl-ssl")  # each variant's default
         assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
 
