@@ -46,6 +46,7 @@ from harness.api.errors import DivergedError, HarnessError
 from harness.api.method import Auxiliary, Method
 from harness.api.task import Split
 from harness.running import environment
+from harness.running.preemption import Preempted
 from harness.running.failures import out_of_memory, out_of_memory_line
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def follow(pairs: list, fit: Callable) -> int:
         method = pair.method_cls(pair.task, job["hparams"])
         try:
             fit(method, loaded[id(pair.task)], dataclasses.replace(job["config"], progress=False), generator)
-        except (Stopped, DivergedError):
+        except (Stopped, DivergedError, Preempted):
             pass  # decided together: rank 0 records what it means; wait for the next job
 
 
@@ -183,6 +184,17 @@ def _first_line(exc: BaseException) -> str:
 
 class Alone:
     """One process: every call goes straight to the method, as before data parallelism existed."""
+
+    rank = 0
+
+    def share(self, state):
+        return state
+
+    def stop_agreed(self, requested: bool) -> bool:
+        return requested
+
+    def gather(self, value) -> list:
+        return [value]
 
     def prepare(self, method: Method) -> None:
         self.method = method
@@ -225,9 +237,32 @@ class DataParallel:
         self.agreed = False  # the fit ends by a decision every rank shares: no rank is left behind
         self._auxiliary: dict[int, Auxiliary] = {}
 
+    @property
+    def rank(self) -> int:
+        return self.ranks.rank
+
+    def share(self, state):
+        """Rank 0's value (a preempted seed's state, or None) on every rank."""
+        box = [state if self.ranks.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0, group=self.ranks.control)
+        return box[0]
+
+    def stop_agreed(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop (preemption), on every rank: all stop after the same step."""
+        flag = torch.tensor(int(requested), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.agreed = bool(flag)
+        return self.agreed
+
+    def gather(self, value) -> list:
+        """Every rank's value, in rank order (each rank's random streams, for the checkpoint)."""
+        values: list = [None] * self.ranks.world_size
+        dist.all_gather_object(values, value, group=self.ranks.control)
+        return values
+
     def prepare(self, method: Method) -> None:
         """After `method.prepare` (a guide built there is broadcast with the rest), before the optimizers."""
-        device = next(method.parameters(), torch.empty(0)).device
+        device = self.device = next(method.parameters(), torch.empty(0)).device
         if device.type == "cuda":
             nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces batch norm children in place
         auxiliary = {id(p) for aux in method.auxiliaries() for p in aux.parameters}
@@ -311,7 +346,7 @@ def replicas() -> Iterator[Alone | DataParallel]:
     with gathering.across(dist.group.WORLD, ranks.rank, ranks.world_size):
         try:
             yield parallel
-        except (DivergedError, Stopped, KeyboardInterrupt):
+        except (DivergedError, Stopped, KeyboardInterrupt, Preempted):
             raise  # every rank saw the same (KeyboardInterrupt: Ctrl+C reached all of them)
         except (RuntimeError, MemoryError) as exc:
             if parallel.agreed:
