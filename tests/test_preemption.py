@@ -29,10 +29,10 @@ def run(where: Path, method: str, *extra: str) -> int:
                  "--allow-dirty"])
 
 
-def answer(where: Path, method: str) -> tuple[dict, str]:
+def answer(where: Path, method: str, seed: int = 0) -> tuple[dict, str]:
     """The seed's recorded metrics and a digest of the weights it saved (what its probe scored)."""
-    record = json.loads((where / "results" / "records" / "tiny-synthetic" / method / "seed0.json").read_text())
-    state = torch.load(encoder_path(where / "work", record["identity"], 0), weights_only=True)["state"]
+    record = json.loads((where / "results" / "records" / "tiny-synthetic" / method / f"seed{seed}.json").read_text())
+    state = torch.load(encoder_path(where / "work", record["identity"], seed), weights_only=True)["state"]
     digest = hashlib.sha256()
     for key in sorted(state):
         digest.update(key.encode())
