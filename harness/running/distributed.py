@@ -251,8 +251,9 @@ class DataParallel:
         """Whether any rank was asked to stop (preemption), on every rank: all stop after the same step."""
         flag = torch.tensor(int(requested), device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.agreed = bool(flag)
-        return self.agreed
+        if flag:
+            self.agreed = True
+        return bool(flag)
 
     def gather(self, value) -> list:
         """Every rank's value, in rank order (each rank's random streams, for the checkpoint)."""

@@ -50,7 +50,8 @@ def stop_if_requested(where: str) -> None:
 @contextlib.contextmanager
 def handling_signals(forward_to: Callable[[], Iterable[int]] = tuple) -> Iterator[None]:
     """While the command runs: SIGTERM and SIGUSR1 raise the flag (and are passed on to the processes
-    `forward_to` names, this command's workers). The old handlers come back after. Only the main thread may set handlers; elsewhere (a caller's thread) nothing is installed."""
+    `forward_to` names, this command's workers). The old handlers come back after. Only the main thread may
+    set handlers; elsewhere (a caller's thread) nothing is installed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

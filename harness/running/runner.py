@@ -439,6 +439,9 @@ class PairRunner:
                     self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                     log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
                     return None, None
+                except Preempted:
+                    self.tracker.set_tags({"status": "preempted"})  # the rerun's run of this seed holds its record
+                    raise
                 if not self.coordinator.holds_seed(sweep.study, seed, claim_id):
                     raise _ClaimLost
                 for epoch, metrics in enumerate(curve):
