@@ -25,28 +25,30 @@ from tests.test_preemption import answer, checkpoints
 pytestmark = pytest.mark.system  # several processes each: .ci/run runs these after the default suite
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP = ["--method", "slow-clip", "--task", "tiny-synthetic", "--trials", "1", "--seeds", "2", "--epochs", "2"]
+SWEEP = ["--task", "tiny-synthetic", "--trials", "1", "--seeds", "2", "--epochs", "2"]
 
 
 def arguments(where: Path) -> list[str]:
     return ["--results", str(where / "results"), "--workdir", str(where / "work"), "--no-progress", "--allow-dirty"]
 
 
-def answers(where: Path) -> list:
-    return [answer(where, "slow-clip", seed) for seed in (0, 1)]
+def answers(where: Path, method: str = "slow-clip") -> list:
+    return [answer(where, method, seed) for seed in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> list:
     where = tmp_path_factory.mktemp("one-process")
-    assert main(["run", *SWEEP, *arguments(where)]) == 0
+    assert main(["run", "--method", "slow-clip", *SWEEP, *arguments(where)]) == 0
     return answers(where)
 
 
-def start(where: Path, *extra: str, pause: str = "0.3", env: dict | None = None) -> subprocess.Popen:
+def start(where: Path, *extra: str, pause: str = "0.3", env: dict | None = None,
+          method: str = "slow-clip") -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", SLOW_CLIP_PAUSE_ENV: pause,
                         "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tests.run_harness", "run", *SWEEP, *arguments(where), *extra],
+    command = [sys.executable, "-m", "tests.run_harness", "run", "--method", method, *SWEEP, *arguments(where)]
+    return subprocess.Popen([*command, *extra],
                             cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -100,12 +102,15 @@ def two_ranks(tmp_path_factory) -> list:
     return answers(where)
 
 
-def test_two_ranks_preempted_at_a_step_resume_to_the_uninterrupted_two_rank_records(tmp_path, two_ranks):
-    finish(start(tmp_path, "--nproc", "2", pause="0", env={STOP_AT_ENV: "3"}), EXIT_CODE)
-    assert len(checkpoints(tmp_path)) == 1
-    finish(start(tmp_path, "--nproc", "2", pause="0"), 0)
-    assert answers(tmp_path) == two_ranks
-    assert checkpoints(tmp_path) == []
+def test_two_ranks_preempted_at_a_step_resume_to_the_uninterrupted_two_rank_records(tmp_path_factory):
+    """SimCLR: each rank draws its augmentations from its own stream, which the checkpoint keeps per rank."""
+    reference, preempted = tmp_path_factory.mktemp("two-ranks-simclr"), tmp_path_factory.mktemp("preempted")
+    finish(start(reference, "--nproc", "2", method="simclr"), 0)
+    finish(start(preempted, "--nproc", "2", method="simclr", env={STOP_AT_ENV: "3"}), EXIT_CODE)
+    assert len(checkpoints(preempted)) == 1
+    finish(start(preempted, "--nproc", "2", method="simclr"), 0)
+    assert answers(preempted, "simclr") == answers(reference, "simclr")
+    assert checkpoints(preempted) == []
 
 
 def test_sigterm_to_a_two_rank_run_stops_both_ranks_at_one_step_and_the_rerun_resumes(tmp_path, two_ranks):
