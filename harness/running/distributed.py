@@ -11,8 +11,10 @@ starts N copies of the command; torchrun gives each its RANK, LOCAL_RANK and WOR
   while rank 0 tunes, probes and records, which may take longer than a collective is allowed to.
 * Agreement. Every decision that ends a fit early is taken once and shared, so no rank is left
   waiting in a collective the others have left: a loss that turned non-finite on any rank stops all
-  of them (`DataParallel.agree`), and rank 0's epoch callback (validation probe, pruning) decides for
-  everyone whether training goes on (`DataParallel.after_epoch`).
+  of them (`DataParallel.agree`), a stop signal (SIGTERM, SIGUSR1) that reached any rank stops all
+  of them after the same step (`DataParallel.stop_agreed`: one all-reduce of a flag per step), and
+  rank 0's epoch callback (validation probe, pruning) decides for everyone whether training goes on
+  (`DataParallel.after_epoch`).
 * Failure. A rank that fails or dies takes the run with it: the survivors' next collective fails,
   which ends them with one line (`RanksFailed`), and torchrun stops whoever is left. Records are written
   only after a seed is scored, atomically, so no partial record is left; rerunning continues.
@@ -46,8 +48,8 @@ from harness.api.errors import DivergedError, HarnessError
 from harness.api.method import Auxiliary, Method
 from harness.api.task import Split
 from harness.running import environment
-from harness.running.preemption import Preempted
 from harness.running.failures import out_of_memory, out_of_memory_line
+from harness.running.preemption import Preempted
 
 log = logging.getLogger(__name__)
 
