@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.api.errors import HarnessError
 from harness.cli.requests import DiagnoseRequest, ReproduceRequest, RunRequest
+from harness.running import preemption
 from harness.running.request import DEVICE_FORMS, is_device_name
 
 log = logging.getLogger("harness")
@@ -236,13 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                 from harness.cli.launch import launch
 
                 return launch(run_request.nproc, sys.argv[1:] if argv is None else argv)
-            if run_request.world_size > 1:  # one rank of a data-parallel command
-                from harness.cli.ranks import run_as_rank
+            preemption.clear()
+            with preemption.handling_signals():
+                if run_request.world_size > 1:  # one rank of a data-parallel command
+                    from harness.cli.ranks import run_as_rank
 
-                return run_as_rank(run_request)
-            from harness.cli.commands import run_command
+                    return run_as_rank(run_request)
+                from harness.cli.commands import run_command
 
-            return run_command(run_request)
+                return run_command(run_request)
         if args.command == "diagnose":
             from harness.cli.commands import diagnose_command
 
@@ -281,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
+    except preemption.Preempted as exc:
+        _say_error(f"preempted (SIGTERM or SIGUSR1): {exc}; run the same command again to resume")
+        return preemption.EXIT_CODE
 
 
 def _say_error(line: str) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
+
+from harness.running.preemption import EXIT_CODE, SIGNALS
 
 # Where a rank started by this launcher leaves its one error line (harness.cli.app), for the launcher to say.
 ERRORS_ENV = "HARNESS_RANK_ERRORS"
@@ -40,6 +43,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     errors = Path(tempfile.mkdtemp(prefix="harness-ranks-"))
     os.environ[ERRORS_ENV] = str(errors)
     _quiet_torchrun()
+    # torchrun passes SIGTERM on to the ranks, which stop at a step's end and keep their seed; SIGUSR1 (Slurm's
+    # --signal) would end this process where it stands, so it is passed on the same way.
+    signal.signal(signal.SIGUSR1, _pass_on)
     try:
         run(parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--signals-to-handle={FORWARDED}", *_entry(),
                         *_without_nproc(argv)]))
@@ -55,10 +61,21 @@ def launch(nproc: int, argv: list[str]) -> int:
                   file=sys.stderr)
         # Otherwise the rank said what happened itself (failed pairs, a defect's traceback).
         return failure.exitcode if failure.exitcode > 0 else 1
-    except SignalException:
+    except SignalException as exc:
+        said = errors / "rank-0.txt"
+        if exc.sigval in SIGNALS and said.exists():  # rank 0 stopped at a step's end and said where its seed is
+            print(said.read_text().strip(), file=sys.stderr)
+            return EXIT_CODE
         return 130  # Ctrl+C reached the ranks too; rank 0 said where the run stopped
     finally:
         shutil.rmtree(errors, ignore_errors=True)
+
+
+def _pass_on(signum, _frame) -> None:
+    """As torchrun's own handler for SIGTERM: its agent stops and sends this signal to every rank."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    raise SignalException(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
 
 
 def _cause_first(item) -> tuple:

@@ -14,8 +14,10 @@ starts N copies of the command; torchrun gives each its RANK, LOCAL_RANK and WOR
   the run, on every rank together, instead of training unseen under rank 0's fingerprint.
 * Agreement. Every decision that ends a fit early is taken once and shared, so no rank is left
   waiting in a collective the others have left: a loss that turned non-finite on any rank stops all
-  of them (`DataParallel.agree`), and rank 0's epoch callback (validation probe, pruning) decides for
-  everyone whether training goes on (`DataParallel.after_epoch`).
+  of them (`DataParallel.agree`), a stop signal (SIGTERM, SIGUSR1) that reached any rank stops all
+  of them after the same step (`DataParallel.stop_agreed`: one all-reduce of a flag per step), and
+  rank 0's epoch callback (validation probe, pruning) decides for everyone whether training goes on
+  (`DataParallel.after_epoch`).
 * Failure. A rank that fails or dies takes the run with it: the survivors' next collective fails,
   which ends them with one line (`RanksFailed`), and torchrun stops whoever is left. Records are written
   only after a seed is scored, atomically, so no partial record is left; rerunning continues.
@@ -52,6 +54,7 @@ from harness.api.method import Auxiliary, Method
 from harness.api.task import Split
 from harness.running import environment
 from harness.running.failures import out_of_memory, out_of_memory_line
+from harness.running.preemption import Preempted
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ def follow(pairs: list, fit: Callable) -> int:
         method = pair.method_cls(pair.task, job["hparams"])
         try:
             fit(method, loaded[id(pair.task)], dataclasses.replace(job["config"], progress=False), generator)
-        except (Stopped, DivergedError, RanksDisagree):
+        except (Stopped, DivergedError, RanksDisagree, Preempted):
             pass  # decided together: rank 0 records (or says) what it means; wait for the next job or "done"
 
 
@@ -213,6 +216,17 @@ def _first_line(exc: BaseException) -> str:
 
 class Alone:
     """One process: every call goes straight to the method, as before data parallelism existed."""
+
+    rank = 0
+
+    def share(self, state):
+        return state
+
+    def stop_agreed(self, requested: bool) -> bool:
+        return requested
+
+    def gather(self, value) -> list:
+        return [value]
 
     def prepare(self, method: Method) -> None:
         self.method = method
@@ -257,9 +271,33 @@ class DataParallel:
         self._checked = False  # the followers' data and code were compared with rank 0's (once per fit)
         self._step_rows: dict[int, list[int]] = {}  # this epoch's steps: first row -> rows each rank holds
 
+    @property
+    def rank(self) -> int:
+        return self.ranks.rank
+
+    def share(self, state):
+        """Rank 0's value (a preempted seed's state, or None) on every rank."""
+        box = [state if self.ranks.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0, group=self.ranks.control)
+        return box[0]
+
+    def stop_agreed(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop (preemption), on every rank: all stop after the same step."""
+        flag = torch.tensor(int(requested), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag:
+            self.agreed = True
+        return bool(flag)
+
+    def gather(self, value) -> list:
+        """Every rank's value, in rank order (each rank's random streams, for the checkpoint)."""
+        values: list = [None] * self.ranks.world_size
+        dist.all_gather_object(values, value, group=self.ranks.control)
+        return values
+
     def prepare(self, method: Method) -> None:
         """After `method.prepare` (a guide built there is broadcast with the rest), before the optimizers."""
-        device = next(method.parameters(), torch.empty(0)).device
+        device = self.device = next(method.parameters(), torch.empty(0)).device
         if device.type == "cuda":
             nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces batch norm children in place
         auxiliary = {id(p) for aux in method.auxiliaries() for p in aux.parameters}
@@ -380,7 +418,7 @@ def replicas() -> Iterator[Alone | DataParallel]:
     with gathering.across(dist.group.WORLD, ranks.rank, ranks.world_size):
         try:
             yield parallel
-        except (DivergedError, Stopped, KeyboardInterrupt):
+        except (DivergedError, Stopped, KeyboardInterrupt, Preempted):
             raise  # every rank saw the same (KeyboardInterrupt: Ctrl+C reached all of them)
         except (RuntimeError, MemoryError) as exc:
             if parallel.agreed:

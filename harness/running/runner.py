@@ -29,8 +29,10 @@ from harness.results.publishing.history import history_path
 from harness.results.records import Record, mlflow_server
 from harness.results.replacing import write_keeping
 from harness.running import distributed, environment, grouped, probe, provenance, request, saved_encoders, threads
+from harness.running.checkpoint import SeedCheckpoint, checkpoint_path
 from harness.running.coordination import WAIT, Coordinator, mutex_for
 from harness.running.pair import Pair, resolve_hyperparameters
+from harness.running.preemption import Preempted
 from harness.running.request import RunOptions
 from harness.running.resume import ResumePlan, plan_resume
 from harness.running.tracking import Tracker
@@ -222,7 +224,10 @@ class PairRunner:
             raise
         # Settled in the storage first: a worker whose lease ran out (its seed was taken over, its MLflow run
         # removed) writes nothing, so no record points at a run that is gone.
-        if not self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None, curve):
+        settled = self.coordinator.finish_seed(sweep.study, seed, claim_id, asdict(record) if record else None,
+                                               curve)
+        if not settled:
+            checkpoint_path(self.options.workdir, sweep.identity, seed).unlink(missing_ok=True)
             return Step.WORKED
         sweep.settled.add(seed)
         if record is None:
@@ -231,6 +236,8 @@ class PairRunner:
             write_keeping(self.options.results, record)  # over a record only with --force; the old is kept
             sweep.curves[seed] = curve
             sweep.trained += 1
+        # Only now: a process ended before the record was written resumes from the checkpoint.
+        checkpoint_path(self.options.workdir, sweep.identity, seed).unlink(missing_ok=True)
         return Step.WORKED
 
     def prepare(self, pair: Pair) -> None:
@@ -325,9 +332,10 @@ class PairRunner:
             value = self._objective(trial, pair, sweep)
         except optuna.TrialPruned:
             self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
-        except (KeyboardInterrupt, distributed.RanksFailed) as exc:  # not the trial's fault: run again later
-            # A lost rank is one death (as a lost single process is); an interruption is none.
-            self.coordinator.give_back_trial(sweep.study, trial, preempted=isinstance(exc, KeyboardInterrupt))
+        except (KeyboardInterrupt, Preempted, distributed.RanksFailed) as exc:  # not the trial's fault: run again later
+            # A lost rank is one death (as a lost single process is); an interruption or a preemption is none.
+            self.coordinator.give_back_trial(sweep.study, trial,
+                                             preempted=not isinstance(exc, distributed.RanksFailed))
             with contextlib.suppress(Exception):  # interrupted again, or the server is gone: the run stays FAILED
                 self._end_lost_trial_runs(sweep)
             raise
@@ -370,7 +378,8 @@ class PairRunner:
                 with self.fit_threads() as count:
                     trial.set_user_attr("threads", count)
                     scores, method, stats = self.train_and_probe(pair, data, hparams, TRIAL_SEED_OFFSET + slot,
-                                                                 epochs, report, with_test=False)
+                                                                 epochs, report, with_test=False,
+                                                                 preemptible=True)
                     checks = self.record_checks(method, stats)
             except DivergedError as exc:
                 self.tracker.set_tags({"status": "diverged", "error": str(exc)})
@@ -387,16 +396,18 @@ class PairRunner:
             return scores.val_acc
 
     def train_and_probe(self, pair: Pair, data: TaskData, hparams, seed: int, epochs: int, on_epoch=None,
-                        with_test: bool = True):
+                        with_test: bool = True, preemptible: bool = False, checkpoint: SeedCheckpoint | None = None):
+        """`preemptible`: training stops after the step at which SIGTERM or SIGUSR1 came (Preempted), keeping its
+        state in `checkpoint` if given, and resumes from the state `checkpoint` holds."""
         generator = environment.seed_everything(seed)
         method = pair.method_cls(pair.task, hparams)
         stats = None
         if method.trains:
             config = TrainConfig(epochs=epochs, batch_size=int(hparams["batch_size"]), lr=float(hparams["lr"]),
                                  weight_decay=float(hparams["weight_decay"]), device=self.device,
-                                 progress=self.options.progress, bf16=self.bf16(pair.task))
+                                 progress=self.options.progress, bf16=self.bf16(pair.task), preemptible=preemptible)
             distributed.lead(pair.key, hparams, seed, config)  # the other ranks, if any, train it with this one
-            stats = fit(method, data, config, generator, on_epoch)
+            stats = fit(method, data, config, generator, on_epoch, checkpoint)
         else:
             method.prepare(data.train)
         features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
@@ -415,10 +426,14 @@ class PairRunner:
         """Train and score one seed: its record (for the caller to write once the claim is settled) and its
         per-epoch curve; None if it diverged, or if another worker took the seed over meanwhile."""
         data, identity, hparams, protocol = sweep.data, sweep.identity, sweep.hparams, sweep.protocol
-        started = time.perf_counter()
+        checkpoint = SeedCheckpoint.open(self.options.workdir, identity, seed, hparams)
+        resumed = checkpoint.state["extra"] if checkpoint.state is not None else {"curve": [], "elapsed_s": 0.0}
+        # A resumed seed's cost counts the time its earlier, preempted runs trained it.
+        started = time.perf_counter() - resumed["elapsed_s"]
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        curve: list[dict[str, float]] = []
+        curve: list[dict[str, float]] = list(resumed["curve"])
+        checkpoint.extra = lambda: {"curve": curve, "elapsed_s": time.perf_counter() - started}
 
         def validate(method: Method, epoch: int, metrics: dict[str, float]) -> None:
             # Reads the model in eval mode and draws no torch randomness, so training is the same with or without it.
@@ -433,11 +448,14 @@ class PairRunner:
                 with self.fit_threads() as count:
                     try:
                         scores, method, stats = self.train_and_probe(pair, data, hparams, seed, protocol["epochs"],
-                                                                     validate)
+                                                                     validate, preemptible=True, checkpoint=checkpoint)
                     except DivergedError as exc:
                         self.tracker.set_tags({"status": "diverged", "error": str(exc)})
                         log.error("%s seed %d diverged: %s; no record written", pair.key, seed, exc)
                         return None, None
+                    except Preempted:
+                        self.tracker.set_tags({"status": "preempted"})  # the rerun's run of this seed holds its record
+                        raise
                     if not self.coordinator.holds_seed(sweep.study, seed, claim_id):
                         raise _ClaimLost
                     for epoch, metrics in enumerate(curve):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,8 @@ from tqdm.auto import tqdm
 from harness.api.errors import DivergedError
 from harness.api.method import Auxiliary, Method
 from harness.api.task import Batch, Split, TaskData
-from harness.running import distributed
+from harness.running import distributed, preemption
+from harness.running.checkpoint import SeedCheckpoint, restore_rng, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,9 @@ class TrainConfig:
     progress: bool = True
     bf16: bool = False  # bfloat16 autocast for the forward passes (losses, critics); weights stay float32
     compile: bool = False  # torch.compile each convolutional encoder (CUDA); pays only over many steps
+    # Stop after the step at which SIGTERM or SIGUSR1 came (harness.running.preemption): a trial's or a seed's
+    # fit, not one a method runs inside its own `prepare`. Every rank of a data-parallel fit must agree on it.
+    preemptible: bool = False
 
 
 @dataclass
@@ -88,6 +93,18 @@ class _EpochSums:
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
         self.steps += 1
 
+    def state(self) -> dict:
+        cpu = lambda tensors: {key: value.cpu() for key, value in tensors.items()}  # noqa: E731
+        return {"sums": cpu(self.sums), "steps": self.steps, "first_bad": cpu(self.first_bad)}
+
+    @classmethod
+    def restored(cls, device: torch.device, state: dict) -> "_EpochSums":
+        sums = cls(device)
+        sums.sums = {key: value.to(device) for key, value in state["sums"].items()}
+        sums.steps = state["steps"]
+        sums.first_bad = {key: value.to(device) for key, value in state["first_bad"].items()}
+        return sums
+
     def close(self, epoch: int) -> dict[str, float]:
         """The epoch's means; DivergedError naming the first non-finite loss and its step."""
         for what, bad in self.first_bad.items():
@@ -104,17 +121,20 @@ def fit(
     cfg: TrainConfig,
     generator: torch.Generator,
     on_epoch: EpochCallback | None = None,
+    checkpoint: SeedCheckpoint | None = None,
 ) -> TrainStats:
     """Train `method` on the training split; `on_epoch` may raise to stop early (pruning).
 
     Data-parallel across the ranks when torchrun started the command (harness.running.distributed);
-    `cfg.batch_size` is then the global batch."""
+    `cfg.batch_size` is then the global batch. With `checkpoint`, a preempted fit keeps its whole state there
+    before it raises Preempted, and a fit whose checkpoint holds a state goes on from it."""
     with distributed.replicas() as parallel:
-        return _fit(method, data, cfg, generator, on_epoch, parallel)
+        return _fit(method, data, cfg, generator, on_epoch, parallel, checkpoint)
 
 
 def _fit(method: Method, data: TaskData, cfg: TrainConfig, generator: torch.Generator,
-         on_epoch: EpochCallback | None, parallel: distributed.Alone | distributed.DataParallel) -> TrainStats:
+         on_epoch: EpochCallback | None, parallel: distributed.Alone | distributed.DataParallel,
+         checkpoint: SeedCheckpoint | None = None) -> TrainStats:
     stats = TrainStats()
     started = time.perf_counter()
     method.to(cfg.device)
@@ -124,20 +144,45 @@ def _fit(method: Method, data: TaskData, cfg: TrainConfig, generator: torch.Gene
         if cfg.compile:
             _compile_convolutional(method)
     method.prepare(data.train)
+    resume = checkpoint.state if checkpoint is not None else None
+    if cfg.preemptible:
+        resume = parallel.share(resume)  # rank 0 holds the file; every rank resumes from it
+    if resume is not None:
+        method.load_state_dict(resume["method"])
+        with torch.no_grad():  # an objective's parameters need not be the method's own modules
+            for objective, kept in zip(method.auxiliaries(), resume["auxiliaries"], strict=True):
+                for parameter, value in zip(objective.parameters, kept, strict=True):
+                    parameter.copy_(value)
     parallel.prepare(method)
     main, aux = _optimizers(method, cfg)
+    if resume is not None:
+        _load_optimizers(main, aux, resume["optimizers"])
+        stats.history = list(resume["history"])
+        stats.epochs_run = len(stats.history)
+    steps_done = resume["steps_done"] if resume is not None else 0
     main_params = [p for group in main.param_groups for p in group["params"]] if main else []
     offered = method.task.offers_augmentations()
     augment = method.task.augment if offered else None
     augment_pair = method.task.augment_pair if offered else None
     autocast = torch.autocast(cfg.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     modalities = method.input_modalities(method.task)
-    bar = tqdm(range(cfg.epochs), desc=f"{method.name}", unit="epoch", disable=not cfg.progress, leave=False)
+    first = resume["epoch"] if resume is not None else 0
+    bar = tqdm(range(first, cfg.epochs), desc=f"{method.name}", unit="epoch", disable=not cfg.progress, leave=False)
     for epoch in bar:
         method.train()
-        sums = _EpochSums(cfg.device)
-        batches = parallel.batches(data.train, cfg.batch_size, generator)
-        for step, (inputs, labels, rows) in enumerate(_ahead(batches, cfg.device, modalities.train)):
+        sums, skip = _EpochSums(cfg.device), 0
+        if resume is not None:  # the preempted epoch: its order drawn again, its steps done skipped
+            generator.set_state(resume["order"])
+            own = resume["ranks"][parallel.rank]
+            sums, skip = _EpochSums.restored(cfg.device, own["sums"]), resume["step"]
+        order = generator.get_state()
+        batches = iter(parallel.batches(data.train, cfg.batch_size, generator))
+        for _ in itertools.islice(batches, skip):
+            pass
+        if resume is not None:  # after the skipped batches, which may have drawn from them
+            restore_rng(own["rng"])
+            resume = None
+        for step, (inputs, labels, rows) in enumerate(_ahead(batches, cfg.device, modalities.train), start=skip):
             batch = Batch(inputs, labels, rows, augment, augment_pair)
             with autocast:
                 out = parallel.loss(batch)
@@ -150,6 +195,13 @@ def _fit(method: Method, data: TaskData, cfg: TrainConfig, generator: torch.Gene
                 terms.update(_auxiliary_steps(parallel.auxiliary(objective), optimizer, batch, cfg.max_grad_norm,
                                               sums, step, autocast))
             sums.add(terms)
+            steps_done += 1
+            if cfg.preemptible:
+                if checkpoint is not None and checkpoint.due(steps_done):
+                    preemption.request()
+                if parallel.stop_agreed(preemption.requested()):
+                    position = {"epoch": epoch, "step": step + 1, "steps_done": steps_done, "order": order}
+                    _preempted(method, main, aux, stats, sums, position, parallel, checkpoint)
         parallel.agree(sums.first_bad)
         metrics = sums.close(epoch)
         stats.history.append(metrics)
@@ -158,6 +210,29 @@ def _fit(method: Method, data: TaskData, cfg: TrainConfig, generator: torch.Gene
         parallel.after_epoch(on_epoch, method, epoch, metrics)
     stats.wall_time_s = time.perf_counter() - started
     return stats
+
+
+def _preempted(method: Method, main, aux: list, stats: TrainStats, sums: _EpochSums, position: dict,
+               parallel: distributed.Alone | distributed.DataParallel, checkpoint: SeedCheckpoint | None) -> None:
+    """Every rank stops here together; rank 0 keeps the state (a trial keeps none: it is run again whole)."""
+    # Each rank's augmentations draw from their own stream, and each sums its own part of the loss.
+    ranks = parallel.gather({"rng": rng_state(), "sums": sums.state()})
+    if checkpoint is not None:
+        checkpoint.write({
+            **position, "method": method.state_dict(), "ranks": ranks,
+            "auxiliaries": [[p.detach() for p in objective.parameters] for objective, _optimizer in aux],
+            "optimizers": {"main": main.state_dict() if main is not None else None,
+                           "auxiliaries": [optimizer.state_dict() for _objective, optimizer in aux]},
+            "history": stats.history})
+        raise preemption.Preempted(f"the seed's training state is kept in {checkpoint.path}")
+    raise preemption.Preempted("the trial in training is given back, and runs again from its start")
+
+
+def _load_optimizers(main, aux: list, states: dict) -> None:
+    if main is not None:
+        main.load_state_dict(states["main"])
+    for (_objective, optimizer), state in zip(aux, states["auxiliaries"], strict=True):
+        optimizer.load_state_dict(state)
 
 
 def _auxiliary_steps(objective: Auxiliary, optimizer: torch.optim.Optimizer, batch: Batch, max_norm: float,

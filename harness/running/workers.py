@@ -26,6 +26,7 @@ from harness.running.coordination import POLL_S, SEED_PREFIX, Coordinator, mutex
 from harness.running.environment import divide_threads, user_threads
 from harness.running.failures import out_of_memory, out_of_memory_line
 from harness.running.pair import Pair
+from harness.running.preemption import EXIT_CODE, Preempted, handling_signals, stop_if_requested
 from harness.running.runner import PairRunner, RunOptions, Step
 from harness.running.tracking import Tracker
 from harness.running.tuning import open_storage, spent_trials
@@ -69,6 +70,7 @@ def sweep(runner: PairRunner, pairs: list[Pair],
         before_work()
         while pending:
             for pair in list(pending):
+                stop_if_requested("stopped before the next trial or seed")
                 try:
                     step = runner.step(pair)
                     if step is Step.DONE:
@@ -136,8 +138,11 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
     progress = threading.Thread(target=_show_progress, daemon=True, args=(
         plan, runner.coordinator.started, finished, options.progress))
     progress.start()
+    # SIGTERM or SIGUSR1 sent to this process (`kill`, a scheduler) reach the workers too: each finishes its
+    # step, keeps its seed's state and exits with preemption's code.
+    forward = lambda: [process.pid for process in processes if process.pid is not None]  # noqa: E731
     try:
-        with _logs_to(logs / "worker-0.log"), limited_threads(threads):
+        with _logs_to(logs / "worker-0.log"), limited_threads(threads), handling_signals(forward):
             failures, _outcomes = sweep(myself, pairs)
     finally:
         # On Ctrl+C the others were interrupted too (one process group): each gives its trial or seed back.
@@ -146,9 +151,12 @@ def run_workers(count: int, runner: PairRunner, pairs: list[Pair], tracking_uri:
         finished.set()
         progress.join()
     codes = [process.exitcode for process in processes]
-    if any(code not in (0, 1) for code in codes):
+    if any(code not in (0, 1, EXIT_CODE) for code in codes):
         raise HarnessError(f"a worker stopped with exit code {max(codes, key=abs)}; see {logs} and run the "
                            "same command again to finish the sweep")
+    if EXIT_CODE in codes:
+        raise Preempted(f"the workers were stopped; the training state of their seeds in progress is kept in "
+                        f"{options.workdir / 'checkpoints'}")
     for i, code in enumerate([1 if failures else 0, *codes]):
         if code == 1:
             log.error("worker %d saw a pair fail; see %s", i, logs / f"worker-{i}.log")
@@ -200,9 +208,13 @@ def worker_main(spec: WorkerSpec) -> None:
     for package in ("harness", "methods", "tasks"):
         logging.getLogger(package).setLevel(logging.INFO)
     try:
-        with _logs_to(spec.options.workdir / "logs" / f"worker-{spec.index}.log"), limited_threads(spec.threads):
+        with _logs_to(spec.options.workdir / "logs" / f"worker-{spec.index}.log"), limited_threads(spec.threads), \
+                handling_signals():
             runner = build_runner(spec.options, spec.tracking_uri, spec.storage_spec)
             failures, _outcomes = sweep(runner, spec.pairs)
+    except Preempted as exc:
+        log.warning("worker %d stopped: %s", spec.index, exc)
+        sys.exit(EXIT_CODE)
     except HarnessError as exc:
         log.error("error: %s", exc)
         sys.exit(2)
