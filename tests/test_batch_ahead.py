@@ -11,7 +11,6 @@ the same operations on the same rows in the same order, so the losses are equal 
 
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.multiprocessing as mp
@@ -19,6 +18,7 @@ import torch.multiprocessing as mp
 from harness.api.task import TaskData
 from harness.running import distributed, train
 from harness.running.environment import seed_everything
+from tests.ranks import join_cpu_group
 from tests.fixtures import TinySynthetic
 from tests.test_distributed import WORLD, build, free_port
 
@@ -33,10 +33,7 @@ def ahead_on_the_cpu(batches, device, names):
 
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    distributed.start(torch.device("cpu"))
+    join_cpu_group(rank, world, port)
     task = TinySynthetic()
     data = task.load()
     config = train.TrainConfig(epochs=2, batch_size=BATCH, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),

@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from harness.results.records import read_records
 from harness.running import distributed, environment
 from harness.running.train import TrainConfig, fit
+from tests.ranks import join_cpu_group
 from tests.fixtures import OTHER_LABELS_ON_RANK_ENV, OtherLabelsOnRank
 from tests.test_distributed import WORLD, build, free_port, harness_env
 
@@ -33,10 +34,7 @@ def train_fingerprint(data) -> str:
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     """Three fits in one group: rank 1 with shuffled labels, rank 1 with another commit, then agreeing."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    distributed.start(torch.device("cpu"))
+    join_cpu_group(rank, world, port)
     task = OtherLabelsOnRank()
     config = TrainConfig(epochs=1, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
                          progress=False)

@@ -33,6 +33,7 @@ from harness.api.task import Batch
 from harness.results.records import read_records
 from harness.running import distributed
 from harness.running.environment import seed_everything
+from tests.ranks import join_cpu_group
 from tests.fixtures import TinySynthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,10 +97,7 @@ def one_step(case: str, rank: int, world: int) -> dict:
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     """A spawned rank: join gloo, take one step of every case, rank 0 saves what it found."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    distributed.start(torch.device("cpu"))
+    join_cpu_group(rank, world, port)
     found = {case: one_step(case, rank, world) for case in CASES}
     found["ranks"] = distributed.current().world_size
     if rank == 0:
@@ -161,10 +159,7 @@ def _agreement_main(rank: int, world: int, port: int, out: str) -> None:
     from harness.api.errors import DivergedError
     from harness.running.train import TrainConfig, fit
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    distributed.start(torch.device("cpu"))
+    join_cpu_group(rank, world, port)
     task = TinySynthetic()
     data = task.load()
     config = TrainConfig(epochs=3, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
@@ -300,10 +295,8 @@ def _stalled_main(rank: int, world: int, port: int, out: str) -> None:
 
     from harness.running.train import TrainConfig, fit
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), HARNESS_STEP_TIMEOUT_MIN=str(STALL_TIMEOUT_S / 60))
-    torch.set_num_threads(1)
-    distributed.start(torch.device("cpu"))
+    os.environ["HARNESS_STEP_TIMEOUT_MIN"] = str(STALL_TIMEOUT_S / 60)  # read when the groups start
+    join_cpu_group(rank, world, port)
     task = TinySynthetic()
     config = TrainConfig(epochs=1, batch_size=64, lr=1e-3, weight_decay=0.0, device=torch.device("cpu"),
                          progress=False)

@@ -524,9 +524,10 @@ def _under(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {name.removeprefix(prefix + "."): p for name, p in params.items() if name.startswith(prefix + ".")}
 
 
-class ResidualNCEBound(nn.Module):
-    """I_NCE(A; B | C) as I_NCE(R_a; R_b): a critic f(r_a, r_b) that never sees c, negatives from the whole
-    batch. Takes (and ignores) `weights`, so it stands wherever a `ConditionalNCEBound` does."""
+class _ResidualBound(nn.Module):
+    """What both residual forms share: the regressors that take out what the condition predicts of each side,
+    trained on their own least-squares loss (`fit_loss`), and a critic on the residuals that never sees c.
+    They take (and ignore) `weights`, so they stand wherever the kernel-weighted forms do."""
 
     uses_weights = False
 
@@ -535,10 +536,6 @@ class ResidualNCEBound(nn.Module):
         super().__init__()
         self.residuals = ConditionResiduals(dim_a, dim_b, dim_c, hidden)
         self.critic = ConcatCritic(dim_a, dim_b, hidden, depth)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
-        return info_nce(self.critic(*self.residuals(a, b, c)))
 
     def fit_loss(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.residuals.fit_loss(a, b, c)
@@ -548,18 +545,19 @@ class ResidualNCEBound(nn.Module):
         return self.residuals.null_a(a, c, weights, generator)
 
 
-class ResidualCLUBBound(nn.Module):
+class ResidualNCEBound(_ResidualBound):
+    """I_NCE(A; B | C) as I_NCE(R_a; R_b): a critic f(r_a, r_b) that never sees c, negatives from the whole
+    batch."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        return info_nce(self.critic(*self.residuals(a, b, c)))
+
+
+class ResidualCLUBBound(_ResidualBound):
     """I_CLUB(A; B | C) as NCE-CLUB on (R_a, R_b), with a critic of its own trained apart on InfoNCE (as
     `ConditionalCLUBBound`, whose calls it takes). Where R_a and R_b are independent, positives and negatives
     are drawn alike and any fixed critic's CLUB is 0 in expectation."""
-
-    uses_weights = False
-
-    def __init__(self, dim_a: int, dim_b: int, dim_c: int, hidden: int = PAPER_CRITIC_HIDDEN,
-                 depth: int = PAPER_CRITIC_DEPTH):
-        super().__init__()
-        self.residuals = ConditionResiduals(dim_a, dim_b, dim_c, hidden)
-        self.critic = ConcatCritic(dim_a, dim_b, hidden, depth)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                 weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -571,13 +569,6 @@ class ResidualCLUBBound(nn.Module):
                    weights: torch.Tensor | None = None) -> torch.Tensor:
         """The critic's own objective (maximize it), on residuals it cannot move."""
         return info_nce(self.critic(*(r.detach() for r in self.residuals(a, b, c))))
-
-    def fit_loss(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.residuals.fit_loss(a, b, c)
-
-    def null_a(self, a: torch.Tensor, c: torch.Tensor, weights: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.residuals.null_a(a, c, weights, generator)
 
 
 def neighbourhood_shuffle(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
