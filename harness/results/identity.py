@@ -162,10 +162,15 @@ def summary(found: list[Difference]) -> str:
     return "; ".join(str(d) for d in found)
 
 
+def identity_digest(value: Mapping[str, Any]) -> str:
+    """12 hex digits of a sha256 over the value as JSON stores it: names a study, a kept encoder, a checkpoint."""
+    return hashlib.sha256(json.dumps(plain(value), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def study_name(identity: Mapping[str, Any]) -> str:
     """The Optuna study for this identity's search: readable, then a digest of all that shapes the search."""
     key = {**identity, "protocol": {k: v for k, v in identity["protocol"].items() if k not in ("seeds", "trials")}}
-    digest = hashlib.sha256(json.dumps(plain(key), sort_keys=True).encode()).hexdigest()[:12]
+    digest = identity_digest(key)
     task, method = identity["task"], identity["method"]
     return (f"{task['name']}@{task['version']}/{method['name']}@{method['version']}"
             f"/e{identity['protocol']['epochs']}/{digest}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,17 @@ def _holds(path: Path, text: str) -> bool:
 
 
 def replace_atomically(path: Path, text: str) -> None:
-    """`path` holds `text` or what it held before, never a part; any number of processes may write it at once.
+    """`path` holds `text` or what it held before, never a part; any number of processes may write it at once."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "x") as out:
+            out.write(text)
+
+    write_atomically(path, write)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` fills a temporary file beside `path`, which then replaces `path` whole (a record, a checkpoint,
+    a kept encoder): a reader finds the old file or the new one, never a part.
 
     Each writer goes through a temporary name of its own in the same folder (a shared name let one
     writer's rename take the file another was about to rename: FileNotFoundError), then renames it
@@ -88,11 +98,10 @@ def replace_atomically(path: Path, text: str) -> None:
     # Not mkstemp: its files are private (0600), and a record on a shared disk must stay readable (umask).
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "x") as out:
-            out.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.results.identity import plain
-from harness.running.saved_encoders import identity_digest
+from harness.results.identity import identity_digest, plain
+from harness.results.records import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +76,7 @@ class SeedCheckpoint:
     def write(self, state: dict[str, Any]) -> None:
         """Atomically: a reader (the rerun) finds the previous file or this one, never a part."""
         payload = {**state, "key": self.key, "extra": self.extra()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            torch.save(payload, partial)
-            os.replace(partial, self.path)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_atomically(self.path, lambda tmp: torch.save(payload, tmp))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

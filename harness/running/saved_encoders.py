@@ -19,11 +19,7 @@ rebuilt: `encode` does not read it.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import pickle
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,17 +29,13 @@ import torch
 from harness.api.catalog import METHODS, TASKS
 from harness.api.errors import HarnessError
 from harness.api.method import Method
-from harness.results.identity import differences, plain
-from harness.results.records import Record, read_record
+from harness.results.identity import differences, identity_digest, plain
+from harness.results.records import Record, read_record, write_atomically
 
 FORMAT = 1  # the file's layout; a reader refuses a newer one
 FOLDER = "encoders"
 ARTIFACT_PATH = "model"  # the folder of a seed's MLflow run that holds its copy
 RERUN = "rerun the seed with `harness run ... --force` to save it again"
-
-
-def identity_digest(identity: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(plain(identity), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def encoder_path(workdir: Path, identity: dict[str, Any], seed: int) -> Path:
@@ -62,13 +54,7 @@ def save_encoder(workdir: Path, method: Method, identity: dict[str, Any], seed: 
         "method": method.name, "hparams": plain(hparams),
         "state": {key: value.detach().cpu() for key, value in method.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(payload, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 
