@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.running.coordination.mutex import FileMutex
 from harness.running.environment import available_cpus
 from harness.running.workdir import cache_dir
 
@@ -95,16 +95,10 @@ class Ledger:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self._mutex = FileMutex(self.folder / ".lock")  # the machine-wide flock the sweep's workers use too
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return self._mutex.hold()
 
     def enter(self, pid: int | None = None) -> None:
         pid = os.getpid() if pid is None else pid
