@@ -35,6 +35,9 @@ for noisy in ("alembic", "mlflow"):
 # The kind MLflow 3 records for a model-training experiment (its UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
 # MLflow 3.17's UI still opens on its GenAI view unless the URL asks for workflowType=machine_learning, so a run
 # also prints that link (publishing.run_report.RUNS_VIEW).
+# How often a parent run's params are read and written before a refusal is taken as real (log_params_once).
+LOG_ATTEMPTS = 3
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 
@@ -196,16 +199,28 @@ class Tracker:
         """Params of a run that need not be active. MLflow never changes a param: one the run holds with another
         value (a later, larger trial budget tuned the same study, under the same parent run, to another
         configuration) keeps its first value, and a warning says so."""
-        held = self.client.get_run(run_id).data.params
         flat = _flat(params)
+        for attempt in range(LOG_ATTEMPTS):
+            held = self.client.get_run(run_id).data.params
+            new = {key: value for key, value in flat.items() if key not in held}
+            if not new:
+                break
+            try:
+                self.client.log_batch(run_id, params=[Param(key, value) for key, value in new.items()])
+            except MlflowException:
+                # Workers of one sweep reach the parent run at once: another may have written some of these keys
+                # between our read and our write, and the store then refuses the whole batch. Read again and write
+                # what is still missing; a refusal that persists is raised.
+                if attempt == LOG_ATTEMPTS - 1:
+                    raise
+            else:
+                held = held | new
+                break
         changed = sorted(key for key, value in flat.items() if held.get(key, value) != value)
         if changed:
             log.warning("MLflow run %s keeps its earlier %s (params cannot change); the current values are in "
                         "best_hparams.json and the seed runs' params", run_id,
                         ", ".join(f"{key}={held[key]}" for key in changed))
-        new = [Param(key, value) for key, value in flat.items() if key not in held]
-        if new:
-            self.client.log_batch(run_id, params=new)
 
     def set_run_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Tags of a run that need not be active (a parent run any worker may tag)."""

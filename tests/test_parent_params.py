@@ -1,0 +1,45 @@
+"""The best configuration goes to the parent run's params once, whichever of a sweep's workers gets there first:
+a worker whose read of the run is stale (another wrote the params in between) must not fail on the store's refusal.
+CI caught four workers on one MLflow server racing here (sqlite's UNIQUE constraint on params.key, run_uuid)."""
+
+import logging
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from harness.running import tracking
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    return tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+
+
+def stale_reads(tracker, monkeypatch, run_id):
+    """The run as it was before the other worker wrote: its first read says no params are held."""
+    before = tracker.client.get_run(run_id)
+    reads = []
+    real_get_run = tracker.client.get_run
+
+    def get_run(asked):
+        reads.append(asked)
+        return before if len(reads) == 1 else real_get_run(asked)
+
+    monkeypatch.setattr(tracker.client, "get_run", get_run)
+
+
+def test_a_worker_that_read_before_another_wrote_keeps_the_first_values(tracker, monkeypatch, caplog):
+    run_id = tracker.create_run("harness/t", "clip", {})
+    stale_reads(tracker, monkeypatch, run_id)
+    tracker.client.log_param(run_id, "best.lr", "0.1")  # the other worker, between our read and our write
+    with caplog.at_level(logging.WARNING, logger=tracking.__name__):
+        tracker.log_params_once(run_id, {"best.lr": 0.2, "best.batch_size": 64})
+    assert tracker.client.get_run(run_id).data.params == {"best.lr": "0.1", "best.batch_size": "64"}
+    assert "keeps its earlier best.lr=0.1" in caplog.text
+
+
+def test_a_refusal_that_persists_is_raised(tracker):
+    run_id = tracker.create_run("harness/t", "clip", {})
+    tracker.client.delete_run(run_id)
+    with pytest.raises(MlflowException):
+        tracker.log_params_once(run_id, {"best.lr": 0.2})
