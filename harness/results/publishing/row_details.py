@@ -58,7 +58,7 @@ def _task_block(task: str, cell: pd.DataFrame, off_protocol: str, shared: list[t
     mark = f" {OFF_PROTOCOL} Off the column's protocol ({html.escape(off_protocol)}): not ranked." \
         if off_protocol else ""
     lines = [f"<h4>{html.escape(task)}</h4>", f"<p>{protocol}.{mark}</p>"]
-    for earlier, common, total in shared:
+    for earlier, common, total in shared[:1]:  # the first task holding them names them; the table's note says all
         share = f"its {total}" if common == total else f"{common} of its {total}"
         lines.append(f"<p>Trained encoders: {share} are those of {html.escape(earlier)}, probed here with this "
                      "task's labels (not further evidence of the encoders).</p>")
