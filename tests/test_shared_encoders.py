@@ -157,3 +157,20 @@ def test_rows_the_uncorrected_test_separates_from_the_best_are_tied_after_holm(t
     assert max(raw) < stats.ALPHA <= min(stats.holm(raw))  # the case this test is about
     lines = render(tmp_path).splitlines()
     assert all("≈" in next(line for line in lines if line.startswith(f"| {name} ")) for name in ("NEAR", "NEARER"))
+
+
+def test_the_mi_page_says_which_diagnosis_measured_an_encoder_already_measured(tmp_path):
+    from harness.results.diagnostics import MIRow, render_table, write_result
+
+    write_two_tasks(tmp_path)
+    for task in ("t", "t-relabelled"):
+        for method in ("ssl", "sup"):
+            protocol = {"epochs": 2, "seed": 0, "hparams_from": f"records/{task}/{method}/seed0.json"}
+            write_result(tmp_path, task, {"name": method, "display_name": method.upper(), "version": "1"}, protocol,
+                         [MIRow("Z", "w", 1.0)], {})
+    text = render_table(tmp_path, facts=FACTS)
+    assert "4 diagnosed (task, method) pairs of 3 distinct trained encoders." in text
+    sections = dict(part.split("\n", 1) for part in text.split("## ")[1:])
+    assert sections["t-relabelled / SSL"].startswith("\nThe same trained encoder as t / SSL ")
+    assert "The same trained encoder" not in sections["t-relabelled / SUP"] + sections["t / SSL"]
+    assert "distinct" not in render_table(tmp_path)  # without the facts, each diagnosis is an encoder of its own
