@@ -111,9 +111,9 @@ def test_the_web_page_says_in_a_rows_details_whose_encoders_it_probes(tmp_path):
     page = (tmp_path / "index.html").read_text()
     ssl = page[page.index('<details id="row-s--SSL">'):]
     ssl = ssl[:ssl.index("</details>")]
-    assert ssl.count("Trained encoders: its 3 are those of t, probed here with this task's labels") == 1
+    assert ssl.count("Encoders: the same 3 as on t, probed here with this task's labels") == 1
     sup = page[page.index('<details id="row-s--SUP">'):]
-    assert "Trained encoders" not in sup[:sup.index("</details>")]
+    assert "Encoders:" not in sup[:sup.index("</details>")]
 
 
 def test_a_paired_tables_p_values_are_holm_corrected_over_the_table(tmp_path):

@@ -59,9 +59,9 @@ def _task_block(task: str, cell: pd.DataFrame, off_protocol: str, shared: list[t
         if off_protocol else ""
     lines = [f"<h4>{html.escape(task)}</h4>", f"<p>{protocol}.{mark}</p>"]
     for earlier, common, total in shared[:1]:  # the first task holding them names them; the table's note says all
-        share = f"its {total}" if common == total else f"{common} of its {total}"
-        lines.append(f"<p>Trained encoders: {share} are those of {html.escape(earlier)}, probed here with this "
-                     "task's labels (not further evidence of the encoders).</p>")
+        share = f"the same {total} as" if common == total else f"{common} of its {total} are those"
+        lines.append(f"<p>Encoders: {share} on {html.escape(earlier)}, probed here with this task's labels (not "
+                     "further evidence of them).</p>")
     shared = all(h == first.hparams for h in cell.hparams)
     if shared:
         lines.append(f"<p>Hyperparameters (every seed): {_hparams(first.hparams)}</p>")
