@@ -12,7 +12,8 @@ import pytest
 from harness.api.errors import HarnessError
 from harness.cli import main
 from harness.results import stats
-from harness.results.claims import EncoderFacts, encoder_key, load_claims
+from harness.results.claims import load_claims
+from harness.results.encoders import EncoderFacts, encoder_key
 from harness.results.leaderboard import build
 from harness.results.paired import paired_differences
 from harness.results.records import read_records, write_record

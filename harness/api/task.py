@@ -172,7 +172,7 @@ class Task(ABC):
     group_extra: ClassVar[str | None] = None
     # The task whose inputs and views this one trains on unchanged, differing only in the label, or None. A
     # method that never reads labels trains one encoder for both, and the claims count it once
-    # (harness.results.claims.encoder_key); tests/test_claims.py checks every declaration against the data.
+    # (harness.results.encoders.encoder_key); tests/test_claims.py checks every declaration against the data.
     inputs_of: ClassVar[str | None] = None
 
     def __init__(self, data_dir: Path | None = None, **params: Any):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.api.catalog import METHODS, TASKS
 from harness.api.errors import HarnessError
+from harness.cli.encoder_facts import encoder_facts
 from harness.cli.requests import DiagnoseRequest, RunRequest
 from harness.results import fingerprints
 from harness.results.publishing.run_report import PairOutcome, summary_table
@@ -178,7 +179,8 @@ def diagnose_command(request: DiagnoseRequest) -> int:
     options = request.options()
     pairs, skipped = plan(request.methods, request.tasks, request.data_dir)
     diagnostics.check_side_variables([pair.task for pair in pairs], TASKS)
-    diagnostics.render_table(options.results, request.reference)  # a damaged result or --reference fails now
+    facts = encoder_facts()
+    diagnostics.render_table(options.results, request.reference, facts)  # a damaged result or --reference fails now
     # Every configuration is read and checked (records, --set) before any store opens or any pair trains.
     configurations = [(pair, *_scored_configuration(options, pair, request.seed)) for pair in pairs]
     resolve_device(options.device)
@@ -200,7 +202,7 @@ def diagnose_command(request: DiagnoseRequest) -> int:
         identity = {"name": method.name, "display_name": method.display_name, "version": method.version}
         diagnostics.write_result(options.results, pair.task.name, identity, protocol, rows, pair.task.extra_symbols)
     table = options.results / diagnostics.TABLE_FILE
-    table.write_text(diagnostics.render_table(options.results, request.reference))
+    table.write_text(diagnostics.render_table(options.results, request.reference, facts))
     log.info("wrote %s", table)
     return 0
 

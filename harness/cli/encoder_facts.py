@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.cli import index
-from harness.results.claims import EncoderFacts
+from harness.results.encoders import EncoderFacts
 
 
 def encoder_facts() -> EncoderFacts:

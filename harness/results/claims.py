@@ -16,22 +16,19 @@ entry-point group, its value "package:path/inside/it.toml") lists `[[claim]]` ta
                               kind = "diagnostic": the MI estimate (bits) of `row`'s `part` about the latent
                               `extra` minus `versus`'s `versus_part`, per diagnosed seed
 
-How many distinct encoders a set of records holds is decided by `encoder_key` alone.
+How many distinct encoders a set of records holds is decided by `harness.results.encoders` alone.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from harness.api.errors import HarnessError
-from harness.results.records import Record
 
 CLAIMS_FILE = "claims.toml"
 ENTRY_POINT_GROUP = "harness.claims"
@@ -64,29 +61,6 @@ class Claim:
         """The rows a paired or diagnostic test subtracts from `row`: the claim's own, then its controls."""
         versus = self.test.get("versus", [])
         return ([versus] if isinstance(versus, str) else list(versus)) + list(self.test.get("controls", []))
-
-
-@dataclass(frozen=True)
-class EncoderFacts:
-    """What the code says about sharing, read without torch by the command line (harness.cli.encoder_facts):
-    which methods train on labels, and which tasks train on another task's inputs and views unchanged."""
-
-    reads_labels: Mapping[str, bool] = field(default_factory=dict)  # method name -> Requirements.needs_labels
-    inputs_of: Mapping[str, str] = field(default_factory=dict)  # task name -> the task whose inputs it shares
-
-
-def encoder_key(record: Record, facts: EncoderFacts) -> tuple:
-    """Two records share a trained encoder when their keys are equal.
-
-    The encoder is fixed by the method (name, version), its hyperparameters, the seed, the epochs and batch
-    size, and what training read of the task. A method that never reads labels reads only the inputs and
-    views, so tasks declaring the same inputs (`Task.inputs_of`) give it one encoder; a method that reads
-    labels, or one the code does not describe (an uninstalled plugin), trains one encoder per task."""
-    task = record.task["name"]
-    reads_labels = facts.reads_labels.get(record.method["name"], True)
-    trained_on = task if reads_labels else facts.inputs_of.get(task, task)
-    return (record.method["name"], record.method.get("version"), trained_on, json.dumps(record.hparams,
-            sort_keys=True), record.seed, record.protocol.get("epochs"), record.protocol.get("batch_size"))
 
 
 def load_claims(root: Path) -> list[Claim]:

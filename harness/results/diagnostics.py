@@ -32,6 +32,8 @@ from harness.api.errors import HarnessError
 from harness.api.method import Method
 from harness.api.registry import Registry
 from harness.api.task import Split, Task, TaskData
+from harness.results.encoders import EncoderFacts, encoder_of
+from harness.results.records import read_record
 from harness.results.publishing.figures import reference_column as _reference_column
 
 log = logging.getLogger(__name__)
@@ -145,9 +147,12 @@ def write_result(results: Path, task: str, method: dict, protocol: dict, rows: l
     return path
 
 
-def render_table(results: Path, reference: Path | None = None) -> str:
+def render_table(results: Path, reference: Path | None = None, facts: EncoderFacts = EncoderFacts()) -> str:
     """Markdown: one row per (task, method, part), our estimates beside the paper's where it reports them.
 
+    A section whose diagnosed encoder is one an earlier section measured (the same record configuration and
+    seed, on a task sharing its inputs, for a method that never reads labels: harness.results.encoders, with
+    `facts` for records that do not name their encoder) says so, and the header counts distinct encoders.
     A damaged result file or reference table is one HarnessError naming it; `diagnose` renders once before
     training, so it finds them before any work.
     """
@@ -158,13 +163,34 @@ def render_table(results: Path, reference: Path | None = None) -> str:
     if paper is not None:
         lines += [f"Paper values: {reference.name}, as reported in the paper on its own synthetic setting, "
                   "not reproduced here.", ""]
+    sections, measured = [], {}
     for path in sorted((Path(results) / DIAGNOSTICS_DIR).glob("*/*.json")):
         try:
-            lines += _section(json.loads(path.read_bytes()), paper)
+            found = json.loads(path.read_bytes())
+            section = _section(found, paper)
+            heading = f"{found['task']} / {found['method']['display_name']}"
+            encoder = _diagnosed_encoder(Path(results), found, facts) or str(path)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON errors are ValueErrors
             raise HarnessError(f"{path}: not a diagnostics result ({type(exc).__name__}: {exc}); run `harness "
                                f"diagnose` for it again or delete the file") from None
-    return "\n".join(lines)
+        if encoder in measured:
+            section[2:2] = [f"The same trained encoder as {measured[encoder]} (a method that never reads labels "
+                            "trains one encoder for tasks that share their inputs, `Task.inputs_of`): a second "
+                            "estimate on one encoder, not a second encoder.", ""]
+        measured.setdefault(encoder, heading)
+        sections += section
+    count = len(list((Path(results) / DIAGNOSTICS_DIR).glob("*/*.json")))
+    if count != len(measured):
+        lines += [f"{count} diagnosed (task, method) pairs of {len(measured)} distinct trained encoders.", ""]
+    return "\n".join(lines + sections)
+
+
+def _diagnosed_encoder(results: Path, found: dict, facts: EncoderFacts) -> str | None:
+    """The encoder of the record a diagnosis retrained (its configuration and seed), or None where it took
+    defaults or the record is gone."""
+    source = found["protocol"].get("hparams_from")
+    path = results / source if source and source != "defaults" else None
+    return encoder_of(read_record(path), facts) if path and path.exists() else None
 
 
 def read_reference(path: Path) -> pd.DataFrame:

@@ -26,11 +26,13 @@ from tabulate import tabulate
 from harness.api.checks import check_state
 from harness.api.errors import HarnessError
 from harness.results import stats
+from harness.results.encoders import EncoderFacts, encoder_of
 from harness.results.identity import differences
 from harness.results.overlay import Folders, counterpart, folders
 from harness.results.paired import paired_section
 from harness.results.protocol_marks import KEYS, OFF_PROTOCOL, protocol_marks
 from harness.results.records import Record, read_records, record_path
+from harness.results.shared_encoders import checks_note, sharing_note
 
 METRIC = "test_acc"  # a task's main score unless it declares another (Task.main_score, carried in its records)
 NO_RUN = "—"
@@ -71,9 +73,12 @@ class Table:
     reference: str | None = None  # sources.toml's [reference]: a row any other row's mean above is flagged
 
 
-def load_results(root: Path, source: str = "", published: bool = False, order: int = 0) -> pd.DataFrame:
+def load_results(root: Path, source: str = "", published: bool = False, order: int = 0,
+                 facts: EncoderFacts = EncoderFacts()) -> pd.DataFrame:
     """One row per record. `source` names the folder, `published` says it was overlaid (--with) and `order`
-    is its place among the folders (0: the one the outputs go to); a single folder needs none of them."""
+    is its place among the folders (0: the one the outputs go to); a single folder needs none of them.
+    `facts` say which records made before records named their trained encoder share one
+    (harness.results.encoders); without them each such record's encoder counts apart."""
     rows = []
     records = list(read_records(root))
     refuse_mixed_identities(root, records)
@@ -93,6 +98,7 @@ def load_results(root: Path, source: str = "", published: bool = False, order: i
             "torch": r.environment.get("torch"), "harness": r.environment.get("harness"),
             "commit": r.environment.get("git_commit"), "finished_at": r.finished_at,
             "wall_time_s": r.wall_time_s,
+            "encoder": encoder_of(r, facts), "checked": bool(r.checks),
             "check_failed": any(check_state(c) == "violated" for c in r.checks.values()),
             "check_unmeasurable": any(check_state(c) == "not measurable" for c in r.checks.values()),
             "dirty": str(r.environment.get("git_commit") or "").endswith(DIRTY_SUFFIX),
@@ -363,9 +369,9 @@ LEGEND = (
     "ties or the average rank.")
 
 
-def load_folders(where: Folders) -> pd.DataFrame:
+def load_folders(where: Folders, facts: EncoderFacts = EncoderFacts()) -> pd.DataFrame:
     """Every folder's records in one table; while folders are overlaid each row is named with its folder."""
-    frames = [load_results(f.path, f.label, f.published, i) for i, f in enumerate(where.all)]
+    frames = [load_results(f.path, f.label, f.published, i, facts) for i, f in enumerate(where.all)]
     if frames[0].empty:
         root = where.root.path
         raise HarnessError(f"no result records under {root / 'records'}; run `harness run --method ... --task ... "
@@ -383,10 +389,11 @@ def reported_beside(where: Folders) -> tuple[dict[tuple[str, str], Reported], di
     return {(t, where.row_name(m, where.reference_label())): v for (t, m), v in reported.items()}, suites
 
 
-def build(where: Folders | Path) -> tuple[pd.DataFrame, list[Table]]:
-    """The records' table and the suites' tables, from one results folder or folders overlaid."""
+def build(where: Folders | Path, facts: EncoderFacts = EncoderFacts()) -> tuple[pd.DataFrame, list[Table]]:
+    """The records' table and the suites' tables, from one results folder or folders overlaid; `facts` as for
+    load_results."""
     where = where if isinstance(where, Folders) else folders(Path(where))
-    results = load_folders(where)
+    results = load_folders(where, facts)
     reported, reported_suites = reported_beside(where)
     settings = load_suite_settings(where.reference())
     tables = []
@@ -402,6 +409,7 @@ def build(where: Folders | Path) -> tuple[pd.DataFrame, list[Table]]:
             tables += apart
             continue
         table = suite_table(suite, ours, tasks, reported, settings["reference"].get(suite))
+        table.notes += [note for note in (sharing_note(ours, tasks), checks_note(ours, CHECK_FAILED)) if note]
         table.notes += notes
         table.controls = list(settings["controls"].get(suite, []))
         phrase = score_phrase(ours, tasks)
@@ -414,9 +422,9 @@ def build(where: Folders | Path) -> tuple[pd.DataFrame, list[Table]]:
     return results, tables
 
 
-def render(root: Path, overlays: list[Path] | tuple[Path, ...] = ()) -> str:
+def render(root: Path, overlays: list[Path] | tuple[Path, ...] = (), facts: EncoderFacts = EncoderFacts()) -> str:
     where = folders(Path(root), overlays)
-    return compose(*build(where), origin=where.describe())
+    return compose(*build(where, facts), origin=where.describe())
 
 
 def compose(results: pd.DataFrame, tables: list[Table], figures: dict[str, list[tuple[str, str]]] | None = None,

@@ -1,9 +1,15 @@
-"""Per-seed paired differences from a baseline method, with a t interval. Imports no torch.
+"""Per-seed paired differences from a baseline method, with a t interval and a Holm-corrected p. Imports no torch.
 
 The harness seeds every run of a seed alike (initial weights, data order and
 augmentations), so a method's score minus the baseline's score on the same
 task and seed removes the seed-to-seed noise both share. Seeds pair only
 where both records trained with the same epochs and batch size.
+
+One baseline's table is one family: each cell's paired t-test p is Holm-corrected over every cell of the
+table (every method on every task), so "a difference the seeds cannot explain" counts all of them. Cells
+on tasks that share a row's trained encoders (harness.results.shared_encoders) stay in the family: they
+test the same encoders against different labels, so they are different hypotheses, and Holm holds under
+any dependence between them; leaving one out would correct for fewer tests than the table makes.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from tabulate import tabulate
 
 from harness.results import stats
 from harness.results.overlay import counterpart
+from harness.results.shared_encoders import WHY, shared_cells
 
 CONFIDENCE = 0.95
 
 
 def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """One row per (task, method other than `baseline`, by table name): n, mean difference and its interval.
+    """One row per (task, method other than `baseline`, by table name): n, mean difference and its interval,
+    the paired t-test's two-sided p and that p Holm-corrected over every row returned (the table's family).
 
     `results` is the leaderboard's tidy table (harness.results.leaderboard.load_results); scores are fractions.
     A row's baseline is that of its own folder where that folder has it, else the published one's.
@@ -36,10 +44,13 @@ def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     for (task, method), group in paired.groupby(["task", "display"], sort=True):
         diff = group.score - group.baseline_score
         low, high = interval(diff)
+        test = stats.paired_test(dict(enumerate(group.score)), dict(enumerate(group.baseline_score)))
         rows.append({"task": task, "method": method, "n": len(diff), "mean": diff.mean(), "low": low,
-                     "high": high, "check_failed": bool(group.check_failed.any()),
+                     "high": high, "p": test.p_value, "check_failed": bool(group.check_failed.any()),
                      "per_seed": dict(zip(group.seed.astype(int), diff))})
-    return pd.DataFrame(rows, columns=["task", "method", "n", "mean", "low", "high", "check_failed", "per_seed"])
+    columns = ["task", "method", "n", "mean", "low", "high", "p", "holm_p", "check_failed", "per_seed"]
+    table = pd.DataFrame(rows, columns=[c for c in columns if c != "holm_p"])
+    return table.assign(holm_p=stats.holm(table.p.tolist()))[columns]
 
 
 def interval(diff: pd.Series) -> tuple[float, float]:
@@ -59,14 +70,16 @@ def paired_table(results: pd.DataFrame, baseline: str, tasks: list[str]) -> str 
     tasks = [t for t in tasks if t in set(table.task)]
     rows = []
     for method, group in table.groupby("method", sort=True):
-        cells = {r.task: _cell(r) for r in group.itertuples()}
+        cells = {r.task: cell_text(r) for r in group.itertuples()}
         rows.append([method] + [cells.get(t, "") for t in tasks])
     return tabulate(rows, headers=["method"] + tasks, tablefmt="github", disable_numparse=True)
 
 
-def _cell(row) -> str:
+def cell_text(row) -> str:
+    """`mean [low, high] (n) p = HOLM_P`, in points; no p where fewer than two seeds pair."""
     bounds = "" if math.isnan(row.low) else f" [{100 * row.low:+.2f}, {100 * row.high:+.2f}]"
-    return f"{100 * row.mean:+.2f}{bounds} ({row.n})" + (" ⚠" if row.check_failed else "")
+    p = "" if math.isnan(row.holm_p) else f" p = {row.holm_p:.2g}"
+    return f"{100 * row.mean:+.2f}{bounds} ({row.n}){p}" + (" ⚠" if row.check_failed else "")
 
 
 def paired_section(results: pd.DataFrame, baseline: str, tasks: list[str], score: str = "Test accuracy") -> list[str]:
@@ -78,8 +91,22 @@ def paired_section(results: pd.DataFrame, baseline: str, tasks: list[str], score
         return []
     return [f"### Paired differences from {baseline}", "",
             f"{score} minus {baseline}'s on the same task and seed (same initial weights, data order and "
-            f"augmentations), in points: mean [{100 * CONFIDENCE:.0f}% t interval] (seeds paired). An interval that "
-            "excludes zero is a difference the seeds cannot explain." + folders_note(results, baseline), "", table, ""]
+            f"augmentations), in points: {explained(results, baseline, tasks)}" + folders_note(results, baseline),
+            "", table, ""]
+
+
+def explained(results: pd.DataFrame, baseline: str, tasks: list[str]) -> str:
+    """What a paired table's cells show and how to read them, counting the comparisons of its family."""
+    found = paired_differences(results, baseline)
+    tested = int(found.holm_p.notna().sum())
+    shared = shared_cells(results, tasks)
+    return (f"mean [{100 * CONFIDENCE:.0f}% t interval] (seeds paired) and p, the paired t-test's two-sided p "
+            f"Holm-corrected over this table's {tested} tested comparisons (one family). A corrected p below "
+            f"{stats.ALPHA} is a difference the seeds cannot explain, every comparison of the table counted; the "
+            "interval is for its comparison alone."
+            + (" A row's cells on tasks that share its trained encoders (the note above) are not independent "
+               f"replications: {WHY}; each is a test of its own task's labels, so each stays in the family."
+               if shared else ""))
 
 
 def folders_note(results: pd.DataFrame, baseline: str) -> str:

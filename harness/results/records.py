@@ -11,6 +11,11 @@ its seed is trained again:
   cannot know which hyperparameters were fixed (defaults or --set) and which
   tuned, so it sets `fixed` to None; such a record is reused when every value
   a request fixes equals the value the record holds.
+- 2 -> 3: schema 3 adds `encoder`, the digest naming the trained encoder (see
+  `harness.results.encoders`), computed when the seed is trained. The
+  migration leaves it empty: which records share an encoder depends on what
+  the code says of the method and task, so readers compute it then
+  (`harness.results.encoders.encoder_of`).
 
 A record of a newer schema than this harness knows is refused with one line
 saying to upgrade the harness or regenerate the record.
@@ -30,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 from harness.api.errors import HarnessError
 from harness.results.identity import run_identity
 
-SCHEMA = 2
+SCHEMA = 3
 
 
 @dataclass
@@ -52,6 +57,9 @@ class Record:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What must be equal for this record to stand for a requested run (harness.results.identity.run_identity).
     identity: dict[str, Any] = field(default_factory=dict)
+    # The trained encoder's digest (harness.results.encoders.encoder_digest); records sharing it share the
+    # encoder. Empty in a record made before schema 3: read it through encoders.encoder_of.
+    encoder: str = ""
     schema: int = SCHEMA
 
 
@@ -119,7 +127,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "task": (dict,), "method": (dict,), "seed": (int, type(None)), "status": (str,), "hparams": (dict,),
     "protocol": (dict,), "metrics": (dict,), "environment": (dict,), "wall_time_s": (int, float),
     "peak_memory_mb": (int, float), "finished_at": (str,), "reason": (str,), "mlflow_run_id": (str, type(None)),
-    "checks": (dict,), "identity": (dict,), "schema": (int,),
+    "checks": (dict,), "identity": (dict,), "encoder": (str,), "schema": (int,),
 }
 _REQUIRED = {f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING} | {"schema"}
 
@@ -183,7 +191,11 @@ def _schema_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return data | {"identity": identity, "schema": 2}
 
 
-MIGRATIONS = {1: _schema_1_to_2}  # schema -> the function that lifts a record of it to the next
+def _schema_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    return data | {"encoder": "", "schema": 3}
+
+
+MIGRATIONS = {1: _schema_1_to_2, 2: _schema_2_to_3}  # schema -> the function that lifts a record of it to the next
 
 
 def mlflow_server(tracking_uri: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Every figure of a verdict is computed here when the page is generated: each comparison's paired
 difference and 95% t interval (`harness.results.stats`), its p value Holm-corrected over the claim's
-family, the distinct trained encoders (`harness.results.claims.encoder_key`) and the records' commits.
+family, the distinct trained encoders (`harness.results.encoders`) and the records' commits.
 `verdict` is the only place a verdict is decided; `RULES` says in words what it does.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from harness.api.checks import check_state
 from harness.results import stats
-from harness.results.claims import Claim, EncoderFacts, encoder_key
+from harness.results.claims import Claim
+from harness.results.encoders import EncoderFacts, encoder_of
 from harness.results.records import Record, read_records
 
 SUPPORTED, NOT_SUPPORTED, CONTRADICTED = "supported", "not supported", "contradicted"
@@ -138,7 +139,7 @@ def _display(records: list[Record], method: str) -> str:
 
 
 def _encoders(found: list[Record], facts: EncoderFacts) -> int:
-    return len({encoder_key(r, facts) for r in found})
+    return len({encoder_of(r, facts) for r in found})
 
 
 def _commits(found: list[Record]) -> list[str]:
@@ -203,7 +204,7 @@ def _checks(root: Path, claim: Claim, records: list[Record], facts: EncoderFacts
         for r in found:
             for name in claim.test["checks"]:
                 state = check_state(r.checks[name]) if name in r.checks else NOT_RECORDED
-                states.setdefault((encoder_key(r, facts), name), state)
+                states.setdefault((encoder_of(r, facts), name), state)
     outcome.checks = Counter(states.values())
     outcome.records, outcome.commits = len(used), _commits(used)
     return outcome

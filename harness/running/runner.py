@@ -23,6 +23,7 @@ from harness.api.method import AssumptionCheck, AuditData, Method
 from harness.api.space import Param
 from harness.api.task import Task, TaskData
 from harness.results import fingerprints
+from harness.results.encoders import encoder_digest, facts_of
 from harness.results.identity import differences, study_name
 from harness.results.publishing import run_report
 from harness.results.publishing.history import history_path
@@ -494,6 +495,7 @@ class PairRunner:
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},
         )
+        record.encoder = encoder_digest(record, facts_of(pair.method_cls, pair.task))
         main = pair.task.main_score
         headline = "" if main == "test_acc" else f"{main} {scores.as_metrics().get(main, float('nan')):.4f}, "
         log.info("%s seed %d: %stest acc %.4f, macro-F1 %.4f (%.0f s)", pair.key, seed, headline, scores.test_acc,

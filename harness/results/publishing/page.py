@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from pathlib import Path
 
@@ -17,10 +16,11 @@ import pandas as pd
 
 from harness.results.leaderboard import LEGEND, Cell, Table, footer, protocol_rows, score_phrase
 from harness.results.overlay import Folders
-from harness.results.paired import folders_note, paired_differences
+from harness.results.paired import cell_text, explained, folders_note, paired_differences
 from harness.results.protocol_marks import protocol_marks
 from harness.results.publishing.figures import Figure
 from harness.results.publishing.row_details import HOW_TO_OPEN, anchor, row_details
+from harness.results.shared_encoders import shared_cells
 
 PAGE_FILE = "index.html"
 
@@ -136,13 +136,12 @@ def _paired(results: pd.DataFrame, table: Table, baseline: str) -> list[str]:
             if r is None:
                 row.append(Cell(""))
                 continue
-            bounds = "" if math.isnan(r.low) else f" [{100 * r.low:+.2f}, {100 * r.high:+.2f}]"
-            row.append(Cell(f"{100 * r.mean:+.2f}{bounds} ({r.n})" + (" ⚠" if r.check_failed else ""), float(r.mean)))
+            row.append(Cell(cell_text(r), float(r.mean)))
         rows.append(row)
     slug = "".join(c if c.isalnum() else "-" for c in baseline.lower())
     return [f"<h3>Paired differences from {html.escape(baseline)}</h3>",
             f"<p>{html.escape(score_phrase(ours, table.tasks))} minus {html.escape(baseline)}'s on the same task "
-            "and seed, in points: mean [95% t interval] (seeds paired)."
+            f"and seed, in points: {_inline(explained(ours, baseline, table.tasks))}"
             f"{html.escape(folders_note(ours, baseline))}</p>",
             html_table(["method"] + tasks, rows, f"paired-{table.suite}" + ("" if baseline == table.paired_baseline
                                                                            else f"-{slug}"))]
@@ -166,7 +165,9 @@ def render_page(where: Folders, results: pd.DataFrame, tables: list[Table], spec
              "scores and MLflow runs.</p>", f"<p>{_inline(LEGEND)}</p>"]
     off_protocol = protocol_marks(results)
     for table in tables:
-        details = row_details(results, table.suite, [row[0].text for row in table.rows], table.tasks, off_protocol)
+        shared = shared_cells(results[results.suite == table.suite], table.tasks)
+        details = row_details(results, table.suite, [row[0].text for row in table.rows], table.tasks, off_protocol,
+                              shared)
         links = {name: anchor(table.suite, name) for name in details}
         parts += [f'<h2 id="suite-{html.escape(table.suite)}">{html.escape(table.suite)}</h2>',
                   html_table(table.headers, table.rows, f"table-{table.suite}", links)]

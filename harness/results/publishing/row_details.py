@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.results.protocol_marks import OFF_PROTOCOL
 from harness.results.records import run_page
+from harness.results.shared_encoders import SharedCells
 
 HOW_TO_OPEN = (
     "MLflow runs: a run id links to its run where the record names the MLflow server it tracked to (an http(s) "
@@ -30,8 +31,11 @@ def anchor(suite: str, row: str) -> str:
 
 
 def row_details(results: pd.DataFrame, suite: str, rows: list[str], tasks: list[str],
-                off_protocol: dict[tuple[str, str], str]) -> dict[str, str]:
-    """Row -> its `<details>` block, for every row with a record in the suite, in the table's order."""
+                off_protocol: dict[tuple[str, str], str], shared: SharedCells | None = None) -> dict[str, str]:
+    """Row -> its `<details>` block, for every row with a record in the suite, in the table's order; `shared`
+    says which of a row's cells hold the trained encoders of its cell on another task
+    (harness.results.shared_encoders.shared_cells)."""
+    shared = shared or {}
     ok = results[(results.suite == suite) & (results.status == "ok")]
     blocks = {}
     for row in rows:
@@ -42,18 +46,22 @@ def row_details(results: pd.DataFrame, suite: str, rows: list[str], tasks: list[
         for task in tasks:
             cell = mine[mine.task == task].sort_values("seed")
             if len(cell):
-                parts += _task_block(task, cell, off_protocol.get((task, row), ""))
+                parts += _task_block(task, cell, off_protocol.get((task, row), ""), shared.get((row, task), []))
         blocks[row] = "\n".join(parts + ["</details>"])
     return blocks
 
 
-def _task_block(task: str, cell: pd.DataFrame, off_protocol: str) -> list[str]:
+def _task_block(task: str, cell: pd.DataFrame, off_protocol: str, shared: list[tuple[str, int, int]]) -> list[str]:
     first = cell.iloc[0]
     protocol = (f"{_number(first.epochs)} epochs, {_number(first.trials)} trials, "
                 f"{_number(first.protocol_seeds)} seeds, batch {_number(first.batch_size)}")
     mark = f" {OFF_PROTOCOL} Off the column's protocol ({html.escape(off_protocol)}): not ranked." \
         if off_protocol else ""
     lines = [f"<h4>{html.escape(task)}</h4>", f"<p>{protocol}.{mark}</p>"]
+    for earlier, common, total in shared[:1]:  # the first task holding them names them; the table's note says all
+        share = f"the same {total} as" if common == total else f"{common} of its {total} are those"
+        lines.append(f"<p>Encoders: {share} on {html.escape(earlier)}, probed here with this task's labels (not "
+                     "further evidence of them).</p>")
     shared = all(h == first.hparams for h in cell.hparams)
     if shared:
         lines.append(f"<p>Hyperparameters (every seed): {_hparams(first.hparams)}</p>")

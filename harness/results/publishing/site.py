@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.claims import EncoderFacts, load_claims
+from harness.results.claims import load_claims
+from harness.results.encoders import EncoderFacts
 from harness.results.leaderboard import METRIC, Reported, Table, build, compose, main_scores, reported_beside, summarize
 from harness.results.overlay import Folders, folders
 from harness.results.publishing import figures as fig
@@ -31,14 +32,15 @@ def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, 
 
     `overlays` are further folders whose records are shown beside root's (harness.results.overlay); they are
     only read: everything is written under root. `facts` gives what says which records share a trained
-    encoder (the command reads it from the code's index, only when there are claims); without it every
-    record's encoder counts apart. The claims (CLAIMS.md, the page's section, the link from LEADERBOARD.md)
+    encoder, for records made before they named it (the command reads it from the code's index); without it
+    each such record's encoder counts apart. The claims (CLAIMS.md, the page's section, the link from LEADERBOARD.md)
     appear only where a claims file exists, and are judged on root's records alone."""
     root = Path(root)
     where = folders(root, overlays)
-    results, tables = build(where)
+    known = facts() if facts else EncoderFacts()
+    results, tables = build(where, known)
     claims = load_claims(root)
-    outcomes = evaluate(root, claims, facts() if facts else EncoderFacts()) if claims else []
+    outcomes = evaluate(root, claims, known) if claims else []
     specs = figure_specs(where, results, tables)
     stale = _figures(root, specs, check)
     links: dict[str, list[tuple[str, str]]] = {}
