@@ -21,7 +21,7 @@ What each conditional term conditions on, and how (`Context`):
   detached: the encoders may not move the condition to empty the term. From
   version 5 (`conditional_estimator` "residual") each conditional term is an
   unconditional bound on what that condition does not predict of each part
-  (methods.common.mi.ResidualNCEBound): version 4's kernel estimator read
+  (methods.common.residual_mi.ResidualNCEBound): version 4's kernel estimator read
   2.77 nats where the truth is 0 (tests/test_conditional_null.py). With
   "kernel-v4", version 4's estimator: an
   anchor's negatives are weighted by a Gaussian kernel on that condition
@@ -70,7 +70,6 @@ from harness.api.task import Batch
 from methods.common import bound_audit
 from methods.common.encoders import ModalityEncoders
 from methods.common.mi import (
-    CONDITIONAL_ESTIMATORS,
     ConditionalCLUBBound,
     ConditionalNCEBound,
     LabelNCEBound,
@@ -81,6 +80,7 @@ from methods.common.mi import (
     one_hot,
     same_condition_weights,
 )
+from methods.common.residual_mi import CONDITIONAL_ESTIMATORS
 from methods.common.windows import StepWindows, Window
 
 Pair = tuple[torch.Tensor, torch.Tensor]

@@ -15,12 +15,12 @@ import torch
 from scipy.special import stdtrit
 
 from methods.common.mi import (
-    CONDITIONAL_ESTIMATORS,
     kernel_weights,
     neighbour_bandwidth,
     one_hot,
     same_condition_weights,
 )
+from methods.common.residual_mi import CONDITIONAL_ESTIMATORS
 
 # FactorCL-SSL's default. Set CONDITIONAL_ESTIMATOR_UNDER_TEST=kernel-v4 to run these tests against version 4's
 # estimator, which fails them (results/FACTORCL_ANALYSIS.md has its figures).
