@@ -12,6 +12,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The metadata index the tests build stays out of the user's cache (keyed by source, so it is safe to share).
 os.environ.setdefault("HARNESS_CACHE_DIR", str(Path(tempfile.gettempdir()) / "harness-test-index"))
 
+# tests/mutation/ is the mutation-score command (`python -m tests.mutation`), not tests: the default run
+# never starts mutmut. Its own logic is tested in tests/test_mutation_command.py.
+collect_ignore = ["mutation"]
+
 from harness.api.catalog import METHODS, TASKS  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.running import environment  # noqa: E402

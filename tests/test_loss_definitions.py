@@ -298,6 +298,18 @@ def test_supcon_matches_its_definition_on_a_random_batch(seed):
     assert supcon(features, labels, 0.2).item() == pytest.approx(supcon_by_definition(features, labels, 0.2), rel=REL)
 
 
+# -- on the inputs' device -----------------------------------------------------------------------------------
+
+def test_each_loss_builds_its_masks_and_targets_on_its_inputs_device():
+    """Training on a GPU needs the self-pair masks and target indices there too. The meta device stands in
+    for one on a CPU-only machine: it computes shapes only, and a CPU tensor mixed into its arithmetic fails
+    as one mixed into a GPU's does."""
+    z = torch.randn(4, 3, device="meta")
+    labels = torch.tensor([0, 0, 1, 1], device="meta")
+    for loss in (nt_xent(z, z, 0.1), symmetric_info_nce(z, z, 2.0), supcon(z, labels, 0.1)):
+        assert loss.device.type == "meta" and loss.shape == ()
+
+
 # -- FactorCL's bounds ---------------------------------------------------------------------------------------
 
 def test_info_nce_and_club_on_two_by_two_scores_by_hand():

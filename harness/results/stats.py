@@ -101,8 +101,9 @@ def holm(p_values: Sequence[float]) -> list[float]:
     values = np.asarray(p_values, dtype=float)
     adjusted = np.full(len(values), math.nan)
     family = np.flatnonzero(~np.isnan(values))
-    ascending = family[np.argsort(values[family], kind="stable")]
-    # Step down: the k-th smallest of m p values times (m - k + 1), never below the one before it.
+    ascending = family[np.argsort(values[family])]
+    # Step down: the k-th smallest of m p values times (m - k + 1), never below the one before it. Tied p values
+    # end equal in any order (the later ones are raised to the first's product), so the sort need not be stable.
     stepped = np.maximum.accumulate(values[ascending] * np.arange(len(family), 0, -1))
     adjusted[ascending] = np.minimum(stepped, 1.0)
     return adjusted.tolist()
@@ -114,7 +115,8 @@ class BestComparison:
     adjusted_p: dict[str, float]  # every other row against the best, Holm-adjusted; nan = untestable
 
     def ties(self, alpha: float = ALPHA) -> set[str]:
-        """Rows whose difference from the best is not significant after correction."""
+        """Rows whose difference from the best is not significant after correction: p >= alpha (a test at level
+        alpha rejects when p < alpha)."""
         return {m for m, p in self.adjusted_p.items() if not math.isnan(p) and p >= alpha}
 
 

@@ -40,9 +40,10 @@ def supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> 
     n = len(z)
     itself = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = (z @ z.T / temperature).masked_fill(itself, float("-inf"))
-    log_prob = logits.log_softmax(dim=1).masked_fill(itself, 0.0)  # -inf * 0 would be nan
     positives = (labels[:, None] == labels[None, :]) & ~itself
     count = positives.sum(dim=1)
-    has_positive = count > 0
-    mean_log_prob = (log_prob * positives).sum(dim=1)[has_positive] / count[has_positive]
-    return -mean_log_prob.mean()
+    # Only the positives' terms, by where rather than a product with the mask (-inf on the diagonal * 0 is nan).
+    # An anchor without positives adds 0 to the sum and is not counted: sums rather than indexing by the
+    # anchors that have one, so no shape depends on the data and nothing waits for a GPU to report it.
+    mean_log_prob = logits.log_softmax(dim=1).where(positives, 0.0).sum(dim=1) / count.clamp(min=1)
+    return -mean_log_prob.sum() / (count > 0).sum()
