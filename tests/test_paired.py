@@ -1,6 +1,7 @@
 """Per-seed paired differences from a baseline, and the leaderboard section that shows them."""
 
 import math
+import re
 import numbers
 from dataclasses import replace
 
@@ -59,7 +60,7 @@ def test_leaderboard_prints_the_suites_notes_and_paired_table(tmp_path):
     assert "+4.00 [+2.04, +5.96] (5)" in line
 
 
-COLUMNS = ["task", "method", "n", "mean", "low", "high", "check_failed", "per_seed"]
+COLUMNS = ["task", "method", "n", "mean", "low", "high", "p", "holm_p", "check_failed", "per_seed"]
 
 
 def test_each_row_holds_its_seeds_differences_and_whether_a_seed_failed_its_check(tmp_path):
@@ -77,7 +78,8 @@ def test_each_row_holds_its_seeds_differences_and_whether_a_seed_failed_its_chec
     assert not guided.check_failed and checked.check_failed
     lines = paired_table(load_results(tmp_path), "SimCLR", ["t1"]).splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["Guided", "Noise", "Verified"]
-    assert lines[2].split("|")[2].strip().endswith("(5)") and lines[4].split("|")[2].strip().endswith("(5) ⚠")
+    assert re.search(r"\(5\) p = [0-9.e-]+$", lines[2].split("|")[2].strip())
+    assert re.search(r"\(5\) p = [0-9.e-]+ ⚠$", lines[4].split("|")[2].strip())
 
 
 def test_two_seeds_give_an_interval_one_seed_a_bare_mean_and_a_seed_without_a_score_none(tmp_path):
@@ -104,8 +106,8 @@ def test_methods_are_rows_by_name_with_an_empty_cell_where_unpaired_and_names_sh
         write_record(tmp_path, record("t2", "other", seed, base, display="1.10"))  # first in name, not in task
     lines = paired_table(load_results(tmp_path), "SimCLR", ["t1", "t2"]).splitlines()
     assert [cell.strip() for cell in lines[0].strip("|").split("|")] == ["method", "t1", "t2"]
-    assert [cell.strip() for cell in lines[2].strip("|").split("|")] == ["1.10", "", "+0.00 [+0.00, +0.00] (2)"]
-    assert [cell.strip() for cell in lines[3].strip("|").split("|")] == ["2.50"] + ["+0.00 [+0.00, +0.00] (2)"] * 2
+    assert [cell.strip() for cell in lines[2].strip("|").split("|")] == ["1.10", "", "+0.00 [+0.00, +0.00] (2) p = 1"]
+    assert [cell.strip() for cell in lines[3].strip("|").split("|")] == ["2.50"] + ["+0.00 [+0.00, +0.00] (2) p = 1"] * 2
 
 
 def test_nothing_to_pair_gives_an_empty_table_and_no_section(tmp_path):
@@ -123,12 +125,14 @@ def test_the_section_says_what_is_differenced_and_when_folders_are_overlaid_what
     section = paired_section(load_results(tmp_path / "runs"), "SimCLR", ["t1"])
     assert section[:2] == ["### Paired differences from SimCLR", ""] and section[3] == "" and section[-1] == ""
     assert section[2].startswith("Test accuracy minus SimCLR's on the same task and seed")
-    assert section[2].endswith("in points: mean [95% t interval] (seeds paired). An interval that excludes zero "
-                               "is a difference the seeds cannot explain.")
+    assert section[2].endswith("in points: mean [95% t interval] (seeds paired) and p, the paired t-test's two-sided "
+                               "p Holm-corrected over this table's 2 tested comparisons (one family). A corrected p "
+                               "below 0.05 is a difference the seeds cannot explain, every comparison of the table "
+                               "counted; the interval is for its comparison alone.")
     assert section[4] == paired_table(load_results(tmp_path / "runs"), "SimCLR", ["t1"])
     overlaid = paired_section(load_folders(folders(tmp_path / "runs", [tmp_path / "results"])), "SimCLR", ["t1"],
                               score="Held-out accuracy")
     assert overlaid[2].startswith("Held-out accuracy minus SimCLR's")
-    assert overlaid[2].endswith("cannot explain. Each row is paired with the SimCLR row of its own folder where that "
+    assert overlaid[2].endswith("comparison alone. Each row is paired with the SimCLR row of its own folder where that "
                                 "folder has the task, else with the overlaid folder's, and only on seeds of the "
                                 "same epochs and batch size.")

@@ -49,8 +49,8 @@ def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
                      "high": high, "p": test.p_value, "check_failed": bool(group.check_failed.any()),
                      "per_seed": dict(zip(group.seed.astype(int), diff))})
     columns = ["task", "method", "n", "mean", "low", "high", "p", "holm_p", "check_failed", "per_seed"]
-    table = pd.DataFrame(rows, columns=[c for c in columns if c != "holm_p"])
-    return table.assign(holm_p=stats.holm(table.p.tolist()))[columns]
+    table = pd.DataFrame(rows, columns=columns)  # holm_p is filled below, over the whole table
+    return table.assign(holm_p=stats.holm(table.p.tolist()))
 
 
 def interval(diff: pd.Series) -> tuple[float, float]:
