@@ -116,11 +116,15 @@ def test_build_guide_makes_each_documented_kind(monkeypatch, tmp_path):
     assert isinstance(table, TableGuide) and table.table[3].tolist() == [6.0, 7.0]
     module = build_guide("module:tests.test_guides:scaled_sum", task, train, RECIPE, CPU)
     assert isinstance(module, EncoderGuide) and torch.equal(module.encoder[1].weight, scaled_sum()[1].weight)
-    trained = {}
-    monkeypatch.setattr(guides, "trained_clip_image_encoder", lambda *a: trained.setdefault("clip", scaled_sum()))
-    monkeypatch.setattr(guides, "trained_image_only_encoder", lambda *a: trained.setdefault("simclr", scaled_sum()))
-    assert build_guide("clip", task, train, RECIPE, CPU).encoder is trained["clip"]
-    assert build_guide("simclr", task, train, RECIPE, CPU).encoder is trained["simclr"]
+    calls = []
+    for name in ("trained_clip_image_encoder", "trained_image_only_encoder"):
+        monkeypatch.setattr(guides, name, lambda *a, name=name: calls.append((name, a)) or scaled_sum())
+    for kind, name in (("clip", "trained_clip_image_encoder"), ("simclr", "trained_image_only_encoder")):
+        assert isinstance(build_guide(kind, task, train, RECIPE, CPU), EncoderGuide)
+        given = calls[-1][1]
+        assert calls[-1][0] == name and all(a is b for a, b in zip(given, (task, train, RECIPE, CPU), strict=True))
+    # The guide is moved to the run's device (the meta device stands in for an accelerator on any machine).
+    assert build_guide("oracle", task, train, RECIPE, torch.device("meta")).table.is_meta
     with pytest.raises(HarnessError) as error:
         build_guide("captions", task, train, RECIPE, CPU)
     assert str(error.value) == ("guide 'captions': write clip, simclr, oracle, group-oracle, embeddings:PATH or "
@@ -141,6 +145,10 @@ def message(call) -> str:
     return str(error.value)
 
 
+class Unsafe:
+    """Any class: a pickle of it names code to import and call."""
+
+
 def test_unreadable_or_misshapen_tables_are_refused_with_the_fix(tmp_path):
     path = tmp_path / "missing.npy"
     assert message(lambda: load_table(path, 4)) == (
@@ -150,7 +158,8 @@ def test_unreadable_or_misshapen_tables_are_refused_with_the_fix(tmp_path):
     torch.save({"table": torch.zeros(4, 2)}, tmp_path / "dict.pt")
     torch.save(torch.zeros(4), tmp_path / "flat.pt")
     torch.save(torch.zeros(3, 2), tmp_path / "short.pt")
-    for name, error in (("objects.npy", "ValueError"), ("junk.pt", "UnpicklingError")):
+    torch.save(Unsafe(), tmp_path / "code.pt")  # unpickling it would run code: weights_only refuses it
+    for name, error in (("objects.npy", "ValueError"), ("junk.pt", "UnpicklingError"), ("code.pt", "UnpicklingError")):
         assert message(lambda: load_table(tmp_path / name, 4)) == (
             f"guide embeddings {tmp_path / name}: not a readable tensor file ({error}); "
             f"write a .npy array or a torch.save'd tensor")
@@ -171,14 +180,15 @@ def test_the_image_modality_is_found_or_its_absence_named():
     task, _ = superclasses()
     assert image_modality(task) == "image"
     tabular = TASKS.get("tiny-synthetic")()
-    assert message(lambda: image_modality(tabular)) == "task tiny-synthetic has no image modality for the guide to embed"
+    assert message(lambda: image_modality(tabular)) == (
+        "task tiny-synthetic has no image modality for the guide to embed")
     assert message(lambda: guides.trained_clip_image_encoder(TASKS.get("single-modality")(), None, RECIPE, CPU)) == (
         "task single-modality has no paired modality to train a CLIP guide on; pass "
         "--set guide=embeddings:PATH or --set guide=module:pkg.mod:factory")
 
 
 @pytest.mark.parametrize("method, settings", [("clip", {"image_crops": True}), ("simclr", {})])
-def test_a_trained_guide_is_that_method_trained_with_the_recipe_in_a_forked_rng(method, settings, monkeypatch):
+def test_a_trained_guide_is_that_method_trained_with_the_recipe_in_a_forked_rng(method, settings, monkeypatch, capfd):
     """The docstring's recipe: the harness's method, the recipe's epochs, batch, lr and width, weight decay 1e-5,
     seeded with the run's seed + GUIDE_SEED_OFFSET, its image encoder frozen; trained once per (task, recipe, seed);
     the run's own random stream untouched."""
@@ -202,5 +212,10 @@ def test_a_trained_guide_is_that_method_trained_with_the_recipe_in_a_forked_rng(
     expected = model.encoders["image"].eval()
     images = train.inputs["image"][:8]
     assert torch.equal(encoder(images), expected(images))
-    torch.manual_seed(4)  # another run seed: another guide
+    torch.manual_seed(4)  # another run seed, another recipe or another task: another guide
     assert build(task, train, RECIPE, CPU) is not encoder
+    torch.manual_seed(3)
+    assert build(task, train, RECIPE | {"lr": 2e-3}, CPU) is not encoder
+    other = TASKS.get("shapes-superclasses-tiny")()
+    assert build(other, other.load().train, RECIPE, CPU) is not encoder
+    assert "epoch" not in capfd.readouterr().err  # no progress bar: the guide trains inside a run that draws its own
