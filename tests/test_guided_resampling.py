@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from harness.api.catalog import METHODS, TASKS
 from harness.api.errors import HarnessError
+from harness.api.method import InputModalities
 from harness.api.task import Batch
 from methods import clip_guided_simclr as cgs
 from methods.clip_guided_simclr import (
@@ -30,7 +31,7 @@ from methods.clip_guided_simclr import (
     negative_candidates,
     partners,
 )
-from methods.common.guides import GUIDE_SEED_OFFSET, TableGuide
+from methods.common.guides import GUIDE_SEED_OFFSET, EncoderGuide, TableGuide
 from methods.common.losses import nt_xent_logits
 
 CPU = torch.device("cpu")
@@ -140,6 +141,26 @@ def test_drop_false_positive_averages_the_kept_rows_and_reports_the_dropped_pair
     assert none["dropped_pair_diversity"].isnan()
 
 
+@pytest.mark.parametrize("variant", cgs.VARIANTS)
+def test_guided_nt_xent_is_its_variants_loss_with_detached_diagnostics(variant):
+    z1, z2, g1, g2 = views(6, 4, 6)
+    z1.requires_grad_()
+    labels = torch.tensor([0, 1, 1, 0, 2, 2])
+    out = guided_nt_xent(z1, z2, g1, g2, labels, variant, 0.25, 0.3)
+    logits, positives = nt_xent_logits(z1, z2, 0.3)
+    sim, both = guide_similarity(g1, g2), torch.cat([labels, labels])
+    same, candidates = both[:, None] == both[None, :], negative_candidates(positives)
+    if variant == "add-new-positive":
+        loss, diag = add_new_positive(logits, positives, sim, candidates, same)
+    elif variant == "drop-false-positive":
+        loss, diag = drop_false_positive(logits, positives, sim, 0.25)
+    else:
+        most = variant == "drop-false-negative"
+        loss, diag = cgs.drop_negatives(logits, positives, sim, candidates, same, 0.25, most)
+    assert set(out) == {"loss", *diag} and torch.allclose(out["loss"], loss) and out["loss"].requires_grad
+    assert all(torch.allclose(out[k], v, equal_nan=True) and not out[k].requires_grad for k, v in diag.items())
+
+
 def test_an_unknown_variant_is_named_with_the_choices():
     z1, z2, g1, g2 = views(3, 2, 5)
     with pytest.raises(HarnessError) as error:
@@ -163,6 +184,7 @@ def test_the_gate_and_its_report_follow_the_binomial_definition():
     failed = GuideQuality(0.23, 0.2, 400).check(2.0)
     assert not failed.held and failed.detail.endswith(
         "; below the gate: it links no more than a guide at chance might")
+    assert GuideQuality(0.123456, 0.1, 400).check(2.0).value == 0.1235  # rounded to 4 places as recorded
     linked = GuideQuality(0.9, 0.25, 100, linking=0.123456, linking_chance=0.1)
     assert linked.measured == (0.123456, 0.1)
     gate = linked.gate(3.0)
@@ -170,7 +192,7 @@ def test_the_gate_and_its_report_follow_the_binomial_definition():
     assert gate == pytest.approx(0.19)
     assert at_gate.check(3.0).held  # figure >= gate holds at equality
     control = linked.check(None)
-    assert control.held and control.value == 0.1235
+    assert control.name == "guide_quality" and control.held and control.value == 0.1235
     assert control.detail == ("the guide's nearest neighbour on augmented views has its class and a different member "
                               "12.3% of the time (chance 10.0%, not gated: a control; same class 90.0%, chance "
                               "25.0%, 100 rows)")
@@ -244,8 +266,11 @@ def test_the_method_prepares_its_guide_checks_it_and_computes_the_guided_loss():
     train = task.load().train
     method = ClipGuidedSimCLR(task, hparams(guide="oracle", variant="drop-false-negative", guide_gate_sd=2.0))
     assert method.fraction == 0.05 and method.image == "image"
-    with pytest.raises(RuntimeError, match="prepare"):
+    assert method.check_assumptions([]) == []  # nothing measured yet, nothing claimed
+    assert ClipGuidedSimCLR.input_modalities(task) == InputModalities(("image",), ("image",))  # captions stay out
+    with pytest.raises(RuntimeError) as error:
         method.loss(None)
+    assert str(error.value) == "prepare() builds the guide; the harness calls it before training"
     torch.manual_seed(0)
     method.prepare(train)
     assert torch.equal(method.guide.table, cgs.build_guide("oracle", task, train, {}, CPU).table)
@@ -282,3 +307,33 @@ def test_a_table_guide_cannot_drop_false_positives_and_the_batch_size_defaults_t
     expected = measure_guide(method.guide, task, train, "image", task.default_batch_size, GUIDE_SEED_OFFSET, CPU)
     assert method.guide_quality == expected
     assert METHODS.get("cgs-drop-false-positive").defaults["variant"] == "drop-false-positive"
+
+
+def pixel_mean():
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def test_the_guide_is_built_from_the_methods_recipe_and_embeds_both_views(monkeypatch):
+    task = TASKS.get("shapes-superclasses-tiny")()
+    train = task.load().train
+    calls = []
+    monkeypatch.setattr(cgs, "build_guide", lambda *a: calls.append(a) or EncoderGuide(pixel_mean()))
+    method = ClipGuidedSimCLR(task, hparams(guide="module:x", guide_epochs=3, guide_lr=0.02, guide_embed_dim=7,
+                                            batch_size=12))
+    method.prepare(train)
+    (spec, given_task, given_train, recipe, device), = calls
+    assert (spec, given_task, given_train, device) == ("module:x", task, train, CPU)
+    assert recipe == {"epochs": 3, "lr": 0.02, "embed_dim": 7, "batch_size": 12}
+    del method.hparams["guide_gate_sd"]  # absent: the default gate
+    assert method.check_assumptions([]) == [method.guide_quality.check(cgs.GUIDE_GATE_SD)]
+    # Each view is embedded by the guide: views that differ give guide similarities that differ.
+    inputs, labels, rows = next(train.batches(8))
+    inputs = {"image": inputs["image"]}  # the student's only modality
+    shift = iter([0.0, 1.0])
+    batch = Batch(inputs, labels, rows, augment=lambda m, x: x + next(shift) * torch.arange(8.0)[:, None, None, None])
+    v1 = {"image": inputs["image"]}
+    v2 = {"image": inputs["image"] + torch.arange(8.0)[:, None, None, None]}
+    z1, z2 = (method.projector(method.encoders.joint(v)) for v in (v1, v2))
+    g1, g2 = (method.guide(v["image"], rows) for v in (v1, v2))
+    expected = guided_nt_xent(z1, z2, g1, g2, labels, method.variant, method.fraction, method.hparams["temperature"])
+    assert torch.allclose(method.loss(batch)["loss"], expected["loss"])
