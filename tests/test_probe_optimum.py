@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 from harness.running import probe as probe_module
-from harness.running.probe import C_GRID, _Probe, accuracy_and_macro_f1, linear_probe, quick_probe_accuracy
+from harness.running.probe import C_GRID, ProbeScores, _Probe, accuracy_and_macro_f1, linear_probe, quick_probe_accuracy
 from tests.test_probe import _fast_models, _objective
 
 
@@ -61,9 +61,10 @@ def assert_path_reaches_the_optimum(train, grid):
         assert np.linalg.norm(w - tight.coef_.T) <= radius + 1e-4 * (1 + np.linalg.norm(w)), (C, radius)
 
 
-@pytest.mark.parametrize("classes", [2, 4])
-def test_every_C_of_the_grid_reaches_scikit_learns_optimum(classes):
-    assert_path_reaches_the_optimum(correlated_classes(300, classes, 6, 0), C_GRID)
+@pytest.mark.parametrize("classes, shift", [(2, 1.0), (4, 1.0), (4, 3.0)])
+def test_every_C_of_the_grid_reaches_scikit_learns_optimum(classes, shift):
+    """shift 3: classes further apart, so weak regularization needs more iterations (above 20 at C = 1)."""
+    assert_path_reaches_the_optimum(correlated_classes(300, classes, 6, 0, shift), C_GRID)
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -195,3 +196,12 @@ def test_quick_probe_tracks_separability():
     bayes = 0.5 * (1 + math.erf(np.linalg.norm(centers[0] - centers[1]) / 2 / math.sqrt(2)))
     assert hard < bayes + 4 * (bayes * (1 - bayes) / 500) ** 0.5, (hard, bayes)
     assert easy > 0.95
+
+
+def test_scores_become_the_records_metrics():
+    """val_acc, val_f1 and the chosen C as probe_C; test_acc and test_f1 where a test split was scored; then the
+    extra scores (harness.running.grouped's)."""
+    assert ProbeScores(0.5, 0.25, None, None, 0.1).as_metrics() == {"val_acc": 0.5, "val_f1": 0.25, "probe_C": 0.1}
+    scored = ProbeScores(0.5, 0.25, 0.75, 0.125, 10.0, {"heldout_group_acc": 0.625})
+    assert scored.as_metrics() == {"val_acc": 0.5, "val_f1": 0.25, "probe_C": 10.0, "test_acc": 0.75,
+                                   "test_f1": 0.125, "heldout_group_acc": 0.625}
