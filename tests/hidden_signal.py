@@ -29,7 +29,7 @@ encoder_family("linear")(lambda modality, dim: nn.Sequential(nn.Flatten(), nn.Li
 class HiddenSignal(Task):
     name = "hidden-signal"
     suite = "tests"
-    description = "One label-carrying latent among 400 nuisance dims; views redraw the nuisance."
+    description = f"One label-carrying latent among {NUISANCE_DIM} nuisance dims; views redraw the nuisance."
     default_epochs = 3
     default_batch_size = 256
 
