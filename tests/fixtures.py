@@ -172,7 +172,8 @@ class ThreadSensitiveCLIP(CLIP):
 TEST_COMMIT = "0123456789ab"  # what the tests' harness reports as its commit: a clean one
 
 TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality": "tests.fixtures:SingleModality",
-              "other-labels-on-rank": "tests.fixtures:OtherLabelsOnRank"}
+              "other-labels-on-rank": "tests.fixtures:OtherLabelsOnRank",
+              "hidden-signal": "tests.hidden_signal:HiddenSignal"}
 # Registered by tests/conftest.py for every test file alike, so that a file collects the same cases whether it
 # runs alone or beside the others (the separate `harness run` processes of tests/run_harness.py do not need them).
 TEST_IMAGE_TASKS = {"shapes-captions-tiny": "tests.image_tasks:TinyShapesCaptions",
