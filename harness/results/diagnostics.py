@@ -164,7 +164,8 @@ def render_table(results: Path, reference: Path | None = None, facts: EncoderFac
         lines += [f"Paper values: {reference.name}, as reported in the paper on its own synthetic setting, "
                   "not reproduced here.", ""]
     sections, measured = [], {}
-    for path in sorted((Path(results) / DIAGNOSTICS_DIR).glob("*/*.json")):
+    paths = sorted((Path(results) / DIAGNOSTICS_DIR).glob("*/*.json"))
+    for path in paths:
         try:
             found = json.loads(path.read_bytes())
             section = _section(found, paper)
@@ -179,9 +180,8 @@ def render_table(results: Path, reference: Path | None = None, facts: EncoderFac
                             "estimate on one encoder, not a second encoder.", ""]
         measured.setdefault(encoder, heading)
         sections += section
-    count = len(list((Path(results) / DIAGNOSTICS_DIR).glob("*/*.json")))
-    if count != len(measured):
-        lines += [f"{count} diagnosed (task, method) pairs of {len(measured)} distinct trained encoders.", ""]
+    if len(paths) != len(measured):
+        lines += [f"{len(paths)} diagnosed (task, method) pairs of {len(measured)} distinct trained encoders.", ""]
     return "\n".join(lines + sections)
 
 

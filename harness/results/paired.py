@@ -64,12 +64,16 @@ def interval(diff: pd.Series) -> tuple[float, float]:
 
 def paired_table(results: pd.DataFrame, baseline: str, tasks: list[str]) -> str | None:
     """Markdown: a row per method, a column per task, cells `mean [low, high] (n)` in points; None if nothing pairs."""
-    table = paired_differences(results, baseline)
-    if table.empty:
+    return markdown_table(paired_differences(results, baseline), tasks)
+
+
+def markdown_table(found: pd.DataFrame, tasks: list[str]) -> str | None:
+    """paired_table's markdown from differences already computed (paired_differences); None if there are none."""
+    if found.empty:
         return None
-    tasks = [t for t in tasks if t in set(table.task)]
+    tasks = [t for t in tasks if t in set(found.task)]
     rows = []
-    for method, group in table.groupby("method", sort=True):
+    for method, group in found.groupby("method", sort=True):
         cells = {r.task: cell_text(r) for r in group.itertuples()}
         rows.append([method] + [cells.get(t, "") for t in tasks])
     return tabulate(rows, headers=["method"] + tasks, tablefmt="github", disable_numparse=True)
@@ -86,18 +90,19 @@ def paired_section(results: pd.DataFrame, baseline: str, tasks: list[str], score
     """The leaderboard's lines for one suite's paired table, or none when no method shares seeds with the baseline.
 
     `score` says in words what is differenced: the score the cells show (the tasks' main scores)."""
-    table = paired_table(results, baseline, tasks)
+    found = paired_differences(results, baseline)
+    table = markdown_table(found, tasks)
     if table is None:
         return []
     return [f"### Paired differences from {baseline}", "",
             f"{score} minus {baseline}'s on the same task and seed (same initial weights, data order and "
-            f"augmentations), in points: {explained(results, baseline, tasks)}" + folders_note(results, baseline),
+            f"augmentations), in points: {explained(found, results, tasks)}" + folders_note(results, baseline),
             "", table, ""]
 
 
-def explained(results: pd.DataFrame, baseline: str, tasks: list[str]) -> str:
-    """What a paired table's cells show and how to read them, counting the comparisons of its family."""
-    found = paired_differences(results, baseline)
+def explained(found: pd.DataFrame, results: pd.DataFrame, tasks: list[str]) -> str:
+    """What a paired table's cells show and how to read them, counting the comparisons of its family: `found`
+    is the table's paired_differences, `results` the records they came from."""
     tested = int(found.holm_p.notna().sum())
     shared = shared_cells(results, tasks)
     return (f"mean [{100 * CONFIDENCE:.0f}% t interval] (seeds paired) and p, the paired t-test's two-sided p "

@@ -19,25 +19,33 @@ WHY = ("a method that never reads labels trains one encoder for tasks that share
 def shared_cells(results: pd.DataFrame, tasks: list[str]) -> SharedCells:
     """(row, task) -> [(an earlier task of `tasks`, encoders in common, encoders of this cell)], for every cell
     that holds some of the trained encoders of the same row's cell on an earlier task."""
-    ok = results[results.status == "ok"] if len(results) else results
     found: SharedCells = {}
-    for row, mine in ok.groupby("display", sort=True):
-        cells = {task: set(mine.encoder[mine.task == task]) for task in tasks}
-        for i, task in enumerate(tasks):
-            for earlier in tasks[:i]:
+    for row, cells in _encoders_by_cell(results, tasks).items():
+        for i, task in enumerate(cells):
+            for earlier in list(cells)[:i]:
                 common = cells[task] & cells[earlier]
                 if common:
                     found.setdefault((row, task), []).append((earlier, len(common), len(cells[task])))
     return found
 
 
+def _ok(results: pd.DataFrame) -> pd.DataFrame:
+    return results[results.status == "ok"] if len(results) else results
+
+
+def _encoders_by_cell(results: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, frozenset]]:
+    """Row -> task -> the trained encoders of that cell's finished records, for the tasks (in their order)
+    where the row has any."""
+    ok = _ok(results)
+    return {row: {task: frozenset(mine.encoder[mine.task == task]) for task in tasks if (mine.task == task).any()}
+            for row, mine in ok.groupby("display", sort=True)}
+
+
 def sharing_note(results: pd.DataFrame, tasks: list[str]) -> str | None:
     """The note under a table naming the cells that share encoders, and how many distinct encoders its records
     hold; None where no two cells share one."""
-    ok = results[results.status == "ok"] if len(results) else results
     said = []
-    for row, mine in ok.groupby("display", sort=True):
-        cells = {task: frozenset(mine.encoder[mine.task == task]) for task in tasks if (mine.task == task).any()}
+    for row, cells in _encoders_by_cell(results, tasks).items():
         alike: dict[frozenset, list[str]] = {}
         for task, encoders in cells.items():
             alike.setdefault(encoders, []).append(task)
@@ -50,6 +58,7 @@ def sharing_note(results: pd.DataFrame, tasks: list[str]) -> str | None:
                     said.append(f"{row}: {common} of its {len(cells[task])} encoders on {task} are those on {earlier}")
     if not said:
         return None
+    ok = _ok(results)
     return (f"Note: shared encoders: {'; '.join(said)}. Why: {WHY}. This table's {len(ok)} records hold "
             f"{ok.encoder.nunique()} distinct encoders.")
 

@@ -141,7 +141,7 @@ def _paired(results: pd.DataFrame, table: Table, baseline: str) -> list[str]:
     slug = "".join(c if c.isalnum() else "-" for c in baseline.lower())
     return [f"<h3>Paired differences from {html.escape(baseline)}</h3>",
             f"<p>{html.escape(score_phrase(ours, table.tasks))} minus {html.escape(baseline)}'s on the same task "
-            f"and seed, in points: {_inline(explained(ours, baseline, table.tasks))}"
+            f"and seed, in points: {_inline(explained(differences, ours, table.tasks))}"
             f"{html.escape(folders_note(ours, baseline))}</p>",
             html_table(["method"] + tasks, rows, f"paired-{table.suite}" + ("" if baseline == table.paired_baseline
                                                                            else f"-{slug}"))]

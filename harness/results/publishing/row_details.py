@@ -51,14 +51,15 @@ def row_details(results: pd.DataFrame, suite: str, rows: list[str], tasks: list[
     return blocks
 
 
-def _task_block(task: str, cell: pd.DataFrame, off_protocol: str, shared: list[tuple[str, int, int]]) -> list[str]:
+def _task_block(task: str, cell: pd.DataFrame, off_protocol: str,
+                shared_with: list[tuple[str, int, int]]) -> list[str]:
     first = cell.iloc[0]
     protocol = (f"{_number(first.epochs)} epochs, {_number(first.trials)} trials, "
                 f"{_number(first.protocol_seeds)} seeds, batch {_number(first.batch_size)}")
     mark = f" {OFF_PROTOCOL} Off the column's protocol ({html.escape(off_protocol)}): not ranked." \
         if off_protocol else ""
     lines = [f"<h4>{html.escape(task)}</h4>", f"<p>{protocol}.{mark}</p>"]
-    for earlier, common, total in shared[:1]:  # the first task holding them names them; the table's note says all
+    for earlier, common, total in shared_with[:1]:  # the first task holding them names them; the table's note says all
         share = f"the same {total} as" if common == total else f"{common} of its {total} are those"
         lines.append(f"<p>Encoders: {share} on {html.escape(earlier)}, probed here with this task's labels (not "
                      "further evidence of them).</p>")
