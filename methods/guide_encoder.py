@@ -4,7 +4,9 @@ Where the target has no captions, CLIP itself cannot be trained on it; its place
 image encoder, built exactly as the guided rows build it for the same seed (methods.common.guides: the same
 `guide` spec and recipe, the same guide seed), so the table shows how much of the guide's linking the guided
 student keeps. Only encoder guides qualify: a table of training-row embeddings (oracle, embeddings:PATH) cannot
-embed the probe's validation and test rows.
+embed the probe's validation and test rows. A saved encoder of this row (harness.running.saved_encoders) loads
+for the harness's own guides (clip, simclr, random: the task's default image encoder at `guide_embed_dim`); a
+module: guide of another architecture is probed as it is, and not rebuilt from a saved file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from harness.api.errors import HarnessError
 from harness.api.method import InputModalities, Method, Requirements
+from methods.common.encoders import ModalityEncoders
 from methods.common.guides import GUIDE_DEFAULTS, GUIDE_DOMAINS, build_guide, guide_recipe, image_modality
 from methods.common.vision_text import image_modalities
 
@@ -33,23 +36,27 @@ class GuideEncoder(Method):
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
         self.image = image_modality(task)
-        self.guide = None
-        # Empty, so that the method has a device: the harness moves it to the run's before `prepare`, and the
-        # guide is trained there, as the guided rows' guide is.
-        self.register_buffer("on_device", torch.zeros(0))
+        # The guide's architecture, built up front so that a saved encoder loads into it (load_encoder builds
+        # the method and reads its weights); `prepare` copies the built guide's weights in.
+        self.encoder = ModalityEncoders(task, int(hparams["guide_embed_dim"]), names=(self.image,))[self.image]
+        self.guide_facts: dict[str, str] = {}
 
     def prepare(self, train) -> None:
         spec = str(self.hparams["guide"])
-        guide = build_guide(spec, self.task, train, guide_recipe(self.hparams, self.task), self.on_device.device)
+        device = next(self.encoder.parameters()).device  # the run's: the harness moves the method there first
+        guide = build_guide(spec, self.task, train, guide_recipe(self.hparams, self.task), device)
         if not guide.per_view:
             raise HarnessError(f"guide-encoder: guide {spec} is a table of training-row embeddings, which cannot "
                                f"embed the probe's other rows; give an encoder guide (clip, simclr, random, module:...)")
-        self.guide = guide
+        try:
+            self.encoder.load_state_dict(guide.encoder.state_dict())
+        except RuntimeError:  # a module: guide of another architecture is probed as it is
+            self.encoder = guide.encoder
+        self.encoder.eval().requires_grad_(False)
+        self.guide_facts = dict(guide.facts)
 
     def record_notes(self) -> dict[str, str]:
-        return dict(getattr(self.guide, "facts", {}))
+        return dict(self.guide_facts)
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.guide is None:
-            raise RuntimeError("prepare() builds the guide; the harness calls it before encoding")
-        return self.guide.encoder(inputs[self.image])
+        return self.encoder(inputs[self.image])

@@ -182,9 +182,13 @@ def test_the_guide_encoder_probes_the_guided_rows_guide_and_refuses_a_table(monk
     probe = METHODS.get("guide-encoder")(task, METHODS.get("guide-encoder").defaults | hparams)
     assert not probe.trains
     probe.prepare(train)
-    assert probe.guide.encoder is guided.guide.encoder  # the same guide, trained once for the seed
     images = train.inputs["image"][:5]
-    assert torch.equal(probe.encode({"image": images}), guided.guide.encoder(images))
+    assert torch.equal(probe.encode({"image": images}), guided.guide.encoder(images))  # the seed's one guide
+    assert probe.record_notes() == guided.record_notes() and not any(p.requires_grad for p in probe.parameters())
+    # What a saved encoder of the row holds loads into a fresh one (harness.running.saved_encoders reads it so).
+    fresh = METHODS.get("guide-encoder")(task, METHODS.get("guide-encoder").defaults | hparams)
+    assert not fresh.load_state_dict(probe.state_dict(), strict=False).missing_keys
+    assert torch.equal(fresh.eval().encode({"image": images}), probe.encode({"image": images}))
     oracle = METHODS.get("guide-encoder")(task, METHODS.get("guide-encoder").defaults | {"guide": "oracle"})
     with pytest.raises(HarnessError, match="guide-encoder: guide oracle is a table of training-row embeddings"):
         oracle.prepare(train)
