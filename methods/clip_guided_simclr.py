@@ -32,12 +32,16 @@ figure. The gate is chance plus `guide_gate_sd` (3) binomial standard
 deviations for the rows measured: a guide below it fails the check, so its
 run is marked, never silently used.
 
-Two controls sit beside the CLIP guide: the group oracle (the new positive is
-a random sample of the same member: near-duplicates, no linking) and an
-image-only guide (the harness's SimCLR trained with the CLIP guide's recipe: no
-text). Controls are not gated (`guide_gate_sd` None): their figures are
-recorded, but no assumption of theirs rests on them. The label oracle is a
-reference, not a bound.
+Three controls sit beside the CLIP guide: the group oracle (the new positive is
+a random sample of the same member: near-duplicates, no linking), an image-only
+guide (the harness's SimCLR trained with the CLIP guide's recipe on the same
+rows: no text) and a random guide (the default image encoder, untrained).
+Controls are not gated (`guide_gate_sd` None): their figures are recorded, but
+no assumption of theirs rests on them. The label oracle is a reference, not a
+bound. A trained guide learns from the task's guide pool where it has one
+(Task.guide_pool: rows drawn apart from the task's), and each record's `notes`
+say what the guide was built from and which of the task's members its pool
+held (`record_notes`).
 
 Labels never enter the loss (except through the `oracle` guide, a reference,
 and member groups only through the `group-oracle` control). They only feed

@@ -524,13 +524,13 @@ def test_the_documented_record_runs_are_valid_and_tune_nothing():
     from harness.running.pair import resolve_hyperparameters
 
     runs = documented_runs()
-    assert len(runs) == 3
+    assert len(runs) == 8  # the version-3 runs (the version-2 commands are shown as text: `clip` no longer runs)
     for args in runs:
         methods = args[args.index("--method") + 1].split(",")
-        task = args[args.index("--task") + 1]
+        tasks = args[args.index("--task") + 1].split(",")
         overrides = parse_overrides([args[i + 1] for i, a in enumerate(args) if a == "--set"])
-        pairs, skipped = plan(methods, [task], None)
-        assert not skipped and len(pairs) == len(methods)
+        pairs, skipped = plan(methods, tasks, None)
+        assert not skipped and len(pairs) == len(methods) * len(tasks)
         for pair in pairs:
             space, fixed = resolve_hyperparameters(pair, overrides)
             assert space == {} and fixed["lr"] == 0.001
