@@ -46,6 +46,7 @@ from methods.common.encoders import ModalityEncoders
 
 GUIDE_SEED_OFFSET = 7919  # the guide's own seed differs from, but follows, the run's seed
 _TRAINED: dict[tuple, nn.Module] = {}  # one guide per (task, recipe, run seed) and process
+_POOLS: dict[str, Split] = {}  # a guide pool's training rows, loaded once per process (generated: seconds)
 # The guide's hyperparameters, as every method that builds one declares them.
 GUIDE_DEFAULTS = {"guide": "clip", "guide_epochs": 40, "guide_lr": 1e-3, "guide_embed_dim": 128}
 GUIDE_DOMAINS = {"guide": OneOf(("clip", "simclr", "random", "oracle", "group-oracle"),
@@ -120,7 +121,10 @@ def guide_training_rows(task: Task, train: Split) -> tuple[Task, Split, dict[str
     if pool is None:
         return task, train, {"guide_training_data": f"this task's own training split ({len(train)} rows, every "
                                                     f"modality it has, captions included)"}
-    rows = pool.load().train
+    key = repr(pool.identity())
+    if key not in _POOLS:
+        _POOLS[key] = pool.load().train
+    rows = _POOLS[key]
     facts = {"guide_training_data": f"the guide pool {pool.name}, drawn apart from this task's rows: "
                                     f"{pool.description} ({len(rows)} training rows)"}
     extra = task.group_extra
