@@ -47,7 +47,8 @@ class GuideEncoder(Method):
         guide = build_guide(spec, self.task, train, guide_recipe(self.hparams, self.task), device)
         if not guide.per_view:
             raise HarnessError(f"guide-encoder: guide {spec} is a table of training-row embeddings, which cannot "
-                               f"embed the probe's other rows; give an encoder guide (clip, simclr, random, module:...)")
+                               f"embed the probe's other rows; give an encoder guide (clip, simclr, random, "
+                               f"module:...)")
         try:
             self.encoder.load_state_dict(guide.encoder.state_dict())
         except RuntimeError:  # a module: guide of another architecture is probed as it is

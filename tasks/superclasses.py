@@ -310,7 +310,8 @@ class SuperclassCaptionPool(ShapeScenes):
     def generate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images, captions and member ids; the images from their own stream, whatever the captions say."""
         s = self.setting
-        image_rng, caption_rng = (np.random.default_rng(child) for child in np.random.SeedSequence(s.pool_seed).spawn(2))
+        streams = np.random.SeedSequence(s.pool_seed).spawn(2)
+        image_rng, caption_rng = (np.random.default_rng(stream) for stream in streams)
         drawn, images = scenes(s.pool_size, s.size, image_rng)
         members = member_of_shape(s.assignment)[[scene.shape for scene in drawn]]
         index = {w: i for i, w in enumerate(vocabulary())}

@@ -76,7 +76,8 @@ def test_the_target_has_no_caption_and_the_guide_reads_captions_only_from_the_po
         assert not rows(split.inputs["image"]) & rows(data.train.inputs["image"])
         notes = method.record_notes()
         assert notes["guide_training_data"].startswith("the guide pool shapes-superclasses-pool, drawn apart")
-        assert "48 generated image-caption pairs" in notes["guide_training_data"] and "(seed 1)" in notes["guide_training_data"]
+        assert "48 generated image-caption pairs" in notes["guide_training_data"]
+        assert "(seed 1)" in notes["guide_training_data"]
         assert notes["guide_pool_members"].endswith("of every one the probe holds out")
     assert METHODS.get("guide-encoder").input_modalities(task) == InputModalities(("image",), ("image",))
 

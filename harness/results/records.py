@@ -205,7 +205,8 @@ def _schema_3_to_4(data: dict[str, Any]) -> dict[str, Any]:
     return data | {"notes": {}, "schema": 4}
 
 
-MIGRATIONS = {1: _schema_1_to_2, 2: _schema_2_to_3, 3: _schema_3_to_4}  # schema -> the function that lifts a record of it to the next
+# schema -> the function that lifts a record of it to the next
+MIGRATIONS = {1: _schema_1_to_2, 2: _schema_2_to_3, 3: _schema_3_to_4}
 
 
 def mlflow_server(tracking_uri: str) -> dict[str, str]:
