@@ -15,7 +15,9 @@ BUILTIN = {
     "cgs-drop-false-positive": "methods.clip_guided_simclr:DropFalsePositive",
     "factorcl-sup": "methods.factorcl:FactorCLSup",
     "factorcl-ssl": "methods.factorcl:FactorCLSsl",
-    "factorcl-ssl-nocond": "methods.factorcl_nocond:FactorCLSslNoCond",
+    "factorcl-ssl-nocond": "methods.factorcl_ablations:FactorCLSslNoCond",
+    "factorcl-ssl-no-shared-cond": "methods.factorcl_ablations:FactorCLSslNoSharedCond",
+    "factorcl-ssl-no-unique-cond": "methods.factorcl_ablations:FactorCLSslNoUniqueCond",
     "supcon": "methods.supcon:SupCon",
     "cross-self": "methods.cross_self:CrossSelf",
 }
