@@ -127,8 +127,8 @@ def test_build_guide_makes_each_documented_kind(monkeypatch, tmp_path):
     assert build_guide("oracle", task, train, RECIPE, torch.device("meta")).table.is_meta
     with pytest.raises(HarnessError) as error:
         build_guide("captions", task, train, RECIPE, CPU)
-    assert str(error.value) == ("guide 'captions': write clip, simclr, oracle, group-oracle, embeddings:PATH or "
-                                "module:pkg.mod:factory")
+    assert str(error.value) == ("guide 'captions': write clip, simclr, oracle, group-oracle, embeddings:PATH, "
+                                "module:pkg.mod:factory or open_clip:ARCH:PATH")
 
 
 def test_embedding_tables_load_from_npy_and_torch_files(tmp_path):
