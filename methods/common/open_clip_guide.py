@@ -64,11 +64,9 @@ def open_clip_encoder(target: str, task: Task) -> OpenClipImages:
         raise HarnessError(f"guide open_clip:{target}: open_clip knows no architecture '{arch}'; list them with "
                            f"{LIST_ARCHITECTURES}")
     model = load_model(open_clip, arch, path, f"open_clip:{target}")
-    cfg = getattr(model.visual, "preprocess_cfg", None) or {
-        "size": model.visual.image_size, "mean": model.visual.image_mean, "std": model.visual.image_std}
-    size = cfg["size"]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return OpenClipImages(model, size, cfg["mean"], cfg["std"])
+    visual = model.visual  # every open_clip image tower says its input size; create_model sets its mean and std
+    size = (visual.image_size,) * 2 if isinstance(visual.image_size, int) else tuple(visual.image_size)
+    return OpenClipImages(model, size, visual.image_mean, visual.image_std)
 
 
 def parse_target(target: str) -> tuple[str, Path]:
