@@ -59,7 +59,7 @@ from harness.api.errors import HarnessError
 from harness.api.method import AssumptionCheck, InputModalities, Requirements
 from harness.api.space import POSITIVE, SIZE, Interval, OneOf
 from harness.api.task import Split, Task
-from methods.common.guides import GUIDE_SEED_OFFSET, build_guide, image_modality
+from methods.common.guides import GUIDE_NAMES, GUIDE_PREFIXES, GUIDE_SEED_OFFSET, build_guide, image_modality
 from methods.common.losses import nt_xent_logits
 from methods.common.vision_text import image_modalities
 from methods.simclr import SimCLR
@@ -269,7 +269,7 @@ class ClipGuidedSimCLR(SimCLR):
     }
     domains = SimCLR.domains | {
         "variant": OneOf(VARIANTS), "fraction": Interval(low=0, high=1, high_open=True, optional=True),
-        "guide": OneOf(("clip", "simclr", "oracle", "group-oracle"), prefixes=("embeddings:", "module:")),
+        "guide": OneOf(GUIDE_NAMES, prefixes=GUIDE_PREFIXES),
         # Standard deviations above chance the guide's linking share must reach; None: a control, not gated.
         "guide_gate_sd": Interval(low=0, optional=True),
         "guide_epochs": SIZE, "guide_lr": POSITIVE, "guide_embed_dim": SIZE,

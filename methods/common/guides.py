@@ -17,6 +17,11 @@ A guide is named by a string (the method's `guide` hyperparameter):
     embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
                               row i of the harness's training split; looked up by batch.index
     module:pkg.mod:factory    factory() returns any frozen module mapping image batches to embeddings
+    open_clip:ARCH:PATH       a pretrained open_clip model's image tower (`pip install open_clip_torch`):
+                              ARCH one of open_clip.list_models(), PATH a local file of its weights (a state
+                              dict, .safetensors, or OpenAI's TorchScript ViT-B-32.pt with ARCH
+                              ViT-B-32-quickgelu); views resized and normalized as the model expects
+                              (methods/common/open_clip_guide.py)
 
 Encoder guides embed the same augmented views SimCLR sees, as the paper does;
 an embeddings table (and the oracle) can only embed the un-augmented images.
@@ -35,7 +40,11 @@ from torch import nn
 
 from harness.api.errors import HarnessError
 from harness.api.task import Split, Task, TaskData
+from methods.common.open_clip_guide import open_clip_encoder
 
+# The guide hyperparameter's values: these names, or text after one of these prefixes.
+GUIDE_NAMES = ("clip", "simclr", "oracle", "group-oracle")
+GUIDE_PREFIXES = ("embeddings:", "module:", "open_clip:")
 GUIDE_SEED_OFFSET = 7919  # the guide's own seed differs from, but follows, the run's seed
 _TRAINED: dict[tuple, nn.Module] = {}  # one guide per (task, recipe, run seed) and process
 
@@ -80,9 +89,11 @@ def build_guide(spec: str, task: Task, train: Split, recipe: dict[str, Any], dev
         guide = TableGuide(load_table(Path(target), len(train)))
     elif kind == "module":
         guide = EncoderGuide(load_factory(target)())
+    elif kind == "open_clip":
+        guide = EncoderGuide(open_clip_encoder(target, task))
     else:
-        raise HarnessError(f"guide '{spec}': write clip, simclr, oracle, group-oracle, embeddings:PATH or "
-                           f"module:pkg.mod:factory")
+        raise HarnessError(f"guide '{spec}': write clip, simclr, oracle, group-oracle, embeddings:PATH, "
+                           f"module:pkg.mod:factory or open_clip:ARCH:PATH")
     return guide.to(device)
 
 
