@@ -11,9 +11,9 @@ The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorc
 - `{{paired TASK A B family=NAME}}`: A's main score minus B's over the seeds both have (with the same epochs and
   batch size, as the leaderboard pairs them), in points: mean [95% t interval] (paired seeds) and the paired t-test's
   two-sided p, Holm-corrected over every `paired` placeholder of family NAME in the page (the same comparison
-  written twice counts once); without family= the p is uncorrected and says so.
+  written twice counts once); without family= the p is uncorrected and says so; one paired seed gives no p.
 - `{{history TASK METHOD KEY epoch=N digits=D}}`: the per-epoch value KEY of `history/TASK/METHOD.json` at epoch N
-  (1 is the first; default the last), mean over seeds (min–max, seeds), D decimals (default 2).
+  (1 is the first; default the last every seed has), mean over seeds (min–max, seeds), D decimals (default 2).
 - `{{check TASKS METHOD CHECK}}`: how the records' check CHECK came out, per state (failed, not measurable, held,
   not recorded), counting seeds and distinct trained encoders (records that share one count once; TASKS may be a
   comma list, e.g. tasks that share inputs), and the causes the details name as `cause: ...;`.
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -63,7 +63,7 @@ class Placeholder:
     text: str  # as written, braces included
     kind: str
     args: tuple[str, ...]
-    options: dict[str, str] = field(hash=False)
+    options: dict[str, str]
 
     def error(self, problem: str, fix: str) -> HarnessError:
         return HarnessError(f"{self.page}:{self.line}: {self.text}: {problem}; {fix}")
@@ -182,8 +182,8 @@ class Reader:
         return found.sort_values("seed")
 
     def score(self, p: Placeholder, task: str, method: str) -> str:
-        display = self.cell(task, method).display.iloc[0]
-        suite = self.cell(task, method).suite.iloc[0]
+        cell = self.cell(task, method)
+        display, suite = cell.display.iloc[0], cell.suite.iloc[0]
         table = next(t for t in self.tables if t.suite == suite)  # the leaderboard's table of the task's suite
         return cell_text(summarize(self.everything[self.everything.suite == suite], table.reference)[task, display])
 
