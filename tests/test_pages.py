@@ -172,6 +172,17 @@ def test_a_page_goes_stale_with_its_template_and_is_regenerated(root):
     assert publish(root, check=True, facts=lambda: FACTS) == []
 
 
+def test_a_generated_page_whose_template_is_gone_is_stale_and_then_removed_and_a_hand_written_one_stays(root):
+    (root / "pages" / "P.md").write_text("{{score t ssl}}\n")
+    (root / "NOTES.md").write_text("written by hand, no template\n")
+    assert publish(root, facts=lambda: FACTS) == []
+    (root / "pages" / "P.md").unlink()
+    assert publish(root, check=True, facts=lambda: FACTS) == [f"{root / 'P.md'} (its template pages/P.md is gone)"]
+    assert publish(root, facts=lambda: FACTS) == []
+    assert not (root / "P.md").exists() and (root / "NOTES.md").exists()
+    assert publish(root, check=True, facts=lambda: FACTS) == []
+
+
 def test_the_command_reports_a_stale_page_as_it_reports_a_stale_leaderboard(root, capsys):
     (root / "pages" / "P.md").write_text("{{score t ssl}}\n")
     assert publish(root, facts=lambda: FACTS) == []

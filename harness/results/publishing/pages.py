@@ -22,8 +22,9 @@ The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorc
 
 A placeholder whose records are missing renders `(no records of METHOD on TASK)` and is warned about; an unknown
 kind, a wrong number of arguments, an unknown option, check or history key is an error naming page:line, and
-nothing is written. Pages read the records of the folder they are in (not the folders overlaid with --with),
-except that a score's marks are the leaderboard's.
+nothing is written. A generated page whose template was removed is stale (--check) or deleted. Pages read the
+records of the folder they are in (not the folders overlaid with --with), except that a score's marks are the
+leaderboard's.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from harness.results.publishing.history import history_path, read_history
 from harness.results.records import Record, read_records
 
 PAGES_DIR = "pages"
+GENERATED = "_Generated from "  # how a generated page's first line opens: what tells it from a hand-written file
 PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 CAUSE = re.compile(r"cause: ([^;]+)")
 # kind -> (positional arguments, options it takes)
@@ -111,8 +113,19 @@ def render_page(name: str, template: str, reader: Reader) -> tuple[str, list[str
             warnings.append(f"{name}:{placeholder.line}: {placeholder.text}: {missing}; the page says so")
     texts = iter(rendered)  # in the order the placeholders were found: line by line, left to right
     body = "".join(PLACEHOLDER.sub(lambda _: next(texts), line) for line in lines)
-    return (f"_Generated from [`{name}`]({name}) by `harness leaderboard`, every figure from the records; "
+    return (f"{GENERATED}[`{name}`]({name}) by `harness leaderboard`, every figure from the records; "
             f"edit that template, not this file._\n\n{body}"), warnings
+
+
+def orphans(root: Path) -> list[Path]:
+    """Pages this command generated whose template is gone: like a figure no longer drawn, they are stale."""
+    found = []
+    for path in sorted(Path(root).glob("*.md")):
+        with path.open() as lines:
+            first = lines.readline()
+        if first.startswith(GENERATED) and not (Path(root) / PAGES_DIR / path.name).exists():
+            found.append(path)
+    return found
 
 
 def parse(page: str, line: int, text: str) -> Placeholder:

@@ -19,7 +19,7 @@ from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
 from harness.results.publishing.claims_page import CLAIMS_MARKDOWN, claims_html, claims_markdown, with_link
 from harness.results.publishing.page import PAGE_FILE, render_page
-from harness.results.publishing.pages import render_pages
+from harness.results.publishing.pages import orphans, render_pages
 from harness.results.verdicts import evaluate
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,11 @@ def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, 
                 stale.append(str(path))
         else:
             path.write_text(text)
+    for path in orphans(root):
+        if check:
+            stale.append(f"{path} (its template pages/{path.name} is gone)")
+        else:
+            path.unlink()
     return stale
 
 
