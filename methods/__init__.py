@@ -17,7 +17,9 @@ BUILTIN = {
     "guide-encoder": "methods.guide_encoder:GuideEncoder",
     "factorcl-sup": "methods.factorcl:FactorCLSup",
     "factorcl-ssl": "methods.factorcl:FactorCLSsl",
-    "factorcl-ssl-nocond": "methods.factorcl_nocond:FactorCLSslNoCond",
+    "factorcl-ssl-nocond": "methods.factorcl_ablations:FactorCLSslNoCond",
+    "factorcl-ssl-no-shared-cond": "methods.factorcl_ablations:FactorCLSslNoSharedCond",
+    "factorcl-ssl-no-unique-cond": "methods.factorcl_ablations:FactorCLSslNoUniqueCond",
     "supcon": "methods.supcon:SupCon",
     "cross-self": "methods.cross_self:CrossSelf",
 }

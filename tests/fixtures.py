@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 
 from harness.api import distributed
+from harness.api.errors import HarnessError
 from harness.api.method import AssumptionCheck, Method
 from harness.api.task import Modality, Task, TaskData, TensorSplit
 from methods.clip import CLIP
@@ -86,6 +87,20 @@ class DivergesOnOddSeeds(Method):
 
     def encode(self, inputs):
         return self.encoders.joint(inputs)
+
+
+class RefusesItsInputWhileTuning(DivergesOnOddSeeds):
+    """Raises the one-line error of bad input (as a guide file that is missing does) from inside a tuning
+    trial, while the environment says the input is bad: a rerun after the fix must find its trial untouched."""
+
+    name = "refuses-its-input-while-tuning"
+    display_name = "Refuses its input"
+    BAD_INPUT_ENV = "HARNESS_TEST_BAD_INPUT"
+
+    def loss(self, batch):
+        if os.environ.get(self.BAD_INPUT_ENV):
+            raise HarnessError("the test's input file is missing; write it there")
+        return self.encoders.joint(batch.inputs).pow(2).mean()
 
 
 class FailsItsCheckOnOddSeeds(DivergesOnOddSeeds):
@@ -179,6 +194,7 @@ TEST_TASKS = {"tiny-synthetic": "tests.fixtures:TinySynthetic", "single-modality
 TEST_IMAGE_TASKS = {"shapes-captions-tiny": "tests.image_tasks:TinyShapesCaptions",
                     "shapes-superclasses-tiny": "tests.image_tasks:TinyShapeSuperclasses"}
 TEST_METHODS = {"diverges-on-odd-seeds": "tests.fixtures:DivergesOnOddSeeds",
+                "refuses-its-input-while-tuning": "tests.fixtures:RefusesItsInputWhileTuning",
                 "fails-check-on-odd-seeds": "tests.fixtures:FailsItsCheckOnOddSeeds",
                 "oom-on-large-batches": "tests.fixtures:OutOfMemoryOnLargeBatches",
                 "dies-on-rank-1": "tests.fixtures:DiesOnRank1", "slow-clip": "tests.fixtures:SlowCLIP",

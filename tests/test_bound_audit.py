@@ -150,11 +150,16 @@ def test_the_ablation_audits_only_the_club_term_its_objective_keeps(monkeypatch)
         {method.name: sorted(estimators)}) or [])
     monkeypatch.setattr(bound_audit, "null_controls", lambda method, data, estimators, pairs: controlled.update(
         {method.name: sorted(estimators)}) or [])
-    for name in ("factorcl-ssl", "factorcl-ssl-nocond"):
+    names = ("factorcl-ssl", "factorcl-ssl-nocond", "factorcl-ssl-no-shared-cond", "factorcl-ssl-no-unique-cond")
+    for name in names:
         build(name).audit(data=None)
-    assert audited == {"factorcl-ssl": ["shared_club_given_y", "unique_club"], "factorcl-ssl-nocond": ["unique_club"]}
+    assert audited == {"factorcl-ssl": ["shared_club_given_y", "unique_club"], "factorcl-ssl-nocond": ["unique_club"],
+                       "factorcl-ssl-no-shared-cond": ["unique_club"],
+                       "factorcl-ssl-no-unique-cond": ["shared_club_given_y", "unique_club"]}
     # The null controls: each conditional term the objective keeps.
-    assert controlled == {"factorcl-ssl": ["shared_club_given_y", "unique_nce_given_y"], "factorcl-ssl-nocond": []}
+    assert controlled == {"factorcl-ssl": ["shared_club_given_y", "unique_nce_given_y"], "factorcl-ssl-nocond": [],
+                          "factorcl-ssl-no-shared-cond": ["unique_nce_given_y"],
+                          "factorcl-ssl-no-unique-cond": ["shared_club_given_y"]}
 
 
 # -- the audit names its cause ---------------------------------------------------------------------------

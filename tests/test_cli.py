@@ -9,12 +9,14 @@ import tomllib
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 import pytest
 
 import harness
 from harness.api.errors import HarnessError
 from harness.cli.app import build_parser, main
 from harness.results.records import read_records
+from harness.running.coordination import ABANDONED_KEY
 from harness.running import commit
 from harness.running.environment import resolve_device
 from harness.running.request import is_device_name
@@ -125,6 +127,27 @@ def test_diverging_runs_fail_alone_and_the_sweep_goes_on(harness_run, caplog):
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]  # trial seeds 1000..1003
     assert "seed 1 diverged" in caplog.text
+
+
+def test_bad_input_met_inside_a_trial_leaves_the_trial_to_the_rerun(harness_run, monkeypatch, capsys):
+    """A bad-input error is the user's to fix, not the trial's failure: once fixed, the rerun tunes in the
+    same work folder (a trial marked failed would leave "no trial completed" for good)."""
+    from tests.fixtures import RefusesItsInputWhileTuning
+
+    monkeypatch.setenv(RefusesItsInputWhileTuning.BAD_INPUT_ENV, "1")
+    args = ("--method", "refuses-its-input-while-tuning", "--task", "tiny-synthetic", "--trials", "1", "--seeds", "1")
+    assert harness_run(*args) == 2
+    assert "the test's input file is missing" in capsys.readouterr().err
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(harness_run.workdir / "optuna.journal")))
+    trials = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name,
+                               storage=storage).trials
+    # Given back (the attempt closed as abandoned, its slot waiting for a retry), never failed as the trial's own.
+    assert [t.state for t in trials if not t.system_attrs.get(ABANDONED_KEY)] == [TrialState.WAITING]
+    monkeypatch.delenv(RefusesItsInputWhileTuning.BAD_INPUT_ENV)
+    assert harness_run(*args) == 0
+    assert [(r.method["name"], r.status) for r in read_records(harness_run.results)] == [
+        ("refuses-its-input-while-tuning", "ok")]
 
 
 def test_in_a_cross_product_an_inapplicable_pair_is_recorded_as_not_applicable(harness_run):

@@ -267,6 +267,22 @@ def test_the_ablation_drops_exactly_the_two_conditional_terms_and_their_check():
     assert "without conditional terms" in ablated.display_name
 
 
+@pytest.mark.parametrize("name, dropped, objective, checked", [
+    ("factorcl-ssl-no-shared-cond", "shared_club_given_y", 2 + 5 + 7 - 11 + 13, ["unique_club_critic_above_chance"]),
+    ("factorcl-ssl-no-unique-cond", "unique_nce_given_y", 2 - 3 + 5 + 7 - 11,
+     ["shared_club_critic_above_chance", "unique_club_critic_above_chance"]),
+])
+def test_each_one_term_ablation_drops_exactly_its_term(name, dropped, objective, checked):
+    ablated = build(name)
+    values = {"shared_nce": 2.0, "shared_club_given_y": 3.0, "unique_club": 11.0, "unique_nce_given_y": 13.0}
+    replace_bounds(ablated, values, relevance=(5.0, 7.0))
+    out = ablated.loss(batch_of(ablated.task))
+    assert out["loss"].item() == pytest.approx(-objective)
+    assert out[dropped].item() == pytest.approx(values[dropped])  # still computed and logged, as the docstring says
+    record_steps(ablated, 20)
+    assert [c.name for c in ablated.check_assumptions([{}])] == checked
+
+
 @pytest.mark.parametrize("critics, stays_a_bound", [
     ({"club_lr_scale": 0.0, "normalize_factors": False}, False),  # a critic that cannot learn is exploited
     ({}, True),  # the defaults: several critic steps per main step, normalized factors

@@ -151,12 +151,17 @@ def test_build_guide_makes_each_documented_kind(monkeypatch, tmp_path):
     assert torch.equal(random(images, None), ModalityEncoders(task, 8)["image"].eval()(images))
     torch.manual_seed(12)
     assert not torch.equal(build_guide("random", task, train, RECIPE, CPU)(images, None), random(images, None))
+    # open_clip:ARCH:PATH hands ARCH:PATH to its loader (tests/test_open_clip_guide.py tests the loader itself).
+    monkeypatch.setattr(guides, "open_clip_encoder", lambda *a: calls.append(("open_clip", a)) or scaled_sum())
+    built = build_guide("open_clip:ViT-B-32:/m/w.pt", task, train, RECIPE, CPU)
+    assert isinstance(built, EncoderGuide) and built.facts["guide_training_data"].endswith("ViT-B-32:/m/w.pt")
+    assert calls[-1][0] == "open_clip" and calls[-1][1][0] == "ViT-B-32:/m/w.pt" and calls[-1][1][1] is task
     # The guide is moved to the run's device (the meta device stands in for an accelerator on any machine).
     assert build_guide("oracle", task, train, RECIPE, torch.device("meta")).table.is_meta
     with pytest.raises(HarnessError) as error:
         build_guide("captions", task, train, RECIPE, CPU)
     assert str(error.value) == ("guide 'captions': write clip, simclr, random, oracle, group-oracle, "
-                                "embeddings:PATH or module:pkg.mod:factory")
+                                "embeddings:PATH, module:pkg.mod:factory or open_clip:ARCH:PATH")
 
 
 def test_embedding_tables_load_from_npy_and_torch_files(tmp_path):

@@ -8,6 +8,7 @@ from harness.api.errors import HarnessError
 from harness.cli.encoder_facts import encoder_facts
 from harness.results.claims import load_claims
 from harness.results.publishing.claims_page import CLAIMS_MARKDOWN
+from harness.results.publishing.pages import PAGES_DIR
 from harness.results.publishing.site import publish
 
 
@@ -22,10 +23,11 @@ def leaderboard_command(root: Path, check: bool = False, overlays: list[Path] | 
         if stale:
             raise HarnessError(f"{', '.join(stale)} out of date with the records; run `harness leaderboard "
                                f"--results {root}` (and commit them, if that folder is published)")
-        print(f"{root}: leaderboard, claims, figures and web page are up to date")
+        print(f"{root}: leaderboard, claims, pages, figures and web page are up to date")
         return 0
-    claims = f", {Path(root) / CLAIMS_MARKDOWN}" if load_claims(Path(root)) else ""
+    written = f", {Path(root) / CLAIMS_MARKDOWN}" if load_claims(Path(root)) else ""
+    written += "".join(f", {Path(root) / p.name}" for p in sorted((Path(root) / PAGES_DIR).glob("*.md")))
     shown = f", beside {', '.join(f'{p}/records/' for p in overlays)} (read only)" if overlays else ""
-    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'}{claims} and "
+    print(f"wrote {Path(root) / 'LEADERBOARD.md'}, {Path(root) / 'index.html'}{written} and "
           f"{Path(root) / 'figures'}/{shown}")
     return 0

@@ -18,7 +18,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from harness.api.errors import DivergedError, RunFailed
+from harness.api.errors import DivergedError, HarnessError, RunFailed
 from harness.api.method import AssumptionCheck, AuditData, Method
 from harness.api.space import Param
 from harness.api.task import Task, TaskData
@@ -333,8 +333,9 @@ class PairRunner:
             value = self._objective(trial, pair, sweep)
         except optuna.TrialPruned:
             self.coordinator.finish_trial(sweep.study, trial, None, TrialState.PRUNED)
-        except (KeyboardInterrupt, Preempted, distributed.RanksFailed) as exc:  # not the trial's fault: run again later
-            # A lost rank is one death (as a lost single process is); an interruption or a preemption is none.
+        except (KeyboardInterrupt, Preempted, distributed.RanksFailed, HarnessError) as exc:  # not the trial's fault
+            # Run again later. A lost rank is one death (as a lost single process is); an interruption, a
+            # preemption or bad input (the user's to fix, and the rerun's trial to train) is none.
             self.coordinator.give_back_trial(sweep.study, trial,
                                              preempted=not isinstance(exc, distributed.RanksFailed))
             with contextlib.suppress(Exception):  # interrupted again, or the server is gone: the run stays FAILED

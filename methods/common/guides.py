@@ -21,6 +21,11 @@ A guide is named by a string (the method's `guide` hyperparameter):
     embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
                               row i of the harness's training split; looked up by batch.index
     module:pkg.mod:factory    factory() returns any frozen module mapping image batches to embeddings
+    open_clip:ARCH:PATH       a pretrained open_clip model's image tower (`pip install open_clip_torch`):
+                              ARCH one of open_clip.list_models(), PATH a local file of its weights (a state
+                              dict, .safetensors, or OpenAI's TorchScript ViT-B-32.pt with ARCH
+                              ViT-B-32-quickgelu); views resized and normalized as the model expects
+                              (methods/common/open_clip_guide.py)
 
 Encoder guides embed the same augmented views SimCLR sees, as the paper does;
 an embeddings table (and the oracle) can only embed the un-augmented images.
@@ -43,14 +48,17 @@ from harness.api.errors import HarnessError
 from harness.api.space import POSITIVE, SIZE, OneOf
 from harness.api.task import Split, Task, TaskData
 from methods.common.encoders import ModalityEncoders
+from methods.common.open_clip_guide import open_clip_encoder
 
+# The guide hyperparameter's values: these names, or text after one of these prefixes.
+GUIDE_NAMES = ("clip", "simclr", "random", "oracle", "group-oracle")
+GUIDE_PREFIXES = ("embeddings:", "module:", "open_clip:")
 GUIDE_SEED_OFFSET = 7919  # the guide's own seed differs from, but follows, the run's seed
 _TRAINED: dict[tuple, nn.Module] = {}  # one guide per (task, recipe, run seed) and process
 _POOLS: dict[str, Split] = {}  # a guide pool's training rows, loaded once per process (generated: seconds)
 # The guide's hyperparameters, as every method that builds one declares them.
 GUIDE_DEFAULTS = {"guide": "clip", "guide_epochs": 40, "guide_lr": 1e-3, "guide_embed_dim": 128}
-GUIDE_DOMAINS = {"guide": OneOf(("clip", "simclr", "random", "oracle", "group-oracle"),
-                                prefixes=("embeddings:", "module:")),
+GUIDE_DOMAINS = {"guide": OneOf(GUIDE_NAMES, prefixes=GUIDE_PREFIXES),
                  "guide_epochs": SIZE, "guide_lr": POSITIVE, "guide_embed_dim": SIZE}
 
 
@@ -107,9 +115,12 @@ def build_guide(spec: str, task: Task, train: Split, recipe: dict[str, Any], dev
     elif kind == "module":
         guide = EncoderGuide(load_factory(target)())
         facts = {"guide_training_data": f"outside the harness: the module {target}"}
+    elif kind == "open_clip":
+        guide = EncoderGuide(open_clip_encoder(target, task))
+        facts = {"guide_training_data": f"outside the harness: the open_clip model and weights {target}"}
     else:
-        raise HarnessError(f"guide '{spec}': write clip, simclr, random, oracle, group-oracle, embeddings:PATH or "
-                           f"module:pkg.mod:factory")
+        raise HarnessError(f"guide '{spec}': write clip, simclr, random, oracle, group-oracle, embeddings:PATH, "
+                           f"module:pkg.mod:factory or open_clip:ARCH:PATH")
     guide.facts = facts
     return guide.to(device)
 

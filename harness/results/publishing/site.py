@@ -19,6 +19,7 @@ from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
 from harness.results.publishing.claims_page import CLAIMS_MARKDOWN, claims_html, claims_markdown, with_link
 from harness.results.publishing.page import PAGE_FILE, render_page
+from harness.results.publishing.pages import orphans, render_pages
 from harness.results.verdicts import evaluate
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,15 @@ def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, 
     only read: everything is written under root. `facts` gives what says which records share a trained
     encoder, for records made before they named it (the command reads it from the code's index); without it
     each such record's encoder counts apart. The claims (CLAIMS.md, the page's section, the link from LEADERBOARD.md)
-    appear only where a claims file exists, and are judged on root's records alone."""
+    appear only where a claims file exists, and are judged on root's records alone. Each template root/pages/NAME.md
+    renders to root/NAME.md (harness.results.publishing.pages); a bad placeholder stops everything before a write."""
     root = Path(root)
     where = folders(root, overlays)
     known = facts() if facts else EncoderFacts()
     results, tables = build(where, known)
+    pages, warnings = render_pages(root, results, tables, known, {MARKDOWN_FILE, CLAIMS_MARKDOWN, PAGE_FILE})
+    for warning in warnings:
+        log.warning(warning)
     claims = load_claims(root)
     outcomes = evaluate(root, claims, known) if claims else []
     specs = figure_specs(where, results, tables)
@@ -51,6 +56,7 @@ def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, 
                PAGE_FILE: render_page(where, results, tables, specs, claims_html(outcomes) if claims else "")}
     if claims:
         outputs[CLAIMS_MARKDOWN] = claims_markdown(outcomes)
+    outputs |= pages
     for name, text in outputs.items():
         path = root / name
         if check:
@@ -58,6 +64,11 @@ def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, 
                 stale.append(str(path))
         else:
             path.write_text(text)
+    for path in orphans(root):
+        if check:
+            stale.append(f"{path} (its template pages/{path.name} is gone)")
+        else:
+            path.unlink()
     return stale
 
 
