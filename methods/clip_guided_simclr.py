@@ -32,12 +32,16 @@ figure. The gate is chance plus `guide_gate_sd` (3) binomial standard
 deviations for the rows measured: a guide below it fails the check, so its
 run is marked, never silently used.
 
-Two controls sit beside the CLIP guide: the group oracle (the new positive is
-a random sample of the same member: near-duplicates, no linking) and an
-image-only guide (the harness's SimCLR trained with the CLIP guide's recipe: no
-text). Controls are not gated (`guide_gate_sd` None): their figures are
-recorded, but no assumption of theirs rests on them. The label oracle is a
-reference, not a bound.
+Three controls sit beside the CLIP guide: the group oracle (the new positive is
+a random sample of the same member: near-duplicates, no linking), an image-only
+guide (the harness's SimCLR trained with the CLIP guide's recipe on the same
+rows: no text) and a random guide (the default image encoder, untrained).
+Controls are not gated (`guide_gate_sd` None): their figures are recorded, but
+no assumption of theirs rests on them. The label oracle is a reference, not a
+bound. A trained guide learns from the task's guide pool where it has one
+(Task.guide_pool: rows drawn apart from the task's), and each record's `notes`
+say what the guide was built from and which of the task's members its pool
+held (`record_notes`).
 
 Labels never enter the loss (except through the `oracle` guide, a reference,
 and member groups only through the `group-oracle` control). They only feed
@@ -57,9 +61,16 @@ import torch.nn.functional as F
 from harness.api.distributed import gather
 from harness.api.errors import HarnessError
 from harness.api.method import AssumptionCheck, InputModalities, Requirements
-from harness.api.space import POSITIVE, SIZE, Interval, OneOf
+from harness.api.space import Interval, OneOf
 from harness.api.task import Split, Task
-from methods.common.guides import GUIDE_NAMES, GUIDE_PREFIXES, GUIDE_SEED_OFFSET, build_guide, image_modality
+from methods.common.guides import (
+    GUIDE_DEFAULTS,
+    GUIDE_DOMAINS,
+    GUIDE_SEED_OFFSET,
+    build_guide,
+    guide_recipe,
+    image_modality,
+)
 from methods.common.losses import nt_xent_logits
 from methods.common.vision_text import image_modalities
 from methods.simclr import SimCLR
@@ -263,16 +274,12 @@ class ClipGuidedSimCLR(SimCLR):
     description = "SimCLR whose positives/negatives a frozen CLIP guide reshapes (Zhang, Wang and Wang 2023)."
     requirements = Requirements(needs_augmentations=True, needs_guide=True,
                                 modality_kinds=frozenset({"image", "tokens"}))
-    defaults = SimCLR.defaults | {
-        "variant": "add-new-positive", "fraction": None, "guide": "clip", "guide_gate_sd": GUIDE_GATE_SD,
-        "guide_epochs": 40, "guide_lr": 1e-3, "guide_embed_dim": 128,
-    }
-    domains = SimCLR.domains | {
+    defaults = SimCLR.defaults | GUIDE_DEFAULTS | {
+        "variant": "add-new-positive", "fraction": None, "guide_gate_sd": GUIDE_GATE_SD}
+    domains = SimCLR.domains | GUIDE_DOMAINS | {
         "variant": OneOf(VARIANTS), "fraction": Interval(low=0, high=1, high_open=True, optional=True),
-        "guide": OneOf(GUIDE_NAMES, prefixes=GUIDE_PREFIXES),
         # Standard deviations above chance the guide's linking share must reach; None: a control, not gated.
         "guide_gate_sd": Interval(low=0, optional=True),
-        "guide_epochs": SIZE, "guide_lr": POSITIVE, "guide_embed_dim": SIZE,
     }
 
     @classmethod
@@ -292,9 +299,7 @@ class ClipGuidedSimCLR(SimCLR):
 
     def prepare(self, train) -> None:
         device = next(self.parameters()).device
-        recipe = {"epochs": self.hparams["guide_epochs"], "lr": self.hparams["guide_lr"],
-                  "embed_dim": self.hparams["guide_embed_dim"],
-                  "batch_size": self.hparams.get("batch_size", self.task.default_batch_size)}
+        recipe = guide_recipe(self.hparams, self.task)
         self.guide = build_guide(str(self.hparams["guide"]), self.task, train, recipe, device)
         if self.variant == "drop-false-positive" and not self.guide.per_view:
             raise HarnessError("drop-false-positive ranks augmentation pairs, which a table of precomputed "
@@ -307,6 +312,9 @@ class ClipGuidedSimCLR(SimCLR):
             return []
         sd = self.hparams.get("guide_gate_sd", GUIDE_GATE_SD)
         return [self.guide_quality.check(None if sd is None else float(sd))]
+
+    def record_notes(self) -> dict[str, str]:
+        return dict(getattr(self.guide, "facts", {}))  # what the guide was built from, and which members it saw
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -370,6 +378,15 @@ class ImageGuideAddNewPositive(ClipGuidedSimCLR):
     # A control, like the group oracle: its guide's linking is recorded but no assumption rests on it (seed 0
     # on shapes-superclasses it links below chance: its neighbours are mostly the same shape).
     defaults = ClipGuidedSimCLR.defaults | {"variant": "add-new-positive", "guide": "simclr", "guide_gate_sd": None}
+
+
+class RandomGuideAddNewPositive(ClipGuidedSimCLR):
+    """Control: the guide is the task's default image encoder at random initialization, never trained."""
+
+    name = "cgs-random-guide-add-new-positive"
+    display_name = "AddNewPositive, random-guide control"
+    description = "add-new-positive guided by an untrained image encoder: what any fixed encoder's neighbours add."
+    defaults = ClipGuidedSimCLR.defaults | {"variant": "add-new-positive", "guide": "random", "guide_gate_sd": None}
 
 
 class DropFalseNegative(ClipGuidedSimCLR):

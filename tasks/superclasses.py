@@ -1,13 +1,25 @@
-"""Shape superclasses: an offline image-caption task where only the text links a class's members.
+"""Shape superclasses: an image-only target and a disjoint image-caption pool a guide pretrains on.
 
 Twelve visually different shapes fall into four superclasses by an arbitrary
-rule, and the label is the superclass. Shapes that look alike sit in
-different superclasses (disc and ring, square and frame, plus and x, disc and
-half-disc, square and diamond), so no augmentation of one member ever looks
-like another member of its class: what ties a class together is that its
-captions name the same superclass word ("fruit", "tool", "animal",
-"vehicle", or a synonym), among nuisance words (colour, texture, size,
-position) and fillers. The caption never names the member shape.
+rule (an assignment), and the label is the superclass. Shapes that look alike
+sit in different superclasses in every assignment (disc and ring, square and
+frame, plus and x, disc and half-disc, square and diamond: LOOK_ALIKES), so no
+augmentation of one member ever looks like another member of its class.
+
+The paper's setting (Zhang, Wang and Wang, ICML 2023): the guide is trained
+on outside image-text data and the target has no text. So the target task
+(`shapes-superclasses`) is image-only: its rows carry an image, the label and
+the member, and no caption exists for any of them. The guide's pretraining
+pool (`guide_pool()`, SuperclassCaptionPool) is `pool_size` (6000)
+image-caption pairs drawn by their own generator (numpy's SeedSequence of
+`pool_seed`, 1, spawned into an image stream and a caption stream; the target
+draws from default_rng(`seed`), 0), so it holds other instances of the same
+twelve shapes, never a target row (tests/test_guide_pool.py compares every
+array). A pool caption names the superclass ("fruit", "tool", "animal",
+"vehicle", or a synonym) with probability `class_word_rate` (0.95 by default),
+among nuisance words (colour, texture, size, position) and fillers; it never
+names the member shape. The pool's images come from the image stream alone, so
+pools of different rates hold the same images and differ only in their text.
 
 Nuisances outside the label: the colour (any hue), the texture (solid,
 striped, checkered, dotted), the size (radius 28-42% of the side), the
@@ -15,27 +27,23 @@ position (anywhere the whole shape fits) and the background (grey level,
 tint, gradient, noise). Objects are large, so the crops of the task's
 augmentation (SimCLR's pipeline with crop scale >= 0.25) keep most of them.
 
-This is the setting CLIP-guided SimCLR (Zhang, Wang and Wang, ICML 2023) is
-about: two members of a class are never augmentations of each other, so
-SimCLR alone has no reason to pull them together; a text-trained guide does.
-Everything comes from one numpy generator seeded by the setting, so the data
-are identical on every machine.
-
-Each row keeps its member shape (the split extra `member`, 0-11; superclass =
-member // 3), and the task's main score is `heldout_group_acc`
+Each row keeps its member (the split extra `member`: 3c + k for the k-th
+member the assignment lists under superclass c, so superclass = member // 3
+in every assignment), and the task's main score is `heldout_group_acc`
 (harness.running.grouped): a linear probe fit on two members of every
 superclass and scored on the third, rotated so each member is held out once
-(fold k holds out members 3c + k: first disc, ring, plus, diamond; then frame,
-square, triangle, bars; then x, star, crescent, half-disc), averaged over the
-three folds. A representation that only tells shapes apart scores chance (25%)
-there; one that links a class's members scores high. `test_acc`, the ordinary
-superclass probe, stays beside it.
+(fold k holds out members 3c + k, the k-th listed of each superclass). The
+held-out members are unseen by the probe's labels only: the student trains
+on every target image and the guide's pool holds images of all twelve
+shapes (each record's `notes` say so). A representation that only tells
+shapes apart scores chance (25%) there; one that links a class's members
+scores high. `test_acc`, the ordinary superclass probe, stays beside it.
 """
 
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import kornia.augmentation as K
@@ -43,17 +51,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.api.task import Modality, Task, TaskData
+from harness.api.errors import HarnessError
+from harness.api.task import Modality, Task, TaskData, TensorSplit
 from tasks.common.augment import augment_by_kind
-from tasks.shapes import encode_caption, image_caption_splits, token_vocabulary
+from tasks.shapes import encode_caption, token_vocabulary
 
-SUPERCLASSES = {  # look-alikes are split on purpose (see the module docstring)
-    "fruit": ("disc", "frame", "x"),
-    "tool": ("ring", "square", "star"),
-    "animal": ("plus", "triangle", "crescent"),
-    "vehicle": ("diamond", "bars", "half-disc"),
+# The shapes in a fixed order: a scene draws one uniformly, whatever the assignment.
+SHAPES = ("disc", "frame", "x", "ring", "square", "star", "plus", "triangle", "crescent", "diamond", "bars",
+          "half-disc")
+SUPERCLASS_NAMES = ("fruit", "tool", "animal", "vehicle")
+# Pairs of shapes that look alike (by mask overlap, tests/test_image_track.py): no assignment puts one in a class.
+LOOK_ALIKES = (("disc", "ring"), ("square", "frame"), ("plus", "x"), ("disc", "half-disc"), ("square", "diamond"))
+# Member-to-superclass assignments, by number: each superclass's members in SUPERCLASS_NAMES' order. Assignment 1
+# is version 2's; 2 and 3 share no superclass with it or each other. The k-th listed member of every superclass
+# is held out in fold k.
+ASSIGNMENTS = {
+    1: (("disc", "frame", "x"), ("ring", "square", "star"), ("plus", "triangle", "crescent"),
+        ("diamond", "bars", "half-disc")),
+    2: (("disc", "square", "bars"), ("ring", "diamond", "crescent"), ("frame", "plus", "half-disc"),
+        ("x", "triangle", "star")),
+    3: (("ring", "diamond", "bars"), ("disc", "frame", "plus"), ("square", "x", "crescent"),
+        ("half-disc", "triangle", "star")),
 }
-SHAPES = tuple(s for members in SUPERCLASSES.values() for s in members)
+SUPERCLASSES = dict(zip(SUPERCLASS_NAMES, ASSIGNMENTS[1]))  # the default assignment, by name
 SUPERCLASS_WORDS = {"fruit": ("fruit", "food"), "tool": ("tool", "utensil"), "animal": ("animal", "creature"),
                     "vehicle": ("vehicle", "transport")}
 COLOUR_WORDS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")  # by hue, in order
@@ -71,15 +91,37 @@ def vocabulary() -> tuple[str, ...]:
     return token_vocabulary([*words, *COLOUR_WORDS, *TEXTURE_WORDS.values(), *SIZE_WORDS, *POSITION_WORDS, *FILLERS])
 
 
+def member_of_shape(assignment: int) -> np.ndarray:
+    """For each shape id (its place in SHAPES), its member id under the assignment: 3c + k for the k-th member
+    listed under superclass c."""
+    if assignment not in ASSIGNMENTS:
+        raise HarnessError(f"superclass assignment {assignment}: choose one of {sorted(ASSIGNMENTS)}")
+    members = np.empty(len(SHAPES), dtype=np.int64)
+    for c, listed in enumerate(ASSIGNMENTS[assignment]):
+        for k, shape in enumerate(listed):
+            members[SHAPES.index(shape)] = 3 * c + k
+    return members
+
+
 @dataclass(frozen=True)
 class SuperclassSetting:
+    # The target: image-only rows from default_rng(seed).
     n_train: int = 6000
     n_val: int = 1000
     n_test: int = 2000
     size: int = 32
-    caption_length: int = 12
-    drop_superclass_word: float = 0.05  # text is a strong hint, not an oracle
     seed: int = 0
+    assignment: int = 1  # a key of ASSIGNMENTS
+    # The guide's pool: image-caption pairs from SeedSequence(pool_seed)'s own streams, never a target row.
+    pool_size: int = 6000
+    pool_seed: int = 1
+    caption_length: int = 12
+    class_word_rate: float = 0.95  # the share of pool captions naming the superclass: text is a strong hint
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.class_word_rate <= 1.0:
+            raise HarnessError(f"class_word_rate {self.class_word_rate}: a share of captions, between 0 and 1")
+        member_of_shape(self.assignment)  # an unknown assignment fails here, in one line
 
 
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -158,10 +200,6 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
-def superclass_of(shape: int) -> int:
-    return shape // 3
-
-
 def position_word(scene: Scene) -> str:
     dx, dy = scene.cx - 0.5, scene.cy - 0.5
     if max(abs(dx), abs(dy)) < 0.07:
@@ -171,11 +209,11 @@ def position_word(scene: Scene) -> str:
     return "top" if dy < 0 else "bottom"
 
 
-def caption(scene: Scene, setting: SuperclassSetting, rng: np.random.Generator) -> list[str]:
-    superclass = list(SUPERCLASSES)[superclass_of(scene.shape)]
+def caption(scene: Scene, superclass: int, setting: SuperclassSetting, rng: np.random.Generator) -> list[str]:
+    """At most 10 words (the superclass word, 4 nuisances, 2-5 fillers), so `caption_length` 12 never cuts one."""
     words = []
-    if rng.random() >= setting.drop_superclass_word:
-        words.append(str(rng.choice(SUPERCLASS_WORDS[superclass])))
+    if rng.random() < setting.class_word_rate:
+        words.append(str(rng.choice(SUPERCLASS_WORDS[SUPERCLASS_NAMES[superclass]])))
     nuisances = [COLOUR_WORDS[int(scene.hue * len(COLOUR_WORDS)) % len(COLOUR_WORDS)],
                  TEXTURE_WORDS[TEXTURES[scene.texture]], SIZE_WORDS[int(scene.radius > 0.35)], position_word(scene)]
     words += [w for w in nuisances if rng.random() < 0.6]
@@ -195,55 +233,163 @@ def views_pipeline(height: int, width: int) -> nn.Sequential:
     )
 
 
-class ShapeSuperclasses(Task):
-    name = "shapes-superclasses"
-    version = "2"  # 2: keeps each row's member shape and is scored on held-out members (heldout_group_acc)
+def scenes(n: int, size: int, rng: np.random.Generator) -> tuple[list[Scene], np.ndarray]:
+    """n scenes and their rendered images, every draw from `rng`."""
+    drawn, images = [], []
+    for _ in range(n):
+        scene = draw_scene(rng)
+        drawn.append(scene)
+        images.append(render(scene, size, rng))
+    return drawn, np.stack(images)
+
+
+def split_of(inputs: dict[str, np.ndarray], members: np.ndarray, rows: slice) -> TensorSplit:
+    """Rows of generated arrays as a split: the label is the superclass, member // 3; the member is the extra."""
+    return TensorSplit({name: torch.from_numpy(values[rows]) for name, values in inputs.items()},
+                       torch.from_numpy(members[rows] // 3), {"member": torch.from_numpy(members[rows])})
+
+
+def describe(setting: SuperclassSetting) -> str:
+    s = setting
+    return (f"Generated {s.size}x{s.size} images of 12 shapes in 4 arbitrary superclasses (the label; assignment "
+            f"{s.assignment}), image-only: {s.n_train}/{s.n_val}/{s.n_test} rows from seed {s.seed}. The guide "
+            f"pretrains on a disjoint pool of {s.pool_size} image-caption pairs (seed {s.pool_seed}) whose captions "
+            f"name the superclass at rate {s.class_word_rate:g}; held-out members are unseen by the probe's labels.")
+
+
+class ShapeScenes(Task):
+    """What the target and its pool share: the scenes, their labels, the encoder and the views."""
+
     suite = "image"
-    description = ("Generated 32x32 images of 12 shapes in 4 arbitrary superclasses (the label); captions name "
-                   "the superclass among nuisance words, so only text links a class's members. 6000/1000/2000 rows.")
     label_kind = "multiclass"
     default_epochs = 21  # 47 steps of 128 per epoch: about 1000 optimizer steps
     default_batch_size = 128
     setting = SuperclassSetting()
+
+    @property
+    def image(self) -> Modality:
+        # The narrow CNN keeps ~1000 SimCLR steps within minutes on a CPU core (see default_epochs).
+        return Modality("image", "image", (3, self.setting.size, self.setting.size), encoder="small-cnn-narrow")
+
+    @property
+    def num_classes(self) -> int:
+        return len(SUPERCLASS_NAMES)
+
+    def identity(self):
+        return super().identity() | {"params": {"setting": self.setting.__dict__}}
+
+    def augment(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        if self.modality(modality).kind == "image":
+            return views_pipeline(x.shape[-2], x.shape[-1])(x.float()).clamp(0.0, 1.0)
+        return augment_by_kind(self.modality(modality).kind, x)
+
+
+class SuperclassCaptionPool(ShapeScenes):
+    """The guide's pretraining pool for a target's setting: `pool_size` image-caption pairs, all in `train`.
+
+    Images from the first stream spawned by SeedSequence(pool_seed), captions from the second; the assignment
+    (and so the labels and member ids) is the target's. Not registered: a target hands it out (guide_pool)."""
+
+    name = "shapes-superclasses-pool"
+    version = "1"
+    group_extra = "member"
+
+    def __init__(self, setting: SuperclassSetting, data_dir=None):
+        super().__init__(data_dir)
+        self.setting = setting
+        s = setting
+        self.description = (f"{s.pool_size} generated image-caption pairs of the 12 shapes (assignment "
+                            f"{s.assignment}) from their own generator (seed {s.pool_seed}); captions name the "
+                            f"superclass at rate {s.class_word_rate:g}")
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return (self.image, Modality("caption", "tokens", (self.setting.caption_length,),
+                                     vocab_size=len(vocabulary())))
+
+    def generate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images, captions and member ids; the images from their own stream, whatever the captions say."""
+        s = self.setting
+        streams = np.random.SeedSequence(s.pool_seed).spawn(2)
+        image_rng, caption_rng = (np.random.default_rng(stream) for stream in streams)
+        drawn, images = scenes(s.pool_size, s.size, image_rng)
+        members = member_of_shape(s.assignment)[[scene.shape for scene in drawn]]
+        index = {w: i for i, w in enumerate(vocabulary())}
+        captions = np.stack([encode_caption(caption(scene, int(member) // 3, s, caption_rng), index, s.caption_length)
+                             for scene, member in zip(drawn, members)])
+        return images, captions, members
+
+    def load(self) -> TaskData:
+        images, captions, members = self.generate()
+        train = split_of({"image": images, "caption": captions}, members, slice(None))
+        none = train.take(torch.arange(0))
+        return TaskData(train=train, val=none, test=none)
+
+
+class ShapeSuperclasses(ShapeScenes):
+    name = "shapes-superclasses"
+    # 2: keeps each row's member shape and is scored on held-out members (heldout_group_acc)
+    # 3: image-only (no caption of the target enters any training, as in the paper, whose target has no text);
+    #    the guide trains on a disjoint image-caption pool (guide_pool) with a stated class-word rate, and member
+    #    ids follow the assignment. Version 2's guide trained on the target's own rows, captions included.
+    version = "3"
+    setting = SuperclassSetting()
+    description = describe(setting)
     # A linear probe on the superclass can be won by telling the 12 shapes apart (any labelling of separable
-    # clusters is linear), so the headline is a probe scored on member shapes it never saw (harness.running.grouped).
+    # clusters is linear), so the headline is a probe scored on members its labels never showed it
+    # (harness.running.grouped).
     group_extra = "member"
     main_score = "heldout_group_acc"
     side_scores = ("heldout_group_knn", "test_acc")
 
     @property
     def modalities(self) -> tuple[Modality, ...]:
+        return (self.image,)
+
+    def guide_pool(self) -> SuperclassCaptionPool:
+        return SuperclassCaptionPool(self.setting)
+
+    def generate(self) -> tuple[np.ndarray, np.ndarray]:
+        """Images and member ids, from default_rng(seed) alone."""
         s = self.setting
-        # The narrow CNN keeps ~1000 SimCLR steps within minutes on a CPU core (see default_epochs).
-        return (Modality("image", "image", (3, s.size, s.size), encoder="small-cnn-narrow"),
-                Modality("caption", "tokens", (s.caption_length,), vocab_size=len(vocabulary())))
-
-    @property
-    def num_classes(self) -> int:
-        return len(SUPERCLASSES)
-
-    def identity(self):
-        return super().identity() | {"params": {"setting": self.setting.__dict__}}
-
-    def generate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Images, captions, superclass labels and member shapes, from the setting's seed alone."""
-        s = self.setting
-        rng = np.random.default_rng(s.seed)
-        index = {w: i for i, w in enumerate(vocabulary())}
-        images, captions, shapes = [], [], []
-        for _ in range(s.n_train + s.n_val + s.n_test):
-            scene = draw_scene(rng)
-            images.append(render(scene, s.size, rng))
-            captions.append(encode_caption(caption(scene, s, rng), index, s.caption_length))
-            shapes.append(scene.shape)
-        shapes_array = np.array(shapes, dtype=np.int64)
-        return np.stack(images), np.stack(captions), shapes_array // 3, shapes_array
+        drawn, images = scenes(s.n_train + s.n_val + s.n_test, s.size, np.random.default_rng(s.seed))
+        return images, member_of_shape(s.assignment)[[scene.shape for scene in drawn]]
 
     def load(self) -> TaskData:
-        images, captions, labels, shapes = self.generate()
-        return image_caption_splits(images, captions, labels, self.setting, {self.group_extra: shapes})
+        images, members = self.generate()
+        s = self.setting
+        bounds = np.cumsum([0, s.n_train, s.n_val, s.n_test])
+        train, val, test = (split_of({"image": images}, members, slice(bounds[i], bounds[i + 1])) for i in range(3))
+        return TaskData(train=train, val=val, test=test)
 
-    def augment(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        if self.modality(modality).kind == "image":
-            return views_pipeline(x.shape[-2], x.shape[-1])(x.float()).clamp(0.0, 1.0)
-        return augment_by_kind(self.modality(modality).kind, x)
+
+# Variants for the dose-response (the share of pool captions naming the superclass; the target rows, the pool's
+# images and everything else are the default task's) and for the assignments (the same images, other labels).
+class ClassWords0(ShapeSuperclasses):
+    name = "shapes-superclasses-class-words-0"
+    setting = replace(ShapeSuperclasses.setting, class_word_rate=0.0)
+    description = describe(setting)
+
+
+class ClassWords32(ShapeSuperclasses):
+    name = "shapes-superclasses-class-words-32"
+    setting = replace(ShapeSuperclasses.setting, class_word_rate=0.32)
+    description = describe(setting)
+
+
+class ClassWords63(ShapeSuperclasses):
+    name = "shapes-superclasses-class-words-63"
+    setting = replace(ShapeSuperclasses.setting, class_word_rate=0.63)
+    description = describe(setting)
+
+
+class Assignment2(ShapeSuperclasses):
+    name = "shapes-superclasses-assignment-2"
+    setting = replace(ShapeSuperclasses.setting, assignment=2)
+    description = describe(setting)
+
+
+class Assignment3(ShapeSuperclasses):
+    name = "shapes-superclasses-assignment-3"
+    setting = replace(ShapeSuperclasses.setting, assignment=3)
+    description = describe(setting)

@@ -13,4 +13,4 @@ class TinyShapesCaptions(ShapesCaptions):
 class TinyShapeSuperclasses(ShapeSuperclasses):
     name = "shapes-superclasses-tiny"
     default_batch_size = 16
-    setting = SuperclassSetting(n_train=48, n_val=24, n_test=24, size=16)
+    setting = SuperclassSetting(n_train=48, n_val=24, n_test=24, size=16, pool_size=48)

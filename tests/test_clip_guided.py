@@ -214,13 +214,22 @@ def test_guided_method_rejects_an_unknown_variant():
         ClipGuidedSimCLR(tiny_task(), hparams(variant="drop-everything"))
 
 
+def with_captions(data: TaskData) -> TaskData:
+    """The same splits with a caption column of padding added, for a task that has none."""
+    def captioned(split: TensorSplit) -> TensorSplit:
+        return TensorSplit(split.inputs | {"caption": torch.zeros(len(split), 12, dtype=torch.int64)}, split.labels,
+                           split.extras)
+
+    return TaskData(captioned(data.train), captioned(data.val), captioned(data.test))
+
+
 def with_noise_captions(data: TaskData, seed: int = 1) -> TaskData:
     """The same splits with every caption replaced by random tokens."""
     g = torch.Generator().manual_seed(seed)
 
     def noisy(split: TensorSplit) -> TensorSplit:
         caption = split.inputs["caption"]
-        noise = torch.randint(2, int(caption.max()) + 1, caption.shape, generator=g)
+        noise = torch.randint(2, max(int(caption.max()), 2) + 1, caption.shape, generator=g)
         return TensorSplit(split.inputs | {"caption": noise}, split.labels, split.extras)
 
     return TaskData(noisy(data.train), noisy(data.val), noisy(data.test))
@@ -243,6 +252,7 @@ CAPTION_FREE = [
     ("cgs-oracle-add-new-positive", {}),
     ("cgs-group-oracle-add-new-positive", {}),
     ("cgs-image-guide-add-new-positive", {"guide_epochs": 1}),
+    ("cgs-random-guide-add-new-positive", {}),
     ("clip-guided-simclr", PIXEL_GUIDE),
     ("cgs-add-new-positive", PIXEL_GUIDE),
     ("cgs-drop-false-negative", PIXEL_GUIDE),
@@ -258,9 +268,14 @@ def test_the_caption_test_covers_every_guided_row():
 
 @pytest.mark.parametrize("name, extra", CAPTION_FREE, ids=[name for name, _ in CAPTION_FREE])
 def test_image_only_students_never_read_the_caption(name, extra):
-    """Noise in place of every caption: the same losses, step by step, and the same features."""
-    task = TASKS.get("shapes-superclasses-tiny")()
+    """Noise in place of every caption: the same losses, step by step, and the same features. On a task that
+    has captions and no guide pool (shapes-superclasses has no caption at all: tests/test_guide_pool.py); the
+    group oracle, which needs member groups that task lacks, reads only the groups (tests/test_guides.py)."""
+    task = TASKS.get("shapes-captions-tiny" if name != "cgs-group-oracle-add-new-positive"
+                     else "shapes-superclasses-tiny")()
     data = task.load()
+    if "caption" not in data.train.inputs:  # the image-only target: give it noise captions of its own to ignore
+        data = with_captions(data)
     assert METHODS.get(name).input_modalities(task) == InputModalities(("image",), ("image",))
     history, features = train_then_encode(name, task, data, **extra)
     noisy_history, noisy_features = train_then_encode(name, task, with_noise_captions(data), **extra)
@@ -433,7 +448,8 @@ def test_prepared_guides_carry_their_quality_check():
 
 IMAGE_METHODS = ["simclr", "clip-guided-simclr", "cgs-add-new-positive", "cgs-drop-false-negative",
                  "cgs-drop-easy-negative", "cgs-drop-false-positive", "cgs-oracle-add-new-positive",
-                 "cgs-group-oracle-add-new-positive", "cgs-image-guide-add-new-positive"]
+                 "cgs-group-oracle-add-new-positive", "cgs-image-guide-add-new-positive",
+                 "cgs-random-guide-add-new-positive"]
 
 
 def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
@@ -457,8 +473,12 @@ def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
         assert record["method"]["display_name"] == METHODS.get(name).display_name
         assert record["protocol"]["trials"] == 0 and record["hparams"]["temperature"] == 0.1
         if name == "simclr":
-            assert record["checks"] == {}
+            assert record["checks"] == {} and record["notes"] == {}
             continue
+        trained_guide = record["hparams"]["guide"] in ("clip", "simclr")
+        # What the guide was built from: the task's pool for a trained guide, which held every member.
+        assert record["notes"]["guide_training_data"].startswith("the guide pool ") == trained_guide
+        assert ("guide_pool_members" in record["notes"]) == trained_guide
         check = record["checks"]["guide_quality"]
         assert 0.0 <= check["value"] <= 1.0 and "different member" in check["detail"]
         gated = record["hparams"]["guide_gate_sd"] is not None
@@ -467,6 +487,20 @@ def test_cli_runs_every_image_method_and_records_each_guides_quality(tmp_path):
     assert records["cgs-oracle-add-new-positive"]["checks"]["guide_quality"]["held"]
     group_control = records["cgs-group-oracle-add-new-positive"]["checks"]["guide_quality"]
     assert group_control["value"] < 0.1 and group_control["held"]  # a view links only where its member is alone
+
+
+def test_cli_runs_the_guide_encoder_row_with_its_guides_notes(tmp_path):
+    """The reference row that probes the guide's frozen image encoder: no epochs of its own, the guide's notes."""
+    code = main(["run", "--method", "guide-encoder", "--task", "shapes-superclasses-tiny", "--trials", "1",
+                 "--seeds", "1", "--set", "guide_epochs=1", "--set", "guide_embed_dim=16",
+                 "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"), "--no-progress",
+                 "--allow-dirty"])
+    assert code == 0
+    (path,) = (tmp_path / "results" / "records").rglob("*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "ok" and record["protocol"]["epochs"] == 0 and record["hparams"]["guide"] == "clip"
+    assert 0.0 <= record["metrics"]["heldout_group_acc"] <= 1.0
+    assert record["notes"]["guide_training_data"].startswith("the guide pool shapes-superclasses-pool")
 
 
 def documented_runs() -> list[list[str]]:
@@ -490,13 +524,13 @@ def test_the_documented_record_runs_are_valid_and_tune_nothing():
     from harness.running.pair import resolve_hyperparameters
 
     runs = documented_runs()
-    assert len(runs) == 3
+    assert len(runs) == 8  # the version-3 runs (the version-2 commands are shown as text: `clip` no longer runs)
     for args in runs:
         methods = args[args.index("--method") + 1].split(",")
-        task = args[args.index("--task") + 1]
+        tasks = args[args.index("--task") + 1].split(",")
         overrides = parse_overrides([args[i + 1] for i, a in enumerate(args) if a == "--set"])
-        pairs, skipped = plan(methods, [task], None)
-        assert not skipped and len(pairs) == len(methods)
+        pairs, skipped = plan(methods, tasks, None)
+        assert not skipped and len(pairs) == len(methods) * len(tasks)
         for pair in pairs:
             space, fixed = resolve_hyperparameters(pair, overrides)
             assert space == {} and fixed["lr"] == 0.001

@@ -14,6 +14,7 @@ from harness.api.errors import HarnessError
 from harness.api.task import TaskData
 from harness.running.train import TrainConfig, fit
 from methods.common import guides
+from methods.common.encoders import ModalityEncoders
 from methods.common.guides import (
     GUIDE_SEED_OFFSET,
     EncoderGuide,
@@ -109,7 +110,10 @@ def test_build_guide_makes_each_documented_kind(monkeypatch, tmp_path):
     group = build_guide("group-oracle", task, train, RECIPE, CPU)
     members = train.extras["member"]
     neighbour = nearest_other(group.table)
-    assert torch.equal(members[neighbour], members)  # a random other sample of its own member
+    # A random other sample of its own member, wherever the member has another row (one may be alone in 48).
+    has_other = torch.bincount(members)[members] > 1
+    assert has_other.sum() > len(members) // 2
+    assert torch.equal(members[neighbour][has_other], members[has_other])
     assert torch.equal(group.table, label_oracle_table(member_groups(task, train), 11 + GUIDE_SEED_OFFSET))
     np.save(tmp_path / "t.npy", np.arange(len(train) * 2, dtype=np.float32).reshape(-1, 2))
     table = build_guide(f"embeddings:{tmp_path / 't.npy'}", task, train, RECIPE, CPU)
@@ -119,20 +123,45 @@ def test_build_guide_makes_each_documented_kind(monkeypatch, tmp_path):
     calls = []
     for name in ("trained_clip_image_encoder", "trained_image_only_encoder"):
         monkeypatch.setattr(guides, name, lambda *a, name=name: calls.append((name, a)) or scaled_sum())
+    plain = TASKS.get("shapes-captions-tiny")()  # no guide pool: the guide trains on the task's own split
+    plain_train = plain.load().train
+    pool = task.guide_pool()
     for kind, name in (("clip", "trained_clip_image_encoder"), ("simclr", "trained_image_only_encoder")):
-        assert isinstance(build_guide(kind, task, train, RECIPE, CPU), EncoderGuide)
+        built = build_guide(kind, plain, plain_train, RECIPE, CPU)
         given = calls[-1][1]
-        assert calls[-1][0] == name and all(a is b for a, b in zip(given, (task, train, RECIPE, CPU), strict=True))
+        assert isinstance(built, EncoderGuide) and calls[-1][0] == name
+        assert all(a is b for a, b in zip(given, (plain, plain_train, RECIPE, CPU), strict=True))
+        assert built.facts == {"guide_training_data": "this task's own training split (48 rows, every modality it "
+                                                      "has, captions included)"}
+        built = build_guide(kind, task, train, RECIPE, CPU)  # a task with a pool: the pool's rows, never its own
+        source, rows, *rest = calls[-1][1]
+        assert calls[-1][0] == name and rest == [RECIPE, CPU] and source.identity() == pool.identity()
+        assert torch.equal(rows.inputs["image"], pool.load().train.inputs["image"]) and "caption" in rows.inputs
+        assert built.facts["guide_training_data"].startswith("the guide pool shapes-superclasses-pool, drawn apart")
+        assert built.facts["guide_pool_members"] == ("the pool holds images of 12 of this task's 12 member groups "
+                                                     "('member'); of every one the probe holds out")
+    torch.manual_seed(11)
+    random = build_guide("random", task, train, RECIPE, CPU)
+    assert isinstance(random, EncoderGuide) and random.facts["guide_training_data"].startswith("none: ")
+    torch.manual_seed(11)
+    again = build_guide("random", task, train, RECIPE, CPU)  # seeded with the guide's seed: the same weights
+    images = train.inputs["image"][:4]
+    assert torch.equal(random(images, None), again(images, None)) and random(images, None).shape == (4, 8)
+    torch.manual_seed(11 + GUIDE_SEED_OFFSET)  # the docstring's guide: the default encoder at the guide's seed
+    assert torch.equal(random(images, None), ModalityEncoders(task, 8)["image"].eval()(images))
+    torch.manual_seed(12)
+    assert not torch.equal(build_guide("random", task, train, RECIPE, CPU)(images, None), random(images, None))
     # open_clip:ARCH:PATH hands ARCH:PATH to its loader (tests/test_open_clip_guide.py tests the loader itself).
     monkeypatch.setattr(guides, "open_clip_encoder", lambda *a: calls.append(("open_clip", a)) or scaled_sum())
-    assert isinstance(build_guide("open_clip:ViT-B-32:/m/w.pt", task, train, RECIPE, CPU), EncoderGuide)
+    built = build_guide("open_clip:ViT-B-32:/m/w.pt", task, train, RECIPE, CPU)
+    assert isinstance(built, EncoderGuide) and built.facts["guide_training_data"].endswith("ViT-B-32:/m/w.pt")
     assert calls[-1][0] == "open_clip" and calls[-1][1][0] == "ViT-B-32:/m/w.pt" and calls[-1][1][1] is task
     # The guide is moved to the run's device (the meta device stands in for an accelerator on any machine).
     assert build_guide("oracle", task, train, RECIPE, torch.device("meta")).table.is_meta
     with pytest.raises(HarnessError) as error:
         build_guide("captions", task, train, RECIPE, CPU)
-    assert str(error.value) == ("guide 'captions': write clip, simclr, oracle, group-oracle, embeddings:PATH, "
-                                "module:pkg.mod:factory or open_clip:ARCH:PATH")
+    assert str(error.value) == ("guide 'captions': write clip, simclr, random, oracle, group-oracle, "
+                                "embeddings:PATH, module:pkg.mod:factory or open_clip:ARCH:PATH")
 
 
 def test_embedding_tables_load_from_npy_and_torch_files(tmp_path):
@@ -220,6 +249,6 @@ def test_a_trained_guide_is_that_method_trained_with_the_recipe_in_a_forked_rng(
     assert build(task, train, RECIPE, CPU) is not encoder
     torch.manual_seed(3)
     assert build(task, train, RECIPE | {"lr": 2e-3}, CPU) is not encoder
-    other = TASKS.get("shapes-superclasses-tiny")()
+    other = TASKS.get("shapes-superclasses-tiny")().guide_pool()
     assert build(other, other.load().train, RECIPE, CPU) is not encoder
     assert "epoch" not in capfd.readouterr().err  # no progress bar: the guide trains inside a run that draws its own

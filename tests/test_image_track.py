@@ -231,7 +231,7 @@ def test_word_dropout_and_masking_touch_only_real_words():
 
 def tiny_superclasses(seed: int = 0) -> ShapeSuperclasses:
     task = ShapeSuperclasses()
-    task.setting = SuperclassSetting(n_train=240, n_val=12, n_test=12, seed=seed)
+    task.setting = SuperclassSetting(n_train=240, n_val=12, n_test=12, seed=seed, pool_size=240)
     return task
 
 
@@ -243,26 +243,15 @@ def test_superclass_task_is_deterministic_for_a_seed_and_its_published_size():
     assert full.n_train >= 5000 and full.n_test >= 2000 and ShapeSuperclasses().num_classes == len(SUPERCLASSES)
 
 
-def test_superclass_captions_name_the_superclass_and_never_the_member_shape():
-    from tasks.superclasses import SUPERCLASS_WORDS, vocabulary
-
+def test_superclass_pool_holds_every_member_and_the_target_no_caption():
+    """The caption rate and words are tests/test_guide_pool.py's; here the shapes of the generated rows."""
     task = tiny_superclasses()
-    images, captions, labels, shapes = task.generate()
-    words = vocabulary()
-    assert not set(words) & set(SHAPES)  # no caption can name the member shape: the vocabulary lacks them
-    assert (labels == shapes // 3).all() and set(shapes.tolist()) == set(range(12))
-    named = 0
-    for ids, label in zip(captions, labels.tolist()):
-        caption = {words[i] for i in ids.tolist() if i != PAD_ID}
-        own = set(SUPERCLASS_WORDS[list(SUPERCLASSES)[label]])
-        others = {w for pair in SUPERCLASS_WORDS.values() for w in pair} - own
-        assert not caption & others
-        named += bool(caption & own)
-    # Almost always named, sometimes not: named with p = 1 - drop (0.95), binomial over the rows, within 4 sd
-    # of p; all named has probability 0.95^264 < 1e-5.
-    p = 1 - task.setting.drop_superclass_word
-    assert abs(named / len(labels) - p) < 4 * (p * (1 - p) / len(labels)) ** 0.5 and named < len(labels)
-    assert images.shape[1:] == (3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    images, members = task.generate()
+    pool_images, captions, pool_members = task.guide_pool().generate()
+    assert set(members.tolist()) == set(pool_members.tolist()) == set(range(12))
+    assert [m.name for m in task.modalities] == ["image"] and captions.shape == (240, 12)
+    for found in (images, pool_images):
+        assert found.shape[1:] == (3, 32, 32) and 0 <= found.min() and found.max() <= 1
 
 
 def test_superclass_members_look_different_and_look_alikes_are_split():

@@ -42,7 +42,7 @@ def test_a_record_of_another_schema_is_refused(tmp_path):
 def schema_1_record(path, **fields) -> None:
     """A record as the harness wrote it before run identities were stored."""
     data = asdict(make_record(**fields))
-    del data["identity"], data["encoder"]
+    del data["identity"], data["encoder"], data["notes"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data | {"schema": 1}))
 
@@ -50,11 +50,25 @@ def schema_1_record(path, **fields) -> None:
 def test_a_schema_1_record_is_read_through_its_migration(tmp_path):
     schema_1_record(record_path(tmp_path, "t", "m", 0))
     (loaded,) = read_records(tmp_path)
-    assert loaded.schema == SCHEMA == 3 and loaded.encoder == ""  # its readers compute it
+    assert loaded.schema == SCHEMA == 4 and loaded.encoder == ""  # its readers compute it
+    assert loaded.notes == {}  # a record made before notes existed stated none
     assert loaded.identity == {"task": {"name": "t", "version": "1", "params": {}, "fingerprint": "abc"},
                                "method": {"name": "m", "version": "1"},
                                "protocol": {"epochs": 2, "trials": 3, "seeds": 1, "batch_size": None},
                                "fixed": None}  # which values were fixed, schema 1 never said
+
+
+def test_a_records_notes_round_trip_and_a_schema_3_record_states_none(tmp_path):
+    notes = {"guide_training_data": "a pool of 6 pairs", "guide_pool_members": "all 12"}
+    path = write_record(tmp_path, make_record(notes=notes))
+    assert read_record(path).notes == notes
+    data = json.loads(path.read_text())
+    del data["notes"]
+    path.write_text(json.dumps(data | {"schema": 3}))
+    assert read_record(path).notes == {} and read_record(path).schema == 4
+    path.write_text(json.dumps(data | {"notes": {"guide": 3}}))
+    with pytest.raises(HarnessError, match="record field 'notes.guide' holds a int"):
+        read_record(path)
 
 
 def test_a_migrated_record_matches_a_request_whose_fixed_values_it_holds(tmp_path):

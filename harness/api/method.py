@@ -182,6 +182,12 @@ class Method(nn.Module):
         """Checks of what this run's number rests on, given the per-epoch logged means; none by default."""
         return []
 
+    def record_notes(self) -> dict[str, str]:
+        """Facts about this run that its record states beside the numbers, name -> one sentence (what a guide
+        was trained on, whether it saw the probe's held-out members); read once a seed is trained, none by
+        default. Not checks: nothing holds or fails."""
+        return {}
+
     def audit(self, data: AuditData) -> list[AssumptionCheck]:
         """Checks of the frozen, trained model against held-out rows, run once per final seed after training
         (estimators re-scored, bounds compared with fresh ones); none by default."""

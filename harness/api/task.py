@@ -200,6 +200,14 @@ class Task(ABC):
     def load(self) -> TaskData:
         """Load the three splits. Missing or malformed data raises HarnessError naming path, problem, source."""
 
+    def guide_pool(self) -> Task | None:
+        """A task of image-caption pairs drawn apart from this one (other instances, its own generator seed and
+        size, which its description states), on whose training rows a method pretrains any guide or teacher it
+        needs, so that none of this task's rows (nor text, where it has none) enters that training; None: a
+        guide trains on this task's own training split. A pool that names this task's `group_extra` uses the
+        same group ids, so a record can say which of this task's member groups the pool held."""
+        return None
+
     def augment(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """A fresh random augmentation of a batch of one modality, drawn from torch's seeded RNG.
 

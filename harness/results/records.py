@@ -16,6 +16,8 @@ its seed is trained again:
   migration leaves it empty: which records share an encoder depends on what
   the code says of the method and task, so readers compute it then
   (`harness.results.encoders.encoder_of`).
+- 3 -> 4: schema 4 adds `notes`, the facts the method stated about the run (`Method.record_notes`: what a
+  guide was trained on, ...). The migration leaves it empty: a record made before said none.
 
 A record of a newer schema than this harness knows is refused with one line
 saying to upgrade the harness or regenerate the record.
@@ -35,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 from harness.api.errors import HarnessError
 from harness.results.identity import run_identity
 
-SCHEMA = 3
+SCHEMA = 4
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Record:
     # The trained encoder's digest (harness.results.encoders.encoder_digest); records sharing it share the
     # encoder. Empty in a record made before schema 3: read it through encoders.encoder_of.
     encoder: str = ""
+    # Facts the method stated about this run (Method.record_notes): name -> one sentence; not checks.
+    notes: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA
 
 
@@ -127,7 +131,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "task": (dict,), "method": (dict,), "seed": (int, type(None)), "status": (str,), "hparams": (dict,),
     "protocol": (dict,), "metrics": (dict,), "environment": (dict,), "wall_time_s": (int, float),
     "peak_memory_mb": (int, float), "finished_at": (str,), "reason": (str,), "mlflow_run_id": (str, type(None)),
-    "checks": (dict,), "identity": (dict,), "encoder": (str,), "schema": (int,),
+    "checks": (dict,), "identity": (dict,), "encoder": (str,), "notes": (dict,), "schema": (int,),
 }
 _REQUIRED = {f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING} | {"schema"}
 
@@ -173,6 +177,8 @@ def _typed_entries(data: dict[str, Any]) -> Iterator[tuple[str, Any, tuple[type,
         yield f"checks.{key}", value, (dict,)
         yield f"checks.{key}.held", value.get("held", MISSING), (bool,)
         yield f"checks.{key}.measurable", value.get("measurable", True), (bool,)  # absent before the third state
+    for key, value in data.get("notes", {}).items():
+        yield f"notes.{key}", value, (str,)
 
 
 def migrate(data: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -195,7 +201,12 @@ def _schema_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
     return data | {"encoder": "", "schema": 3}
 
 
-MIGRATIONS = {1: _schema_1_to_2, 2: _schema_2_to_3}  # schema -> the function that lifts a record of it to the next
+def _schema_3_to_4(data: dict[str, Any]) -> dict[str, Any]:
+    return data | {"notes": {}, "schema": 4}
+
+
+# schema -> the function that lifts a record of it to the next
+MIGRATIONS = {1: _schema_1_to_2, 2: _schema_2_to_3, 3: _schema_3_to_4}
 
 
 def mlflow_server(tracking_uri: str) -> dict[str, str]:

@@ -21,6 +21,11 @@ separable clusters is linear). These scores hold members out instead:
 
 Every class needs at least two members, or no member of it could be held out
 with another kept to train on.
+
+Held out means unseen by the probe's labels, nothing more: the representation
+was trained on every training row, held-out members' included (labels or not),
+and whatever it was built from (a guide's pretraining pool, say) may hold them
+too; a method states that in its record (`Method.record_notes`).
 """
 
 from __future__ import annotations

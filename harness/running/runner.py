@@ -411,6 +411,7 @@ class PairRunner:
             distributed.lead(pair.key, hparams, seed, config)  # the other ranks, if any, train it with this one
             stats = fit(method, data, config, generator, on_epoch, checkpoint)
         else:
+            method.to(self.device)  # as fit does: prepare builds what it builds on the run's device
             method.prepare(data.train)
         features = [extract_features(method, split, self.device) for split in (data.train, data.val)]
         test = extract_features(method, data.test, self.device) if with_test else None
@@ -494,7 +495,7 @@ class PairRunner:
                          **mlflow_server(self.tracker.uri)},
             wall_time_s=round(wall, 2), peak_memory_mb=round(peak, 1),
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks},
+            mlflow_run_id=run_id, checks={c.name: c.as_record() for c in checks}, notes=method.record_notes(),
         )
         record.encoder = encoder_digest(record, facts_of(pair.method_cls, pair.task))
         main = pair.task.main_score

@@ -2,18 +2,22 @@
 
 A guide is named by a string (the method's `guide` hyperparameter):
 
-    clip                      train the harness's `clip` method on this task's own training split
-                              (image + caption pairs, the images randomly cropped and flipped), through
-                              harness.running.train.fit, and use its image encoder
+    clip                      train the harness's `clip` method on image-caption pairs (the images randomly
+                              cropped and flipped), through harness.running.train.fit, and use its image
+                              encoder. The pairs are the training rows of the task's guide pool
+                              (Task.guide_pool: drawn apart from the task, as the paper's guide is trained on
+                              outside data) where it has one, else the task's own training split
+    simclr                    a guide without text: the harness's `simclr` method trained on the same rows'
+                              images with the CLIP guide's recipe (epochs, lr, width, batch), its image
+                              encoder. A control: whatever it adds, the caption did not
+    random                    the task's default image encoder at random initialization (seeded with the
+                              guide's seed), never trained. A control: what any fixed encoder's neighbours add
     oracle                    the labels themselves: a view's nearest neighbour is a random other sample of
                               its class. Not a guide anyone has; a reference for what a guide that links
                               every member of a class adds (not a bound: a guide may do better)
     group-oracle              the task's member groups (Task.group_extra): a view's nearest neighbour is a
                               random other sample of its own member, never another member of its class. A
                               control: a guide that finds visual near-duplicates and links nothing
-    simclr                    a guide without text: the harness's `simclr` method trained on this task's
-                              training images with the CLIP guide's recipe (epochs, lr, width, batch), its
-                              image encoder. A control: whatever it adds, the caption did not
     embeddings:PATH           a tensor file (.pt, or .npy) of shape (training rows, dim): row i embeds
                               row i of the harness's training split; looked up by batch.index
     module:pkg.mod:factory    factory() returns any frozen module mapping image batches to embeddings
@@ -25,6 +29,8 @@ A guide is named by a string (the method's `guide` hyperparameter):
 
 Encoder guides embed the same augmented views SimCLR sees, as the paper does;
 an embeddings table (and the oracle) can only embed the un-augmented images.
+Every guide carries `facts`: what it was built from, in sentences a record
+states (Method.record_notes).
 """
 
 from __future__ import annotations
@@ -39,14 +45,21 @@ import torch
 from torch import nn
 
 from harness.api.errors import HarnessError
+from harness.api.space import POSITIVE, SIZE, OneOf
 from harness.api.task import Split, Task, TaskData
+from methods.common.encoders import ModalityEncoders
 from methods.common.open_clip_guide import open_clip_encoder
 
 # The guide hyperparameter's values: these names, or text after one of these prefixes.
-GUIDE_NAMES = ("clip", "simclr", "oracle", "group-oracle")
+GUIDE_NAMES = ("clip", "simclr", "random", "oracle", "group-oracle")
 GUIDE_PREFIXES = ("embeddings:", "module:", "open_clip:")
 GUIDE_SEED_OFFSET = 7919  # the guide's own seed differs from, but follows, the run's seed
 _TRAINED: dict[tuple, nn.Module] = {}  # one guide per (task, recipe, run seed) and process
+_POOLS: dict[str, Split] = {}  # a guide pool's training rows, loaded once per process (generated: seconds)
+# The guide's hyperparameters, as every method that builds one declares them.
+GUIDE_DEFAULTS = {"guide": "clip", "guide_epochs": 40, "guide_lr": 1e-3, "guide_embed_dim": 128}
+GUIDE_DOMAINS = {"guide": OneOf(GUIDE_NAMES, prefixes=GUIDE_PREFIXES),
+                 "guide_epochs": SIZE, "guide_lr": POSITIVE, "guide_embed_dim": SIZE}
 
 
 class EncoderGuide(nn.Module):
@@ -75,26 +88,75 @@ class TableGuide(nn.Module):
         return self.table[rows.to(self.table.device)]
 
 
+def guide_recipe(hparams: dict[str, Any], task: Task) -> dict[str, Any]:
+    """How a trained guide is trained: its own epochs, lr and width, at the run's batch size."""
+    return {"epochs": hparams["guide_epochs"], "lr": hparams["guide_lr"], "embed_dim": hparams["guide_embed_dim"],
+            "batch_size": hparams.get("batch_size", task.default_batch_size)}
+
+
 def build_guide(spec: str, task: Task, train: Split, recipe: dict[str, Any], device: torch.device) -> nn.Module:
     kind, _, target = spec.partition(":")
-    if kind == "clip":
-        guide: nn.Module = EncoderGuide(trained_clip_image_encoder(task, train, recipe, device))
-    elif kind == "simclr":
-        guide = EncoderGuide(trained_image_only_encoder(task, train, recipe, device))
+    if kind in ("clip", "simclr"):
+        source, rows, facts = guide_training_rows(task, train)
+        trainer = trained_clip_image_encoder if kind == "clip" else trained_image_only_encoder
+        guide: nn.Module = EncoderGuide(trainer(source, rows, recipe, device))
+    elif kind == "random":
+        guide = EncoderGuide(untrained_image_encoder(task, recipe))
+        facts = {"guide_training_data": "none: the task's default image encoder at random initialization"}
     elif kind == "oracle":
         guide = TableGuide(label_oracle_table(train.labels, torch.initial_seed() + GUIDE_SEED_OFFSET))
+        facts = {"guide_training_data": "none: the guide is this task's training labels"}
     elif kind == "group-oracle":
         guide = TableGuide(label_oracle_table(member_groups(task, train), torch.initial_seed() + GUIDE_SEED_OFFSET))
+        facts = {"guide_training_data": "none: the guide is this task's training member groups"}
     elif kind == "embeddings":
         guide = TableGuide(load_table(Path(target), len(train)))
+        facts = {"guide_training_data": f"outside the harness: the embeddings table {target}"}
     elif kind == "module":
         guide = EncoderGuide(load_factory(target)())
+        facts = {"guide_training_data": f"outside the harness: the module {target}"}
     elif kind == "open_clip":
         guide = EncoderGuide(open_clip_encoder(target, task))
+        facts = {"guide_training_data": f"outside the harness: the open_clip model and weights {target}"}
     else:
-        raise HarnessError(f"guide '{spec}': write clip, simclr, oracle, group-oracle, embeddings:PATH, "
+        raise HarnessError(f"guide '{spec}': write clip, simclr, random, oracle, group-oracle, embeddings:PATH, "
                            f"module:pkg.mod:factory or open_clip:ARCH:PATH")
+    guide.facts = facts
     return guide.to(device)
+
+
+def guide_training_rows(task: Task, train: Split) -> tuple[Task, Split, dict[str, str]]:
+    """The task and split a trained guide learns from, the guide pool's where the task has one, and the facts
+    a record states about them."""
+    pool = task.guide_pool()
+    if pool is None:
+        return task, train, {"guide_training_data": f"this task's own training split ({len(train)} rows, every "
+                                                    f"modality it has, captions included)"}
+    key = repr(pool.identity())
+    if key not in _POOLS:
+        _POOLS[key] = pool.load().train
+    rows = _POOLS[key]
+    facts = {"guide_training_data": f"the guide pool {pool.name}, drawn apart from this task's rows: "
+                                    f"{pool.description} ({len(rows)} training rows)"}
+    extra = task.group_extra
+    if extra is not None and extra in rows.extras and extra in train.extras:
+        own = set(train.extras[extra].tolist())
+        pooled = own & set(rows.extras[extra].tolist())
+        missing = sorted(own - pooled)
+        facts["guide_pool_members"] = (
+            f"the pool holds images of {len(pooled)} of this task's {len(own)} member groups ('{extra}')"
+            + ("; of every one the probe holds out" if not missing else f"; none of {missing[:12]}"))
+    return pool, rows, facts
+
+
+def untrained_image_encoder(task: Task, recipe: dict[str, Any]) -> nn.Module:
+    """The task's default image encoder at random initialization, seeded with the guide's seed in a forked RNG
+    (so the run's own random stream is what it would be without it)."""
+    image = image_modality(task)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed() + GUIDE_SEED_OFFSET)
+        encoders = ModalityEncoders(task, int(recipe["embed_dim"]), names=(image,))
+    return encoders[image].eval()
 
 
 def member_groups(task: Task, train: Split) -> torch.Tensor:
