@@ -350,7 +350,8 @@ def protocol_table(results: pd.DataFrame) -> str:
 LEGEND = (
     "Cells: a task's main score (%), by default the test accuracy of a linear probe on the frozen representation; "
     "a column headed `task: score` shows another: a task's declared main score (its rows are bold, tied and "
-    "ranked on it; `heldout_group_acc` is the probe scored on member groups it never saw, "
+    "ranked on it; `heldout_group_acc` is the probe scored on member groups its labels never showed it: the "
+    "representation, and a guide's pretraining pool, may hold their images, as each record's notes say, "
     "`harness/running/grouped.py`) or, after it, further scores shown unranked. Mean ± half-width of its 95% "
     "Student-t interval over seeds (n seeds). The best mean per task is bold; "
     f"{TIED}: a paired t-test over matched seeds, Holm-corrected over the task's rows, cannot tell this row from "
