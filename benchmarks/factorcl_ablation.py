@@ -1,6 +1,7 @@
 """FactorCL ablations on a reduced setting: one training run, its validation probe and its critics' health.
 
-Not a pytest suite: a script behind the ablation table in results/FACTORCL_ANALYSIS.md. It trains
+Not a pytest suite: a script behind the reduced-setting ablation table of the version 1-4
+analysis (`git show 5dfef6c:results/FACTORCL_ANALYSIS.md`). It trains
 one FactorCL variant on the first `--rows` training rows (evenly spaced) through the harness's own
 training loop, scores the validation split with the harness's linear probe, and prints one JSON
 line: the hyperparameters, the validation accuracy, each CLUB critic's per-epoch InfoNCE, the

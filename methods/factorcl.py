@@ -146,11 +146,12 @@ class FactorCL(Method):
     club_terms = CLUB_TERMS  # the CLUB terms in the objective, each checked
     # lr: the public code trains everything at 1e-4. Version 2 searched up to 1e-3, where at the full
     # budget (6 epochs) a CLUB critic was outrun even with five critic steps (synthetic-unique, SUP,
-    # lr 9.3e-4: the shared critic's InfoNCE at -0.18 nats on one seed of three; results/FACTORCL_ANALYSIS.md),
-    # so the range stops at 5e-4, below which every version 2 run kept its bounds.
+    # lr 9.3e-4: the shared critic's InfoNCE at -0.18 nats on one seed of three; the version 1-4 analysis,
+    # `git show 5dfef6c:results/FACTORCL_ANALYSIS.md`), so the range stops at 5e-4, below which every version 2
+    # run kept its bounds.
     search_space = {"lr": Float(1e-4, 5e-4, log=True), "embed_dim": Choice((64, 128, 256)),
                     "factor_dim": Choice((32, 64, 128))}
-    # normalize_factors: set per variant from the reduced-setting ablation (FACTORCL_ANALYSIS.md).
+    # normalize_factors: set per variant from the reduced-setting ablation (the version 1-4 analysis, above).
     defaults = {"embed_dim": 128, "factor_dim": 64, "critic_hidden": 512, "critic_depth": 1,
                 "club_lr_scale": 1.0, "club_steps": 5, "normalize_factors": True}
     domains = {"embed_dim": SIZE, "factor_dim": SIZE, "critic_hidden": SIZE, "critic_depth": SIZE,

@@ -23,7 +23,7 @@ from methods.common.mi import (
 from methods.common.residual_mi import CONDITIONAL_ESTIMATORS
 
 # FactorCL-SSL's default. Set CONDITIONAL_ESTIMATOR_UNDER_TEST=kernel-v4 to run these tests against version 4's
-# estimator, which fails them (results/FACTORCL_ANALYSIS.md has its figures).
+# estimator, which fails them (docs/conditional_mi.md has its figures).
 ESTIMATOR = os.environ.get("CONDITIONAL_ESTIMATOR_UNDER_TEST", "residual")
 
 BATCH = 256
@@ -251,7 +251,7 @@ def test_version_4s_kernel_estimator_fails_the_null_test():
 
 def main() -> None:
     """Print both fixtures' figures and each test's verdict for the estimator under test (the figures in
-    results/FACTORCL_ANALYSIS.md):
+    docs/conditional_mi.md):
     `CONDITIONAL_ESTIMATOR_UNDER_TEST=kernel-v4 python -m tests.test_conditional_null`."""
     nulls = {case: evaluated(case[0], design, steps=NULL_STEPS) for case, design in NULL_CASES.items()}
     levels = {(sd, level): evaluated(ESTIMATOR, gaussian(level, sd)) for sd, level in LEVELS}

@@ -510,7 +510,7 @@ class PairRunner:
     def record_checks(self, method: Method, stats, audit: AuditData | None = None) -> list[AssumptionCheck]:
         """The method's assumption checks for this run, tagged on the active MLflow run; with `audit`, its
         held-out audit of the frozen model too. Final seeds only: cheap enough for trials, but a method whose
-        bounds fail it would fail every trial (results/FACTORCL_ANALYSIS.md)."""
+        bounds fail it would fail every trial (`git show 5dfef6c:results/FACTORCL_ANALYSIS.md`)."""
         checks = method.check_assumptions(stats.history if stats else [])
         if audit is not None:
             started = time.perf_counter()
