@@ -48,6 +48,18 @@ def test_seeds_pair_only_with_the_same_budget_and_one_seed_gives_no_interval(tmp
     assert table.loc["Single"].n == 1 and math.isnan(table.loc["Single"].low)
 
 
+def test_seeds_made_on_another_version_or_setting_of_the_task_do_not_pair(tmp_path):
+    """A row rerun on a new version of its task (other data) is no paired replicate of the baseline's seeds."""
+    write_runs(tmp_path)
+    newer = record("t1", "newer", 0, 0.9, display="Newer", protocol={"epochs": 2})
+    write_record(tmp_path, replace(newer, task=newer.task | {"version": "2"}))
+    other = record("t1", "other", 0, 0.9, display="Other", protocol={"epochs": 2})
+    write_record(tmp_path, replace(other, task=other.task | {"params": {"rate": 0.5}}))
+    table = paired_differences(load_results(tmp_path), "SimCLR").set_index("method")
+    assert "Newer" not in table.index and "Other" not in table.index
+    assert table.loc["Guided"].n == 5  # the same version and setting still pair
+
+
 def test_leaderboard_prints_the_suites_notes_and_paired_table(tmp_path):
     write_runs(tmp_path)
     reference = tmp_path / "reference"

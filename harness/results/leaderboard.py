@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ def load_results(root: Path, source: str = "", published: bool = False, order: i
             "published": published, "order": order, "seed": r.seed, "status": r.status, "reason": r.reason,
             "score": r.metrics.get(main), "f1": r.metrics.get("test_f1"), "main_score": main,
             "side": {name: r.metrics.get(name) for name in r.task.get("side_scores", [])},
+            # The task's version and parameters: two rows of one column made on different data never pair.
+            "task_setting": json.dumps({"version": r.task.get("version"), "params": r.task.get("params")},
+                                       sort_keys=True, default=str),
             "epochs": r.protocol.get("epochs"), "trials": r.protocol.get("trials"),
             "batch_size": r.protocol.get("batch_size"),
             **{f"protocol_{key}": r.protocol.get(key) for key in KEYS},

@@ -34,7 +34,7 @@ def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     A row's baseline is that of its own folder where that folder has it, else the published one's.
     """
     ok = results[(results.status == "ok") & results.score.notna()]
-    keys = ["task", "seed", "epochs", "batch_size"]
+    keys = ["task", "task_setting", "seed", "epochs", "batch_size"]  # seeds pair only where both trained alike
     pieces = []
     for (task, source), rows in ok[ok.name != baseline].groupby(["task", "source"]):
         base = counterpart(results, baseline, task, source)  # the baseline of the row's own folder, if it has one
