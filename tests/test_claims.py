@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,18 @@ def test_a_significant_difference_the_other_way_contradicts(tmp_path):
     assert outcome(tmp_path).verdict == CONTRADICTED
     (tmp_path / "claims.toml").write_text(claim("a-below-b", PAIRED | {"direction": "below"}))
     assert outcome(tmp_path).verdict == SUPPORTED
+
+
+def test_on_one_task_seeds_pair_only_on_the_same_version_of_it(tmp_path):
+    """A row rerun on a new version of the task (other data) pairs with no seed of the old version's rows."""
+    (tmp_path / "claims.toml").write_text(claim("a-above-b", PAIRED))
+    write_pair(tmp_path, [0.010, 0.012, 0.011])
+    assert outcome(tmp_path).comparisons[0].n == 3
+    for seed in range(3):
+        newer = record("t", "a", seed, 0.9)
+        write_record(tmp_path, replace(newer, task=newer.task | {"version": "2"}))
+    found = outcome(tmp_path)
+    assert found.comparisons[0].n == 0 and found.verdict != SUPPORTED
 
 
 def test_fewer_distinct_encoders_than_needed_is_insufficient_evidence(tmp_path):

@@ -169,9 +169,10 @@ def _paired(root: Path, claim: Claim, records: list[Record], facts: EncoderFacts
         used += theirs
     score = claim.test.get("score")
     for task in tasks:
-        mine = _scores(_of(records, row, [task]), score)
+        # On one task, seeds pair only on the same version and setting of it; across tasks the setting differs.
+        mine = _scores(_of(records, row, [task]), score, with_setting=not versus_task)
         for other in claim.compared:
-            theirs = _scores(_of(records, other, [versus_task or task]), score)
+            theirs = _scores(_of(records, other, [versus_task or task]), score, with_setting=not versus_task)
             outcome.comparisons.append(_compare(task, _display(records, row), _label(records, other, versus_task),
                                                 mine, theirs, "points", claim.family))
     outcome.records, outcome.commits = len(used), _commits(used)
@@ -182,13 +183,16 @@ def _label(records: list[Record], method: str, task: str | None) -> str:
     return _display(records, method) + (f" on {task}" if task else "")
 
 
-def _scores(found: list[Record], score: str | None) -> dict[tuple, float]:
-    """(seed, epochs, batch size) -> score: seeds pair only where both trained alike (as harness.results.paired)."""
+def _scores(found: list[Record], score: str | None, with_setting: bool = True) -> dict[tuple, float]:
+    """(seed, epochs, batch size[, the task's version and parameters]) -> score: seeds pair only where both
+    trained alike (as harness.results.paired)."""
     scores = {}
     for r in found:
         value = r.metrics.get(score or r.task.get("main_score", "test_acc"))
         if value is not None and not math.isnan(value):
-            scores[(r.seed, r.protocol.get("epochs"), r.protocol.get("batch_size"))] = float(value)
+            setting = (r.task.get("version"), json.dumps(r.task.get("params"), sort_keys=True, default=str))
+            key = (r.seed, r.protocol.get("epochs"), r.protocol.get("batch_size"))
+            scores[key + setting if with_setting else key] = float(value)
     return scores
 
 
