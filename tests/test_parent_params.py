@@ -43,3 +43,29 @@ def test_a_refusal_that_persists_is_raised(tracker):
     tracker.client.delete_run(run_id)
     with pytest.raises(MlflowException):
         tracker.log_params_once(run_id, {"best.lr": 0.2})
+
+
+def test_a_tag_another_worker_inserted_between_the_stores_lookup_and_insert_is_set_again(tracker, monkeypatch):
+    """CI caught this too: two workers tagging the parent run's `test_acc_seeds` at once; the store's insert
+    breaks sqlite's UNIQUE constraint on tags.key, run_uuid, which it raises as an MlflowException."""
+    run_id = tracker.create_run("harness/t", "clip", {})
+    real_set_tag = tracker.client.set_tag
+    calls = []
+
+    def set_tag(run, key, value):
+        calls.append(value)
+        if len(calls) == 1:
+            real_set_tag(run, key, "2")  # the other worker, inside our lookup-then-insert
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: tags.key, tags.run_uuid")
+        return real_set_tag(run, key, value)
+
+    monkeypatch.setattr(tracker.client, "set_tag", set_tag)
+    tracker.set_run_tags(run_id, {"test_acc_seeds": 3})
+    assert tracker.client.get_run(run_id).data.tags["test_acc_seeds"] == "3" and calls == ["3", "3"]
+
+
+def test_a_tag_refusal_that_persists_is_raised(tracker):
+    run_id = tracker.create_run("harness/t", "clip", {})
+    tracker.client.delete_run(run_id)
+    with pytest.raises(MlflowException):
+        tracker.set_run_tags(run_id, {"test_acc_seeds": 3})

@@ -225,7 +225,16 @@ class Tracker:
     def set_run_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Tags of a run that need not be active (a parent run any worker may tag)."""
         for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+            for attempt in range(LOG_ATTEMPTS):
+                try:
+                    self.client.set_tag(run_id, key, str(value))
+                    break
+                except MlflowException:
+                    # The sqlite store looks a tag up, then inserts it: a worker tagging the same parent run
+                    # between the two makes the insert break the UNIQUE constraint. The tag then exists, and
+                    # the next attempt updates it; a refusal that persists is raised.
+                    if attempt == LOG_ATTEMPTS - 1:
+                        raise
 
     def log_run_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
