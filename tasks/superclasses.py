@@ -365,31 +365,16 @@ class ShapeSuperclasses(ShapeScenes):
 
 # Variants for the dose-response (the share of pool captions naming the superclass; the target rows, the pool's
 # images and everything else are the default task's) and for the assignments (the same images, other labels).
-class ClassWords0(ShapeSuperclasses):
-    name = "shapes-superclasses-class-words-0"
-    setting = replace(ShapeSuperclasses.setting, class_word_rate=0.0)
-    description = describe(setting)
+def _variant(class_name: str, name: str, **changes) -> type[ShapeSuperclasses]:
+    """The default task with `changes` to its setting, registered as `name` (a module-level class, so that a
+    registry target and a spawned worker find it by `class_name`)."""
+    setting = replace(ShapeSuperclasses.setting, **changes)
+    return type(class_name, (ShapeSuperclasses,), {"name": name, "setting": setting, "description": describe(setting),
+                                                   "__module__": __name__, "__qualname__": class_name})
 
 
-class ClassWords32(ShapeSuperclasses):
-    name = "shapes-superclasses-class-words-32"
-    setting = replace(ShapeSuperclasses.setting, class_word_rate=0.32)
-    description = describe(setting)
-
-
-class ClassWords63(ShapeSuperclasses):
-    name = "shapes-superclasses-class-words-63"
-    setting = replace(ShapeSuperclasses.setting, class_word_rate=0.63)
-    description = describe(setting)
-
-
-class Assignment2(ShapeSuperclasses):
-    name = "shapes-superclasses-assignment-2"
-    setting = replace(ShapeSuperclasses.setting, assignment=2)
-    description = describe(setting)
-
-
-class Assignment3(ShapeSuperclasses):
-    name = "shapes-superclasses-assignment-3"
-    setting = replace(ShapeSuperclasses.setting, assignment=3)
-    description = describe(setting)
+ClassWords0 = _variant("ClassWords0", "shapes-superclasses-class-words-0", class_word_rate=0.0)
+ClassWords32 = _variant("ClassWords32", "shapes-superclasses-class-words-32", class_word_rate=0.32)
+ClassWords63 = _variant("ClassWords63", "shapes-superclasses-class-words-63", class_word_rate=0.63)
+Assignment2 = _variant("Assignment2", "shapes-superclasses-assignment-2", assignment=2)
+Assignment3 = _variant("Assignment3", "shapes-superclasses-assignment-3", assignment=3)
