@@ -53,6 +53,13 @@ _ABSENT = {("protocol", WORLD_SIZE): ONE_PROCESS}  # what a key an identity leav
 CODE = "code"
 
 
+
+def task_setting(task: Mapping[str, Any]) -> str:
+    """A record's task version and parameters as one string: two seeds of one task pair only where it is equal
+    (the same seed numbers on another version or setting are other data)."""
+    return json.dumps({"version": task.get("version"), "params": task.get("params")}, sort_keys=True, default=str)
+
+
 def plain(value: Any) -> Any:
     """The value as JSON stores it (tuples become lists, dataclasses dicts), so recorded and requested compare."""
     def default(obj: Any) -> Any:

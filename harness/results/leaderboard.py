@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from harness.api.checks import check_state
 from harness.api.errors import HarnessError
 from harness.results import stats
 from harness.results.encoders import EncoderFacts, encoder_of
-from harness.results.identity import differences
+from harness.results.identity import differences, task_setting
 from harness.results.overlay import Folders, counterpart, folders
 from harness.results.paired import paired_section
 from harness.results.protocol_marks import KEYS, OFF_PROTOCOL, protocol_marks
@@ -92,8 +91,7 @@ def load_results(root: Path, source: str = "", published: bool = False, order: i
             "score": r.metrics.get(main), "f1": r.metrics.get("test_f1"), "main_score": main,
             "side": {name: r.metrics.get(name) for name in r.task.get("side_scores", [])},
             # The task's version and parameters: two rows of one column made on different data never pair.
-            "task_setting": json.dumps({"version": r.task.get("version"), "params": r.task.get("params")},
-                                       sort_keys=True, default=str),
+            "task_setting": task_setting(r.task),
             "epochs": r.protocol.get("epochs"), "trials": r.protocol.get("trials"),
             "batch_size": r.protocol.get("batch_size"),
             **{f"protocol_{key}": r.protocol.get(key) for key in KEYS},

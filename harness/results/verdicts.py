@@ -18,6 +18,7 @@ from harness.api.checks import check_state
 from harness.results import stats
 from harness.results.claims import Claim
 from harness.results.encoders import EncoderFacts, encoder_of
+from harness.results.identity import task_setting
 from harness.results.records import Record, read_records
 
 SUPPORTED, NOT_SUPPORTED, CONTRADICTED = "supported", "not supported", "contradicted"
@@ -190,9 +191,8 @@ def _scores(found: list[Record], score: str | None, with_setting: bool = True) -
     for r in found:
         value = r.metrics.get(score or r.task.get("main_score", "test_acc"))
         if value is not None and not math.isnan(value):
-            setting = (r.task.get("version"), json.dumps(r.task.get("params"), sort_keys=True, default=str))
             key = (r.seed, r.protocol.get("epochs"), r.protocol.get("batch_size"))
-            scores[key + setting if with_setting else key] = float(value)
+            scores[key + (task_setting(r.task),) if with_setting else key] = float(value)
     return scores
 
 
