@@ -147,4 +147,4 @@ def test_the_section_says_what_is_differenced_and_when_folders_are_overlaid_what
     assert overlaid[2].startswith("Held-out accuracy minus SimCLR's")
     assert overlaid[2].endswith("comparison alone. Each row is paired with the SimCLR row of its own folder where that "
                                 "folder has the task, else with the overlaid folder's, and only on seeds of the "
-                                "same epochs and batch size.")
+                                "same epochs, batch size and task version.")

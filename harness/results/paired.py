@@ -3,7 +3,8 @@
 The harness seeds every run of a seed alike (initial weights, data order and
 augmentations), so a method's score minus the baseline's score on the same
 task and seed removes the seed-to-seed noise both share. Seeds pair only
-where both records trained with the same epochs and batch size.
+where both records trained with the same epochs and batch size, on the same
+version and parameters of the task.
 
 One baseline's table is one family: each cell's paired t-test p is Holm-corrected over every cell of the
 table (every method on every task), so "a difference the seeds cannot explain" counts all of them. Cells
@@ -119,4 +120,4 @@ def folders_note(results: pd.DataFrame, baseline: str) -> str:
     if results.source.nunique() < 2:
         return ""
     return (f" Each row is paired with the {baseline} row of its own folder where that folder has the task, "
-            "else with the overlaid folder's, and only on seeds of the same epochs and batch size.")
+            "else with the overlaid folder's, and only on seeds of the same epochs, batch size and task version.")

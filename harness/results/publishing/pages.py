@@ -9,9 +9,9 @@ The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorc
   percent, with the cell's marks.
 - `{{seeds TASK METHOD}}`: the main score of each seed, percent, in seed order: `96.48, 96.18 (seeds 0, 1)`.
 - `{{paired TASK A B family=NAME}}`: A's main score minus B's over the seeds both have (with the same epochs and
-  batch size, as the leaderboard pairs them), in points: mean [95% t interval] (paired seeds) and the paired t-test's
-  two-sided p, Holm-corrected over every `paired` placeholder of family NAME in the page (the same comparison
-  written twice counts once); without family= the p is uncorrected and says so; one paired seed gives no p.
+  batch size on the same task version, as the leaderboard pairs them), in points: mean [95% t interval] (paired
+  seeds) and the paired t-test's two-sided p, Holm-corrected over every `paired` placeholder of family NAME in
+  the page (the same comparison written twice counts once); without family= the p is uncorrected and says so; one paired seed gives no p.
 - `{{history TASK METHOD KEY epoch=N digits=D}}`: the per-epoch value KEY of `history/TASK/METHOD.json` at epoch N
   (1 is the first; default the last every seed has), mean over seeds (min–max, seeds), D decimals (default 2).
 - `{{check TASKS METHOD CHECK}}`: how the records' check CHECK came out, per state (failed, not measurable, held,
@@ -222,7 +222,7 @@ class Reader:
         found = self._differences(task, a, b)
         if found.empty:
             raise Missing(f"no seeds of {a} and {b} on {task} pair: seeds pair only where both trained with the "
-                          "same epochs and batch size")
+                          "same epochs, batch size and task version")
         row = found.iloc[0]
         bounds = "" if math.isnan(row.low) else f" [{100 * row.low:+.2f}, {100 * row.high:+.2f}]"
         seeds = f"{row.n} paired seed{'s' if row.n > 1 else ''}"
