@@ -11,7 +11,8 @@ The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorc
 - `{{paired TASK A B family=NAME}}`: A's main score minus B's over the seeds both have (with the same epochs and
   batch size on the same task version, as the leaderboard pairs them), in points: mean [95% t interval] (paired
   seeds) and the paired t-test's two-sided p, Holm-corrected over every `paired` placeholder of family NAME in
-  the page (the same comparison written twice counts once); without family= the p is uncorrected and says so; one paired seed gives no p.
+  the page (the same comparison written twice counts once); without family= the p is uncorrected and says so; one
+  paired seed gives no p.
 - `{{history TASK METHOD KEY epoch=N digits=D}}`: the per-epoch value KEY of `history/TASK/METHOD.json` at epoch N
   (1 is the first; default the last every seed has), mean over seeds (min–max, seeds), D decimals (default 2).
 - `{{check TASKS METHOD CHECK}}`: how the records' check CHECK came out, per state (failed, not measurable, held,
