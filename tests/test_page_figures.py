@@ -25,6 +25,7 @@ SLOPE = {"new": 0.40, "ctl": 0.02, "image": 0.05}  # what each method gains per 
 GUIDE = [0.9, 1.0, 1.3]  # new's check value is the rate times these, per seed
 TEMPLATE = "Dose:\n{{curve w63,w0,w95,w32 new,ctl,image setting.rate check=guide}}\n"
 FACTS = EncoderFacts()
+TOLERANCE = 0.5 * 10 ** -DIGITS + 1e-9  # the figure's data keeps DIGITS decimals (and the floats' own error)
 
 
 def score(method, task, seed):
@@ -64,7 +65,6 @@ def rendered(root):
 
 def test_a_curves_points_are_each_methods_main_score_against_the_parameter_in_x_order(root):
     _, warnings, (figure,) = rendered(root)
-    tolerance = 0.5 * 10 ** -DIGITS + 1e-9  # the figure's data keeps DIGITS decimals
     assert list(figure.data["points"]) == ["new", "ctl", "image"]
     for method, points in figure.data["points"].items():
         tasks = sorted(t for t in RATES if not (method == "image" and t == "w63"))  # w0 < w32 < w63 < w95
@@ -72,9 +72,9 @@ def test_a_curves_points_are_each_methods_main_score_against_the_parameter_in_x_
         for point in points:
             mean, low, high = t_interval([100 * score(method, point["task"], seed) for seed in range(3)])
             assert point["n"] == 3
-            assert point["mean"] == pytest.approx(mean, abs=tolerance)
-            assert point["low"] == pytest.approx(low, abs=tolerance)
-            assert point["high"] == pytest.approx(high, abs=tolerance)
+            assert point["mean"] == pytest.approx(mean, abs=TOLERANCE)
+            assert point["low"] == pytest.approx(low, abs=TOLERANCE)
+            assert point["high"] == pytest.approx(high, abs=TOLERANCE)
     assert figure.data["score"] == "heldout_acc" and figure.data["param"] == "setting.rate"
     assert warnings == ["pages/P.md:2: {{curve w63,w0,w95,w32 new,ctl,image setting.rate check=guide}}: no records "
                         "of image on w63; the figure leaves that point out"]
@@ -82,16 +82,15 @@ def test_a_curves_points_are_each_methods_main_score_against_the_parameter_in_x_
 
 def test_a_curves_check_panel_shows_the_checks_value_of_the_methods_that_record_it(root):
     _, _, (figure,) = rendered(root)
-    tolerance = 0.5 * 10 ** -DIGITS + 1e-9
     assert figure.data["check"] == "guide" and list(figure.data["checked"]) == ["new"]
     points = figure.data["checked"]["new"]
     assert [p["x"] for p in points] == sorted(RATES.values())
     for point in points:
         values = [RATES[point["task"]] * g for g in GUIDE]
         assert point["n"] == 3
-        assert point["mean"] == pytest.approx(sum(values) / 3, abs=tolerance)
-        assert (point["min"], point["max"]) == (pytest.approx(min(values), abs=tolerance),
-                                                pytest.approx(max(values), abs=tolerance))
+        assert point["mean"] == pytest.approx(sum(values) / 3, abs=TOLERANCE)
+        assert (point["min"], point["max"]) == (pytest.approx(min(values), abs=TOLERANCE),
+                                                pytest.approx(max(values), abs=TOLERANCE))
 
 
 def test_the_page_links_the_figure_with_its_caption_and_the_command_writes_it_and_finds_it_stale(root, capsys):
@@ -127,6 +126,13 @@ def rewrite_params(root, task, method, seed, params):
     path.write_text(json.dumps(found))
 
 
+def rescore(root, task, main_score):
+    for path in (root / "records" / task).rglob("*.json"):
+        found = json.loads(path.read_text())
+        found["task"]["main_score"] = main_score
+        path.write_text(json.dumps(found))
+
+
 @pytest.mark.parametrize("change, template, expected", [
     (lambda root: rewrite_params(root, "w32", "ctl", 2, {"setting": {"size": 8}}), TEMPLATE,
      "pages/P.md:2: {{curve w63,w0,w95,w32 new,ctl,image setting.rate check=guide}}: the record of ctl seed 2 on "
@@ -142,6 +148,8 @@ def rewrite_params(root, task, method, seed, params):
     (None, "{{curve w0,w32 new,ctl setting.rate check=guid}}", "has the check 'guid'; use one of guide"),
     (None, "{{curve w0,w32 new,new setting.rate}}", "METHODS new,new has an empty or repeated entry"),
     (None, "{{curve w0,w32 new setting}}", "the task parameter setting of w0 is {"),
+    (lambda root: rescore(root, "w0", "test_acc"), "{{curve w0,w32 new setting.rate}}",
+     "the tasks' main scores differ (heldout_acc, test_acc)"),
 ])
 def test_a_bad_curve_names_page_and_line_and_nothing_is_written(root, change, template, expected):
     if change:
@@ -157,3 +165,13 @@ def test_the_same_curve_twice_on_a_page_is_one_figure(root):
     (root / "pages" / "P.md").write_text(TEMPLATE + TEMPLATE)
     text, _, figures = rendered(root)
     assert len(figures) == 1 and text.count(figures[0].path) == 2
+
+
+def test_a_point_of_one_seed_has_no_interval_and_is_drawn_without_a_bar(root):
+    for seed in (1, 2):
+        record_path(root, "w0", "ctl", seed).unlink()
+    _, _, (figure,) = rendered(root)
+    (point, *_) = figure.data["points"]["ctl"]
+    assert point == {"task": "w0", "x": 0.0, "n": 1, "mean": pytest.approx(100 * score("ctl", "w0", 0), abs=TOLERANCE),
+                     "low": None, "high": None}
+    assert publish(root, facts=lambda: FACTS) == [] and committed_digest(root / figure.path) == figure.digest
