@@ -21,7 +21,7 @@ import pandas as pd
 
 from harness.results import stats
 from harness.results.publishing import FIGURES_DIR
-from harness.results.publishing.figures import Figure, _pyplot, _slug
+from harness.results.publishing.figures import Figure, house_pyplot, slug
 from harness.results.publishing.placeholder import Missing, Placeholder
 from harness.results.records import Record
 
@@ -65,8 +65,8 @@ def curve_figure(p: Placeholder, cell: Callable[[str, str], pd.DataFrame], recor
     if "check" in p.options:
         data |= {"check": p.options["check"], "checked": _check_points(p, p.options["check"], ours, xs)}
     name = hashlib.sha256(json.dumps([p.args, p.options], sort_keys=True).encode()).hexdigest()[:10]
-    page = _slug(p.page.rpartition("/")[2].removesuffix(".md"))
-    return Figure(f"{FIGURES_DIR}/pages/{page}/curve-{_slug(param)}-{name}.svg", _caption(data, missing), "pages",
+    page = slug(p.page.rpartition("/")[2].removesuffix(".md"))
+    return Figure(f"{FIGURES_DIR}/pages/{page}/curve-{slug(param)}-{name}.svg", _caption(data, missing), "pages",
                   data, _draw), missing
 
 
@@ -140,7 +140,7 @@ def _caption(data: dict[str, Any], missing: list[str]) -> str:
 
 
 def _draw(data: dict[str, Any]) -> plt.Figure:
-    plt = _pyplot()
+    plt = house_pyplot()
     panels = 2 if "check" in data else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.0), squeeze=False)
     xs = sorted({point["x"] for points in data["points"].values() for point in points})
