@@ -64,7 +64,7 @@ def root(tmp_path):
 def rendered(root, template, facts=FACTS):
     (root / "pages" / "P.md").write_text(template)
     results, tables = build(root, facts)
-    pages, warnings = render_pages(root, results, tables, facts, set())
+    pages, warnings, _ = render_pages(root, results, tables, facts, set())
     body = pages["P.md"].split("\n\n", 1)[1]  # after the line that says where the page comes from
     return body.rstrip("\n"), warnings
 
@@ -78,7 +78,7 @@ def t_interval(values):
 def test_a_page_says_where_it_comes_from_and_renders_a_score_as_its_leaderboard_cell(root):
     (root / "pages" / "P.md").write_text("ssl: {{score t ssl}}\n")
     results, tables = build(root, FACTS)
-    pages, _ = render_pages(root, results, tables, FACTS, set())
+    pages, _, _ = render_pages(root, results, tables, FACTS, set())
     first, _, body = pages["P.md"].partition("\n\n")
     assert "pages/P.md" in first and "harness leaderboard" in first and "edit that template" in first
     scores = [b + g for b, g in zip(BASE, GAPS["ssl"])]
@@ -200,6 +200,8 @@ def test_the_command_reports_a_stale_page_as_it_reports_a_stale_leaderboard(root
     ("{{history t ssl los}}", "no seed of"),
     ("{{history t ssl loss epoch=3}}", "epoch 3 is not in"),
     ("{{score t ssl", "pages/P.md:1: a `{{` that opens no placeholder"),
+    ("{{paired t,t-relabelled,t ssl base}}", "TASKS t,t-relabelled,t has an empty or repeated entry"),
+    ("{{check t, ssl audit}}", "TASKS t, has an empty or repeated entry"),
 ])
 def test_a_bad_placeholder_names_page_and_line_and_nothing_is_written(root, template, expected):
     (root / "pages" / "P.md").write_text(template)
@@ -229,3 +231,78 @@ def test_without_a_pages_folder_the_outputs_are_as_before(root):
     (root / "pages").rmdir()
     assert publish(root, facts=lambda: FACTS) == []
     assert sorted(p.name for p in root.glob("*.md")) == ["LEADERBOARD.md"]
+
+
+# Three label assignments of one task; "new" against two controls. On u3 "ctl" lacks seed 2, and on u2 seed 1 of
+# "new" trained for other epochs: neither pairs, so the pooled comparison has 3 + 2 + 2 = 7 pairs.
+ASSIGNMENTS = {"u1": [0.70, 0.72, 0.71], "u2": [0.60, 0.64, 0.61], "u3": [0.80, 0.79, 0.83]}
+NEW_GAIN = {"u1": [0.020, 0.031, 0.012], "u2": [0.041, 0.5, 0.018], "u3": [0.009, 0.026, 0.3]}
+OTHER_GAIN = {"u1": [0.010, -0.004, 0.006], "u2": [0.003, 0.011, -0.002], "u3": [0.0, 0.007, 0.002]}
+
+
+def assignment_record(task, method, seed, acc, epochs=2):
+    return make_record(seed=seed, task={"name": task, "version": "1", "suite": "s", "fingerprint": task,
+                                        "params": {}},
+                       method={"name": method, "display_name": method, "version": "1"},
+                       protocol={"epochs": epochs, "trials": 3, "seeds": 1}, metrics={"test_acc": acc})
+
+
+@pytest.fixture
+def assignments(tmp_path):
+    for task, base in ASSIGNMENTS.items():
+        for seed in range(3):
+            if not (task == "u3" and seed == 2):
+                write_record(tmp_path, assignment_record(task, "ctl", seed, base[seed]))
+            write_record(tmp_path, assignment_record(task, "other", seed, base[seed] + OTHER_GAIN[task][seed]))
+            epochs = 3 if (task, seed) == ("u2", 1) else 2
+            write_record(tmp_path, assignment_record(task, "new", seed, base[seed] + NEW_GAIN[task][seed], epochs))
+    (tmp_path / "pages").mkdir()
+    return tmp_path
+
+
+def pooled_by_hand(control):
+    """(new's scores, the control's scores) of the pairs: same task and seed, both with 2 epochs, as written."""
+    mine, theirs = [], []
+    for task, base in ASSIGNMENTS.items():
+        for seed in range(3):
+            if (task, seed) == ("u2", 1) or (control == "ctl" and (task, seed) == ("u3", 2)):
+                continue
+            mine.append(base[seed] + NEW_GAIN[task][seed])
+            theirs.append(base[seed] if control == "ctl" else base[seed] + OTHER_GAIN[task][seed])
+    return mine, theirs
+
+
+def test_a_paired_comparison_pools_the_pairs_made_within_each_task_and_is_one_member_of_its_family(assignments):
+    text, _ = rendered(assignments, "{{paired u1,u2,u3 new ctl family=a}}\n{{paired u1,u2,u3 new other family=a}}\n"
+                                    "{{paired u1,u2,u3 new ctl}}")
+    lines = text.splitlines()
+    raw = {}
+    for control in ("ctl", "other"):
+        mine, theirs = pooled_by_hand(control)
+        raw[control] = scipy_stats.ttest_rel(mine, theirs).pvalue
+    small, large = sorted(raw.values())
+    adjusted = {small: min(1.0, 2 * small), large: min(1.0, max(2 * small, large))}  # Holm over the two pooled
+    for line, control, pairs in ((lines[0], "ctl", 7), (lines[1], "other", 8)):
+        mine, theirs = pooled_by_hand(control)
+        assert len(mine) == pairs
+        mean, low, high = t_interval([a - b for a, b in zip(mine, theirs)])
+        assert line == (f"{100 * mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] points ({pairs} pairs over 3 tasks; "
+                        f"p = {adjusted[raw[control]]:.2g}, Holm over 2 comparisons of family a)")
+    assert lines[2].endswith(f"(7 pairs over 3 tasks; uncorrected p = {raw['ctl']:.2g})")
+
+
+def test_a_paired_comparison_over_one_task_is_the_leaderboards_pairing_of_that_task(assignments):
+    from harness.results.paired import paired_differences
+
+    results, _ = build(assignments, EncoderFacts())
+    for task in ASSIGNMENTS:
+        text, _ = rendered(assignments, f"{{{{paired {task} new ctl}}}}")
+        row = paired_differences(results[results.task == task], "ctl").set_index("method").loc["new"]
+        assert text == (f"{100 * row['mean']:+.2f} [{100 * row.low:+.2f}, {100 * row.high:+.2f}] points "
+                        f"({row.n} paired seeds; uncorrected p = {row.p:.2g})")
+
+
+def test_a_pooled_comparison_needs_pairs_on_every_task_it_names(assignments):
+    (assignments / "records" / "u2" / "ctl").rename(assignments / "u2-ctl")
+    text, warnings = rendered(assignments, "{{paired u1,u2,u3 new ctl}}")
+    assert text == "(no records of ctl on u2)" and len(warnings) == 1

@@ -34,24 +34,35 @@ def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     `results` is the leaderboard's tidy table (harness.results.leaderboard.load_results); scores are fractions.
     A row's baseline is that of its own folder where that folder has it, else the published one's.
     """
+    rows = []
+    for (task, method), group in seed_pairs(results, baseline).groupby(["task", "display"], sort=True):
+        rows.append({"task": task, "method": method, **compared(group),
+                     "per_seed": dict(zip(group.seed.astype(int), group.score - group.baseline_score))})
+    columns = ["task", "method", "n", "mean", "low", "high", "p", "holm_p", "check_failed", "per_seed"]
+    table = pd.DataFrame(rows, columns=columns)  # holm_p is filled below, over the whole table
+    return table.assign(holm_p=stats.holm(table.p.tolist()))
+
+
+def seed_pairs(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every scored row of a method other than `baseline`, with `baseline_score`: the baseline's score on the same
+    task and seed where both trained alike (rows that pair with none are left out)."""
     ok = results[(results.status == "ok") & results.score.notna()]
     keys = ["task", "task_setting", "seed", "epochs", "batch_size"]  # seeds pair only where both trained alike
     pieces = []
     for (task, source), rows in ok[ok.name != baseline].groupby(["task", "source"]):
         base = counterpart(results, baseline, task, source)  # the baseline of the row's own folder, if it has one
         pieces.append(rows.merge(base[keys + ["score"]].rename(columns={"score": "baseline_score"}), on=keys))
-    paired = pd.concat(pieces) if pieces else ok.assign(baseline_score=ok.score).iloc[:0]
-    rows = []
-    for (task, method), group in paired.groupby(["task", "display"], sort=True):
-        diff = group.score - group.baseline_score
-        low, high = interval(diff)
-        test = stats.paired_test(dict(enumerate(group.score)), dict(enumerate(group.baseline_score)))
-        rows.append({"task": task, "method": method, "n": len(diff), "mean": diff.mean(), "low": low,
-                     "high": high, "p": test.p_value, "check_failed": bool(group.check_failed.any()),
-                     "per_seed": dict(zip(group.seed.astype(int), diff))})
-    columns = ["task", "method", "n", "mean", "low", "high", "p", "holm_p", "check_failed", "per_seed"]
-    table = pd.DataFrame(rows, columns=columns)  # holm_p is filled below, over the whole table
-    return table.assign(holm_p=stats.holm(table.p.tolist()))
+    return pd.concat(pieces) if pieces else ok.assign(baseline_score=ok.score).iloc[:0]
+
+
+def compared(pairs: pd.DataFrame) -> dict:
+    """n, mean difference, its t interval and the paired t-test's two-sided p over `pairs` (seed_pairs' rows:
+    of one task, or of several pooled), and whether any of them failed a check."""
+    diff = pairs.score - pairs.baseline_score
+    low, high = interval(diff)
+    test = stats.paired_test(dict(enumerate(pairs.score)), dict(enumerate(pairs.baseline_score)))
+    return {"n": len(diff), "mean": diff.mean(), "low": low, "high": high, "p": test.p_value,
+            "check_failed": bool(pairs.check_failed.any())}
 
 
 def interval(diff: pd.Series) -> tuple[float, float]:

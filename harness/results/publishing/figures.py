@@ -31,7 +31,7 @@ DIGEST_KEY = "Identifier"
 DIGEST_PREFIX = "harness-figure-data:"
 
 
-def _pyplot():
+def house_pyplot():
     """pyplot, headless and in the house style, loaded only when a figure is drawn: checking a published
     figure needs its data's digest alone, and matplotlib costs half a second to import."""
     import matplotlib
@@ -60,7 +60,7 @@ class Figure:
 def save(figure: Figure, root: Path) -> Path:
     path = Path(root) / figure.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    plt = house_pyplot()
     drawn = figure.draw(figure.data)
     drawn.savefig(path, format="svg", bbox_inches="tight",
                   metadata={"Date": None, "Creator": None, DIGEST_KEY: DIGEST_PREFIX + figure.digest})
@@ -75,7 +75,7 @@ def committed_digest(path: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
@@ -91,12 +91,12 @@ def scores_figure(suite: str, tasks: dict[str, list[dict[str, Any]]], main_score
         f"{t}: {m}" for t, m in sorted(named.items())) + ("; otherwise test accuracy)" if len(named) < len(tasks)
                                                           else ")")
     data = {"suite": suite, "tasks": tasks} | ({"main_scores": named} if named else {})  # unchanged digest without
-    return Figure(f"{FIGURES_DIR}/scores-{_slug(suite)}.svg", f"{suite}: {what} with 95% intervals",
+    return Figure(f"{FIGURES_DIR}/scores-{slug(suite)}.svg", f"{suite}: {what} with 95% intervals",
                   suite, data, _draw_scores)
 
 
 def _draw_scores(data: dict[str, Any]) -> plt.Figure:
-    plt = _pyplot()
+    plt = house_pyplot()
     tasks = data["tasks"]
     rows = max(len(points) for points in tasks.values())
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 0.8 + 0.32 * rows), squeeze=False)
@@ -125,7 +125,7 @@ def _draw_scores(data: dict[str, Any]) -> plt.Figure:
 def cd_figure(suite: str, ranks: dict[str, float], cd: float, tasks: int) -> Figure:
     data = {"suite": suite, "ranks": {m: round(r, 6) for m, r in sorted(ranks.items())}, "cd": round(cd, 6),
             "tasks": tasks}
-    return Figure(f"{FIGURES_DIR}/ranks-{_slug(suite)}.svg",
+    return Figure(f"{FIGURES_DIR}/ranks-{slug(suite)}.svg",
                   f"{suite}: average ranks; methods joined by a bar are within the critical difference",
                   suite, data, _draw_cd)
 
@@ -142,7 +142,7 @@ def cd_groups(ranks: dict[str, float], cd: float) -> list[list[str]]:
 
 
 def _draw_cd(data: dict[str, Any]) -> plt.Figure:
-    plt = _pyplot()
+    plt = house_pyplot()
     ranks, cd = data["ranks"], data["cd"]
     ordered = sorted(ranks, key=lambda m: ranks[m])
     k = len(ranks)
@@ -195,7 +195,7 @@ def mi_figure(task: str, suite: str, diagnostics: list[dict[str, Any]], paper: p
             theirs.append([_paper_bits(paper, column, c) for c in columns])
     data = {"task": task, "columns": columns, "rows": rows, "ours": ours, "paper": theirs,
             "paper_label": paper_label}
-    return Figure(f"{FIGURES_DIR}/mi-{_slug(task)}.svg", f"{task}: I(Z; latent) in bits, ours beside the paper's",
+    return Figure(f"{FIGURES_DIR}/mi-{slug(task)}.svg", f"{task}: I(Z; latent) in bits, ours beside the paper's",
                   suite, data, _draw_mi)
 
 
@@ -206,7 +206,7 @@ def _paper_bits(paper: pd.DataFrame | None, column: str | None, symbol: str) -> 
 
 
 def _draw_mi(data: dict[str, Any]) -> plt.Figure:
-    plt = _pyplot()
+    plt = house_pyplot()
     ours = np.array(data["ours"], dtype=float)
     paper = np.array([[math.nan if v is None else v for v in row] for row in data["paper"]], dtype=float)
     top = np.nanmax([np.nanmax(ours), np.nanmax(paper) if np.isfinite(paper).any() else 0.0])
@@ -232,13 +232,13 @@ def history_figure(history: dict[str, Any], suite: str) -> Figure:
     trials = [{"number": t["number"], "state": t["state"], "value": t["value"]} for t in history["trials"]]
     curves = {seed: [epoch.get(CURVE_METRIC) for epoch in curve] for seed, curve in sorted(history["seeds"].items())}
     data = {"task": history["task"], "method": history["display_name"], "trials": trials, "curves": curves}
-    return Figure(f"{FIGURES_DIR}/history/{_slug(history['task'])}/{_slug(history['method'])}.svg",
+    return Figure(f"{FIGURES_DIR}/history/{slug(history['task'])}/{slug(history['method'])}.svg",
                   f"{history['task']} / {history['display_name']}: Optuna trials and per-epoch validation of the "
                   "scored seeds", "curves", data, _draw_history)
 
 
 def _draw_history(data: dict[str, Any]) -> plt.Figure:
-    plt = _pyplot()
+    plt = house_pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(7.5, 2.6))
     done = [t for t in data["trials"] if t["value"] is not None and t["state"] == "COMPLETE"]
     others = [t for t in data["trials"] if t not in done]

@@ -3,16 +3,19 @@
 A records folder may hold `pages/*.md`, prose written by hand; `harness leaderboard` renders each to `NAME.md`
 beside LEADERBOARD.md (and `--check` reports it stale like any other output), so no figure in the prose is typed.
 A placeholder is `{{kind ARG ... option=value}}` on one line; markdown never uses `{{`, so any `{{` opens one.
-The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorcl-ssl`):
+The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorcl-ssl`; TASKS and METHODS are
+comma lists of them without spaces, each name once):
 
 - `{{score TASK METHOD}}`: the task's main score as its leaderboard cell shows it, mean ± 95% t half-width (seeds),
   percent, with the cell's marks.
 - `{{seeds TASK METHOD}}`: the main score of each seed, percent, in seed order: `96.48, 96.18 (seeds 0, 1)`.
-- `{{paired TASK A B family=NAME}}`: A's main score minus B's over the seeds both have (with the same epochs and
+- `{{paired TASKS A B family=NAME}}`: A's main score minus B's over the seeds both have (with the same epochs and
   batch size on the same task version, as the leaderboard pairs them), in points: mean [95% t interval] (paired
   seeds) and the paired t-test's two-sided p, Holm-corrected over every `paired` placeholder of family NAME in
   the page (the same comparison written twice counts once); without family= the p is uncorrected and says so; one
-  paired seed gives no p.
+  paired seed gives no p. TASKS may be a comma list (e.g. one task's variants with other label assignments):
+  seeds pair within each task as above, and the pairs of all of them are pooled into one comparison (one member
+  of its family) that says `N pairs over K tasks`; every task must contribute pairs.
 - `{{history TASK METHOD KEY epoch=N digits=D}}`: the per-epoch value KEY of `history/TASK/METHOD.json` at epoch N
   (1 is the first; default the last every seed has), mean over seeds (min–max, seeds), D decimals (default 2).
 - `{{check TASKS METHOD CHECK}}`: how the records' check CHECK came out, per state (failed, not measurable, held,
@@ -20,6 +23,15 @@ The kinds (TASK and METHOD are the names in the records, e.g. `synthetic factorc
   comma list, e.g. tasks that share inputs), and the causes the details name as `cause: ...;`.
 - `{{checkvalue TASK METHOD CHECK digits=D}}`: the check's recorded value, mean over seeds (min–max, seeds).
 - `{{encoders TASK METHOD}}`: the cell's distinct trained encoders and the other cells (task/method) holding them.
+- `{{curve TASKS METHODS PARAM check=CHECK}}`: a figure (harness.results.publishing.curves), linked with its
+  caption: each method's main score, mean with its 95% t interval over seeds, against the task parameter PARAM
+  (a dotted path into the records' `task.params`, e.g. `setting.class_word_rate`), one point per task, a
+  method's points joined in x order; with check=, a second panel shows the check's recorded value (mean,
+  min–max over seeds) for the methods that record it. `harness leaderboard` writes it to
+  `figures/pages/NAME/curve-PARAM-DIGEST.svg` (DIGEST: of the placeholder's arguments) and `--check` finds it
+  stale when its data changes, like the leaderboard's figures. A task whose records lack PARAM, hold no number
+  there or disagree on it is an error; a method without records on a task leaves that point out and is warned
+  about.
 
 A placeholder whose records are missing renders `(no records of METHOD on TASK)` and is warned about; an unknown
 kind, a wrong number of arguments, an unknown option, check or history key is an error naming page:line, and
@@ -33,7 +45,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -43,8 +55,11 @@ from harness.api.errors import HarnessError
 from harness.results import stats
 from harness.results.encoders import EncoderFacts, encoder_of
 from harness.results.leaderboard import Table, cell_text, summarize
-from harness.results.paired import paired_differences
+from harness.results.paired import compared, seed_pairs
+from harness.results.publishing.curves import curve_figure
+from harness.results.publishing.figures import Figure
 from harness.results.publishing.history import history_path, read_history
+from harness.results.publishing.placeholder import Missing, Placeholder
 from harness.results.records import Record, read_records
 
 PAGES_DIR = "pages"
@@ -53,36 +68,21 @@ PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 CAUSE = re.compile(r"cause: ([^;]+)")
 # kind -> (positional arguments, options it takes)
 KINDS = {"score": (("TASK", "METHOD"), ()), "seeds": (("TASK", "METHOD"), ()),
-         "paired": (("TASK", "A", "B"), ("family",)), "history": (("TASK", "METHOD", "KEY"), ("epoch", "digits")),
+         "paired": (("TASKS", "A", "B"), ("family",)), "history": (("TASK", "METHOD", "KEY"), ("epoch", "digits")),
          "check": (("TASKS", "METHOD", "CHECK"), ()), "checkvalue": (("TASK", "METHOD", "CHECK"), ("digits",)),
-         "encoders": (("TASK", "METHOD"), ())}
+         "encoders": (("TASK", "METHOD"), ()), "curve": (("TASKS", "METHODS", "PARAM"), ("check",))}
+LISTS = {"TASKS", "METHODS"}  # arguments that take a comma list
 STATES = (("violated", "failed"), ("not measurable", "not measurable"), ("held", "held"), (None, "not recorded"))
 
 
-@dataclass(frozen=True)
-class Placeholder:
-    page: str
-    line: int
-    text: str  # as written, braces included
-    kind: str
-    args: tuple[str, ...]
-    options: dict[str, str]
-
-    def error(self, problem: str, fix: str) -> HarnessError:
-        return HarnessError(f"{self.page}:{self.line}: {self.text}: {problem}; {fix}")
-
-
-class Missing(Exception):
-    """The records a placeholder reads do not exist: the page says so and the command warns."""
-
-
 def render_pages(root: Path, results: pd.DataFrame, tables: list[Table], facts: EncoderFacts,
-                 reserved: set[str]) -> tuple[dict[str, str], list[str]]:
-    """{output file name: text} for every template in root/pages/, and one warning per placeholder whose
-    records are missing. `results` and `tables` are the leaderboard's (harness.results.leaderboard.build)."""
+                 reserved: set[str]) -> tuple[dict[str, str], list[str], list[Figure]]:
+    """{output file name: text} for every template in root/pages/, one warning per placeholder whose
+    records are missing (or per point a curve leaves out), and the figures the pages' curves show (not yet
+    drawn: the caller saves them). `results` and `tables` are the leaderboard's (harness.results.leaderboard.build)."""
     templates = sorted((Path(root) / PAGES_DIR).glob("*.md"))
     if not templates:
-        return {}, []
+        return {}, [], []
     reader = Reader(Path(root), results[results.order == 0], results, tables, facts)
     outputs, warnings = {}, []
     for template in templates:
@@ -92,7 +92,7 @@ def render_pages(root: Path, results: pd.DataFrame, tables: list[Table], facts: 
         text, missing = render_page(f"{PAGES_DIR}/{template.name}", template.read_text(), reader)
         outputs[template.name] = text
         warnings += missing
-    return outputs, warnings
+    return outputs, warnings, reader.figures
 
 
 def render_page(name: str, template: str, reader: Reader) -> tuple[str, list[str]]:
@@ -112,6 +112,9 @@ def render_page(name: str, template: str, reader: Reader) -> tuple[str, list[str
         except Missing as missing:
             rendered.append(f"({missing})")
             warnings.append(f"{name}:{placeholder.line}: {placeholder.text}: {missing}; the page says so")
+        warnings += [f"{name}:{placeholder.line}: {placeholder.text}: {gap}; the figure leaves that point out"
+                     for gap in reader.absent]
+        reader.absent = []
     texts = iter(rendered)  # in the order the placeholders were found: line by line, left to right
     body = "".join(PLACEHOLDER.sub(lambda _: next(texts), line) for line in lines)
     return (f"{GENERATED}[`{name}`]({name}) by `harness leaderboard`, every figure from the records; "
@@ -149,6 +152,11 @@ def parse(page: str, line: int, text: str) -> Placeholder:
         if not options[option].isdigit() or (option == "epoch" and int(options[option]) < 1):
             raise placeholder.error(f"{option}={options[option]} is not a whole number"
                                     + (" from 1" if option == "epoch" else ""), usage)
+    for name, value in zip(wanted, args):
+        parts = value.split(",")
+        if name in LISTS and ("" in parts or len(set(parts)) < len(parts)):  # a repeated task would count twice
+            raise placeholder.error(f"{name} {value} has an empty or repeated entry",
+                                    f"name each {name[:-1].lower()} once, comma-separated without spaces")
     if kind == "paired" and args[1] == args[2]:
         raise placeholder.error(f"compares {args[1]} with itself", "name two different methods")
     return placeholder
@@ -182,6 +190,8 @@ class Reader:
     tables: list[Table]
     facts: EncoderFacts
     _records: list[Record] | None = None
+    figures: list[Figure] = field(default_factory=list)  # drawn by the page's curve placeholders
+    absent: list[str] = field(default_factory=list)  # what the last placeholder left out: warned about
 
     def render(self, p: Placeholder, corrected: dict[tuple, tuple[float, int]]) -> str:
         if p.kind == "paired":
@@ -206,34 +216,39 @@ class Reader:
         return (f"{', '.join(f'{100 * s:.2f}' for s in cell.score)} "
                 f"(seed{'s' if len(cell) > 1 else ''} {', '.join(str(int(s)) for s in cell.seed)})")
 
-    def _differences(self, task: str, a: str, b: str) -> pd.DataFrame:
-        mine, theirs = self.cell(task, a), self.cell(task, b)
-        found = paired_differences(pd.concat([mine, theirs]), theirs.name.iloc[0])
-        return found[found.method == mine.display.iloc[0]]
+    def _pairs(self, tasks: str, a: str, b: str) -> pd.DataFrame:
+        """A's seeds paired with B's within each task of the comma list (as the leaderboard pairs them), pooled."""
+        pooled = []
+        for task in tasks.split(","):
+            mine, theirs = self.cell(task, a), self.cell(task, b)
+            found = seed_pairs(pd.concat([mine, theirs]), theirs.name.iloc[0])
+            found = found[found.display == mine.display.iloc[0]]
+            if found.empty:
+                raise Missing(f"no seeds of {a} and {b} on {task} pair: seeds pair only where both trained with "
+                              "the same epochs, batch size and task version")
+            pooled.append(found)
+        return pd.concat(pooled)
 
-    def paired_p(self, task: str, a: str, b: str) -> float:
+    def paired_p(self, tasks: str, a: str, b: str) -> float:
         try:
-            found = self._differences(task, a, b)
+            return float(compared(self._pairs(tasks, a, b))["p"])
         except Missing:
             return math.nan
-        return float(found.p.iloc[0]) if len(found) else math.nan
 
     def paired(self, p: Placeholder, corrected: dict[tuple, tuple[float, int]]) -> str:
-        task, a, b = p.args
-        found = self._differences(task, a, b)
-        if found.empty:
-            raise Missing(f"no seeds of {a} and {b} on {task} pair: seeds pair only where both trained with the "
-                          "same epochs, batch size and task version")
-        row = found.iloc[0]
-        bounds = "" if math.isnan(row.low) else f" [{100 * row.low:+.2f}, {100 * row.high:+.2f}]"
-        seeds = f"{row.n} paired seed{'s' if row.n > 1 else ''}"
-        if math.isnan(row.p):
-            return f"{100 * row['mean']:+.2f}{bounds} points ({seeds}; no p with fewer than 2)"
+        tasks, a, b = p.args
+        row = compared(self._pairs(tasks, a, b))
+        bounds = "" if math.isnan(row["low"]) else f" [{100 * row['low']:+.2f}, {100 * row['high']:+.2f}]"
+        many = len(tasks.split(","))
+        n = row["n"]
+        pairs = f"{plural(n, 'pair')} over {many} tasks" if many > 1 else f"{n} paired seed{'s' if n > 1 else ''}"
+        if math.isnan(row["p"]):
+            return f"{100 * row['mean']:+.2f}{bounds} points ({pairs}; no p with fewer than 2)"
         if "family" not in p.options:
-            return f"{100 * row['mean']:+.2f}{bounds} points ({seeds}; uncorrected p = {row.p:.2g})"
+            return f"{100 * row['mean']:+.2f}{bounds} points ({pairs}; uncorrected p = {row['p']:.2g})"
         family = p.options["family"]
         adjusted, tested = corrected[(family, *p.args)]
-        return (f"{100 * row['mean']:+.2f}{bounds} points ({seeds}; p = {adjusted:.2g}, Holm over {tested} "
+        return (f"{100 * row['mean']:+.2f}{bounds} points ({pairs}; p = {adjusted:.2g}, Holm over {tested} "
                 f"comparison{'s' if tested > 1 else ''} of family {family})")
 
     def history(self, p: Placeholder, task: str, method: str, key: str) -> str:
@@ -253,10 +268,13 @@ class Reader:
             raise p.error(f"no seed of {path} has {key!r} at epoch {epoch}", f"use one of {', '.join(known)}")
         return spread(values, int(p.options.get("digits", 2)))
 
-    def records(self, tasks: list[str], method: str) -> list[Record]:
+    def ok_records(self) -> list[Record]:
         if self._records is None:
             self._records = [r for r in read_records(self.root) if r.status == "ok"]
-        found = [r for r in self._records if r.task["name"] in tasks and r.method["name"] == method]
+        return self._records
+
+    def records(self, tasks: list[str], method: str) -> list[Record]:
+        found = [r for r in self.ok_records() if r.task["name"] in tasks and r.method["name"] == method]
         for task in tasks:
             if not any(r.task["name"] == task for r in found):
                 raise Missing(f"no records of {method} on {task}")
@@ -292,6 +310,15 @@ class Reader:
         if not values:
             raise Missing(f"no record of {method} on {task} has a value for the check {name}")
         return spread(values, int(p.options.get("digits", 2)))
+
+    def curve(self, p: Placeholder, tasks: str, methods: str, param: str) -> str:
+        figure, absent = curve_figure(p, self.cell, self.ok_records())
+        if figure is None:
+            raise Missing(f"no records of {methods} on {tasks}")
+        self.absent = absent
+        if figure.path not in {f.path for f in self.figures}:  # the same curve twice is one figure
+            self.figures.append(figure)
+        return f"![{figure.data['score']} against {figure.data['param']}]({figure.path})\n\n*{figure.caption}*"
 
     def encoders(self, p: Placeholder, task: str, method: str) -> str:
         mine = set(self.cell(task, method).encoder)

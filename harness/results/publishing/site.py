@@ -41,13 +41,14 @@ def publish(root: Path, check: bool = False, overlays: list[Path] | tuple[Path, 
     where = folders(root, overlays)
     known = facts() if facts else EncoderFacts()
     results, tables = build(where, known)
-    pages, warnings = render_pages(root, results, tables, known, {MARKDOWN_FILE, CLAIMS_MARKDOWN, PAGE_FILE})
+    reserved = {MARKDOWN_FILE, CLAIMS_MARKDOWN, PAGE_FILE}
+    pages, warnings, page_figures = render_pages(root, results, tables, known, reserved)
     for warning in warnings:
         log.warning(warning)
     claims = load_claims(root)
     outcomes = evaluate(root, claims, known) if claims else []
     specs = figure_specs(where, results, tables)
-    stale = _figures(root, specs, check)
+    stale = _figures(root, specs + page_figures, check)  # the pages link their own figures, not the leaderboard
     links: dict[str, list[tuple[str, str]]] = {}
     for spec in specs:
         links.setdefault(spec.section, []).append((spec.caption, spec.path))
