@@ -20,12 +20,13 @@ from benchmarks.conftest import user_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The runner reaches the probes through the `probe` module and imported `fit` and `extract_features` by name.
+# The pair's training reaches the probes through the `probe` module and imported `fit` and `extract_features` by
+# name (harness.running.pair_training).
 MAIN_JOB = """
 import json, os, sys, time
 from harness.cli.app import main
 
-from harness.running import probe, runner
+from harness.running import pair_training, probe
 
 spent = {}
 
@@ -40,8 +41,8 @@ def timed(key, function):
 
 probe.linear_probe = timed("full_probe", probe.linear_probe)
 probe.quick_probe_accuracy = timed("quick_probe", probe.quick_probe_accuracy)
-runner.extract_features = timed("feature_extraction", runner.extract_features)
-runner.fit = timed("training", runner.fit)
+pair_training.extract_features = timed("feature_extraction", pair_training.extract_features)
+pair_training.fit = timed("training", pair_training.fit)
 started = time.perf_counter()
 code = main(["run", "--method", "clip", "--task", "synthetic", "--results", sys.argv[1], "--workdir", sys.argv[2],
              "--no-progress", "--allow-dirty"])  # scratch records: work in progress may be timed

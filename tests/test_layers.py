@@ -99,5 +99,5 @@ def test_methods_and_tasks_build_on_the_interface_not_on_results_or_the_command_
 
 def test_the_test_sees_the_imports_it_checks():
     # Guards the reader itself: a known upward edge in a synthetic module is found.
-    assert "harness.running.train" in GRAPH["harness.running.runner"]
+    assert "harness.running.train" in GRAPH["harness.running.pair_training"]
     assert "harness.api.method" in GRAPH["harness.running.train"]

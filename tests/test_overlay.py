@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.results.leaderboard import load_folders
+from harness.results.loading import load_folders
 from harness.results.overlay import folders
 from harness.results.paired import paired_differences
 from harness.results.protocol_marks import OFF_PROTOCOL

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
-from harness.results.leaderboard import load_folders, load_results, render
+from harness.results.leaderboard import render
+from harness.results.loading import load_folders, load_results
 from harness.results.overlay import folders
 from harness.results.paired import paired_differences, paired_section, paired_table
 from harness.results.records import write_record

@@ -31,7 +31,7 @@ def paired_differences(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """One row per (task, method other than `baseline`, by table name): n, mean difference and its interval,
     the paired t-test's two-sided p and that p Holm-corrected over every row returned (the table's family).
 
-    `results` is the leaderboard's tidy table (harness.results.leaderboard.load_results); scores are fractions.
+    `results` is the leaderboard's tidy table (harness.results.loading.load_results); scores are fractions.
     A row's baseline is that of its own folder where that folder has it, else the published one's.
     """
     rows = []

@@ -13,7 +13,8 @@ import pandas as pd
 
 from harness.results.claims import load_claims
 from harness.results.encoders import EncoderFacts
-from harness.results.leaderboard import METRIC, Reported, Table, build, compose, main_scores, reported_beside, summarize
+from harness.results.leaderboard import Table, build, compose, main_scores, summarize
+from harness.results.loading import METRIC, Reported, reported_beside
 from harness.results.overlay import Folders, folders
 from harness.results.publishing import figures as fig
 from harness.results.publishing.history import all_histories
