@@ -241,7 +241,7 @@ class Reader:
         bounds = "" if math.isnan(row["low"]) else f" [{100 * row['low']:+.2f}, {100 * row['high']:+.2f}]"
         many = len(tasks.split(","))
         n = row["n"]
-        pairs = f"{plural(n, 'pair')} over {many} tasks" if many > 1 else f"{n} paired seed{'s' if n > 1 else ''}"
+        pairs = f"{plural(n, 'pair')} over {many} tasks" if many > 1 else plural(n, "paired seed")
         if math.isnan(row["p"]):
             return f"{100 * row['mean']:+.2f}{bounds} points ({pairs}; no p with fewer than 2)"
         if "family" not in p.options:
